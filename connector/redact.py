@@ -1,0 +1,69 @@
+"""Secrets never reach a log line or an error message.
+
+Clients register every secret they hold (webhook codes, passwords, tokens) here; errors and the
+logging filter replace them with ``***``. Webhook URLs are also masked by shape, so a URL that
+was never registered (say, from a traceback of a library) still loses its secret segment.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+
+# https://portal/rest/<user>/<code>/...  -> https://portal/rest/<user>/***/...
+_WEBHOOK = re.compile(r"(/rest/(?:api/)?\d+/)([A-Za-z0-9_\-]{4,})(/|$)")
+_USERINFO = re.compile(r"(\w+://[^/\s:@]+:)([^@\s/]+)(@)")
+_QUERY_SECRET = re.compile(r"((?:auth|token|secret|password|access_token|refresh_token|key)=)([^&\s\"']+)", re.I)
+
+
+def add_secret(value: str | bytes | None) -> None:
+    """Remember a secret so that it is masked wherever it appears."""
+    if not value:
+        return
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    value = str(value)
+    if len(value) < 4:  # too short to mask safely without mangling ordinary text
+        return
+    with _lock:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Mask registered secrets and secret-shaped URL parts."""
+    if not text:
+        return text
+    with _lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for s in secrets:
+        if s in text:
+            text = text.replace(s, "***")
+    text = _WEBHOOK.sub(r"\1***\3", text)
+    text = _USERINFO.sub(r"\1***\3", text)
+    text = _QUERY_SECRET.sub(r"\1***", text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Logging filter that masks secrets in the formatted message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a broken format string must not hide the log line
+            msg = str(record.msg)
+        record.msg = redact(msg)
+        record.args = None
+        return True
+
+
+def install_logging_filter() -> None:
+    """Attach the filter to every root handler (idempotent)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

@@ -1,0 +1,139 @@
+"""Sandboxed Jinja2 texts with a fixed vocabulary per rule type.
+
+An unknown variable is a ``validate`` error, not a blank in a client's SMS: every template in
+the config is rendered at load time against a sample context that has exactly the variables the
+rule will provide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+def _person(name: str) -> dict[str, Any]:
+    return {"id": "7", "key": "bitrix24:user:7", "name": name, "email": "m@example.com", "first_name": name.split()[0]}
+
+
+_CLIENT = {
+    "key": "bitrix24:company:12",
+    "id": "12",
+    "title": "Acme LLC",
+    "name": "Acme LLC",
+    "first_name": "Olena",
+    "greeting_name": "Olena",
+    "phone": "+380501234567",
+    "email": "client@example.com",
+    "segment": "VIP",
+    "tax_id": "12345678",
+    "kind": "company",
+    "fields": {},
+    "system": "bitrix24",
+}
+
+BASE_VARS: dict[str, Any] = {
+    "client": _CLIENT,
+    "manager": _person("Ivan Petrenko"),
+    "supervisor": _person("Head Of Sales"),
+    "rule": {"name": "rule", "type": "forgotten"},
+    "days": 60,
+    "reason": "no contact for 60 days",
+    "now": "2026-01-01 10:00",
+    "today": "2026-01-01",
+    "last_contact": {"kind": "call", "date": "2026-01-01"},
+}
+
+EXTRA_VARS: dict[str, dict[str, Any]] = {
+    "release": {"previous_manager": _person("Petro Ivanenko"), "grace_days": 14},
+    "lost": {
+        "purchases": 3,
+        "last_purchase": {"date": "2026-01-01", "amount": 100.0, "kind": "deal"},
+        "cadence_days": 14,
+        "callback_number": 1,
+        "temperature": "warm",
+    },
+    "unpaid": {
+        "invoice": {
+            "key": "bitrix24:invoice:17",
+            "id": "17",
+            "title": "Invoice #17",
+            "number": "17",
+            "amount": 1250.5,
+            "currency": "UAH",
+            "due_date": "2026-01-01",
+            "days_overdue": 5,
+        }
+    },
+    "debtors": {
+        "debt": {
+            "amount": 1500.0,
+            "currency": "UAH",
+            "overdue_amount": 1500.0,
+            "overdue_since": "2026-01-01",
+            "days_overdue": 10,
+        }
+    },
+    "missed_call": {
+        "call": {"phone": "+380501234567", "started_at": "2026-01-01 10:00", "wait_s": 20, "id": "1"},
+        "callback_minutes": 15,
+    },
+    "forgotten": {},
+}
+
+
+def variables_for(rule_type: str) -> dict[str, Any]:
+    return {**BASE_VARS, **EXTRA_VARS.get(rule_type, {})}
+
+
+def render(template: str, context: dict[str, Any]) -> str:
+    """Render a template; raises :class:`jinja2.TemplateError` on unknown variables."""
+    return _env.from_string(template).render(**context)
+
+
+def pick_variant(variants: list[str], client_key: str, year: int) -> str:
+    """Same client, same year -> same text; next year a (probably) different one."""
+    h = int(hashlib.sha1(f"{client_key}:{year}".encode()).hexdigest(), 16)
+    return variants[h % len(variants)]
+
+
+def _texts(obj: Any, loc: tuple) -> Iterable[tuple[tuple, str]]:
+    """Every template string inside an action model, with its config location."""
+    from pydantic import BaseModel
+
+    if isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            value = getattr(obj, name)
+            alias = type(obj).model_fields[name].alias or name
+            yield from _texts(value, loc + (alias,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _texts(v, loc + (i,))
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _texts(v, loc + (k,))
+    elif isinstance(obj, str) and ("{{" in obj or "{%" in obj):
+        yield loc, obj
+
+
+def check_templates(settings: Any) -> list[tuple[tuple, str]]:
+    """Render every template of every rule against its rule type's vocabulary."""
+    problems: list[tuple[tuple, str]] = []
+    for ri, rule in enumerate(settings.rules):
+        ctx = variables_for(rule.type)
+        parts: list[tuple[tuple, Any]] = [(("rules", ri, "actions"), rule.actions)]
+        for si, step in enumerate(rule.escalate):
+            parts.append((("rules", ri, "escalate", si, "actions"), step.actions))
+        if rule.type == "release":
+            parts.append((("rules", ri, "reassign"), rule.reassign))
+        for base, obj in parts:
+            for loc, text in _texts(obj, base):
+                try:
+                    render(text, ctx)
+                except TemplateError as e:
+                    problems.append((loc, f"template error: {e.message or e}"))
+    return problems
