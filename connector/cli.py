@@ -1,0 +1,341 @@
+"""The ``connector`` command: validate, schema, check, sync, status, plan, run, sandbox, demo.
+
+Exit codes: 0 fine, 1 a source or an action failed, 2 bad config or usage, 3 refused by the
+safety brake.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from connector.config import Settings, json_schema, load_settings
+from connector.errors import ConfigError, ConnectorError, StoreError
+from connector.ports import FixedClock, SystemClock
+from connector.redact import install_logging_filter, redact
+
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_logging_filter()
+
+
+def _now_option(f):  # noqa: ANN001, ANN201
+    return click.option("--now", "now", default=None, help="Pretend it is this ISO 8601 moment (simulation, tests).")(f)
+
+
+def _clock(now: str | None):  # noqa: ANN201
+    if not now:
+        return SystemClock()
+    try:
+        t = datetime.fromisoformat(now)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO 8601 datetime: {now!r}", param_hint="--now") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return FixedClock(t)
+
+
+def _load(path: str) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as e:
+        for p in e.problems:
+            err.print(redact(p), markup=False)
+        err.print(f"{len(e.problems)} problem(s) in {path}; nothing was run.", markup=False)
+        sys.exit(2)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging (secrets are masked).")
+@click.version_option(package_name="client-keeper-connector")
+def main(verbose: bool) -> None:
+    """Keeps customers from slipping away: Bitrix24 + 1C + Binotel follow-up rules."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+def validate(config: str) -> None:
+    """Check a config file: every problem as FILE:LINE: path: message."""
+    s = _load(config)
+    console.print(f"{config}: OK ({len(s.rules)} rules: {', '.join(r.name for r in s.rules) or 'none'})", markup=False)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the config (for editor autocompletion)."""
+    click.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+def check(config: str) -> None:
+    """Reach each configured system; report missing scopes and permissions."""
+    from connector.registry import adapters
+    from connector.runner import make_context, open_store
+
+    s = _load(config)
+    store = open_store(s)
+    ctx = make_context(store, SystemClock())
+    t = Table("system", "check", "result", "detail")
+    bad = 0
+    for adapter in adapters().values():
+        if not adapter.configured(s):
+            continue
+        try:
+            results = adapter.check(s, ctx)
+        except ConnectorError as e:
+            t.add_row(adapter.name, "reach", "[red]FAIL[/]", redact(str(e)))
+            bad += 1
+            continue
+        for r in results:
+            bad += not r.ok
+            t.add_row(r.system, r.what, "[green]ok[/]" if r.ok else "[red]FAIL[/]", redact(r.detail))
+    console.print(t)
+    sys.exit(1 if bad else 0)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--full", is_flag=True, help="Ignore cursors and re-read everything.")
+@_now_option
+def sync(config: str, full: bool, now: str | None) -> None:
+    """Pull every configured source into the local store."""
+    from connector.runner import make_context, open_store
+    from connector.sync import sync_all
+
+    s = _load(config)
+    store = _open(s)
+    ctx = make_context(store, _clock(now))
+    rep = sync_all(s, store, ctx, full=full, progress=sys.stdout.isatty())
+    _print_sync(rep)
+    sys.exit(0 if rep.ok else 1)
+
+
+def _open(s: Settings):  # noqa: ANN202
+    from connector.runner import open_store
+
+    try:
+        return open_store(s)
+    except StoreError as e:
+        err.print(f"store: {e}", markup=False)
+        sys.exit(1)
+
+
+def _print_sync(rep) -> None:  # noqa: ANN001
+    t = Table("source", "rows", "requests", "seconds", "status")
+    for s in rep.sources:
+        t.add_row(s.system, str(s.rows), str(s.requests), f"{s.seconds:.1f}", "ok" if not s.error else f"[red]FAILED[/] {redact(s.error)}")
+    console.print(t)
+    if rep.links:
+        console.print(f"1C counterparties: {rep.links.get('linked', 0)} linked, {rep.links.get('ambiguous', 0)} ambiguous, "
+                      f"{rep.links.get('unmatched', 0)} unmatched (see `connector status`)", markup=False)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+def status(config: str) -> None:
+    """Cursors, record counts, last runs, journal states, unmatched 1C counterparties."""
+    from sqlalchemy import select
+
+    from connector.journal import Journal
+    from connector.matching import link_report
+    from connector.store import runs
+
+    s = _load(config)
+    store = _open(s)
+    t = Table("system", "stream", "rows", "updated", "cursor")
+    for c in store.cursors():
+        t.add_row(c["system"], c["stream"], str(c["rows"]), str(c["updated_at"] or ""), (c["cursor"] or "")[:60])
+    console.print(t)
+    counts = store.counts()
+    console.print("records: " + ", ".join(f"{k} {v}" for k, v in counts.items()), markup=False)
+    with store.tx() as conn:
+        last = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(5)).all()
+    rt = Table("run", "command", "started", "clock", "status")
+    for r in last:
+        rt.add_row(str(r.id), r.command, str(r.started_at), str(r.clock), r.status)
+    console.print(rt)
+    console.print("journal: " + (", ".join(f"{k} {v}" for k, v in sorted(Journal(store).summary().items())) or "empty"), markup=False)
+    problems = link_report(store)
+    if problems:
+        lt = Table("1C counterparty", "status", "candidates")
+        for p in problems:
+            lt.add_row(p["title"] or p["key"], p["status"], ", ".join(p["candidates"]))
+        console.print(lt)
+
+
+def _plan_rows(plan) -> list[dict]:  # noqa: ANN001
+    rows = []
+    for rp in plan.rules:
+        for a in rp.actions:
+            rows.append({
+                "rule": a.rule, "type": a.type, "key": a.key, "system": a.system, "client": a.client_title,
+                "manager": a.manager_name, "reason": a.reason, "mode": a.mode,
+                "state": plan.known.get(a.key, "refused" if (rp.refused or plan.refused_run) else "new"),
+                "not_before": a.not_before.isoformat() if a.not_before else None, "payload": a.payload,
+            })
+    return rows
+
+
+def _describe(a: dict) -> str:
+    p = a["payload"]
+    t = a["type"]
+    if t == "task":
+        return f"task “{p.get('title')}” due {p.get('deadline', '')[:16]}"
+    if t == "reassign":
+        return f"reassign {len(p.get('entities', []))} record(s) to {p.get('to')}"
+    if t == "notify":
+        return f"notify {p.get('user')}"
+    if t == "sms":
+        return f"SMS to {p.get('phone')}: “{p.get('text')}”"
+    if t == "email":
+        return f"e-mail to {p.get('to')}: “{p.get('subject')}”"
+    if t == "comment":
+        return "timeline comment"
+    if t == "trigger":
+        return f"automation trigger {p.get('code')}" + (" (sends SMS)" if p.get("sms") else "")
+    if t == "field":
+        return "set " + ", ".join(f"{k}={v}" for k, v in p.get("fields", {}).items())
+    if t == "workflow":
+        return f"business process {p.get('template_id')}"
+    return t
+
+
+def print_plan(plan, *, as_json: bool = False) -> None:  # noqa: ANN001
+    rows = _plan_rows(plan)
+    if as_json:
+        click.echo(json.dumps({"actions": rows, "refused_run": plan.refused_run,
+                               "rules": [{"rule": r.rule, "type": r.type, "scope": r.scope, "findings": r.findings, "refused": r.refused,
+                                          "errors": r.errors} for r in plan.rules]}, indent=2, ensure_ascii=False, default=str))
+        return
+    for rp in plan.rules:
+        head = f"[bold]{rp.rule}[/] ({rp.type}): {rp.findings} of {rp.scope} in scope, {len(rp.actions)} action(s)"
+        console.print(head)
+        if rp.refused:
+            console.print(f"  [red]REFUSED[/]: {rp.refused}")
+        for e in rp.errors:
+            console.print(f"  [red]error[/]: {e}", markup=True)
+        mine = [r for r in rows if r["rule"] == rp.rule]
+        if mine:
+            t = Table("state", "action", "client", "manager", "reason", show_lines=False)
+            for r in mine:
+                desc = _describe(r) + (f" (waits until {r['not_before'][:16]})" if r["not_before"] else "")
+                t.add_row(r["state"], desc, r["client"], r["manager"], r["reason"])
+            console.print(t)
+    if plan.refused_run:
+        console.print(f"[red]REFUSED[/]: {plan.refused_run}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--force", is_flag=True, help="Override the safety brake (shown, not executed here).")
+@_now_option
+def plan(config: str, as_json: bool, force: bool, now: str | None) -> None:
+    """Sync, evaluate and print every planned action with its reason. Writes to no external system."""
+    from connector.runner import cycle, make_context
+
+    s = _load(config)
+    store = _open(s)
+    ctx = make_context(store, _clock(now))
+    rep = cycle(s, store, ctx, execute=False, force=force, progress=not as_json and sys.stdout.isatty())
+    if not rep.sync.ok:
+        if not as_json:
+            _print_sync(rep.sync)
+        err.print("a source failed: no rule was evaluated", markup=False)
+        sys.exit(1)
+    print_plan(rep.plan, as_json=as_json)
+
+
+def _print_exec(rep) -> None:  # noqa: ANN001
+    e = rep.execution
+    if rep.plan is not None:
+        console.print(f"planned {len(rep.plan.actions)} action(s): {rep.recorded} new, {len(rep.plan.actions) - len(rep.plan.new_actions)} already in the journal; "
+                      f"{rep.cancelled} cancelled", markup=False)
+    if e is not None:
+        console.print(f"executed: {e.done} done, {e.reconciled} reconciled after a crash, {e.retry} to retry, {e.failed} failed, "
+                      f"{e.uncertain} uncertain, {e.skipped} skipped (no channel), {e.delivered} delivered", markup=False)
+        for rule, counts in sorted(e.by_rule.items()):
+            console.print(f"  {rule}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), markup=False)
+        for p in e.problems:
+            console.print(f"  [yellow]![/] {redact(p)}")
+    for n in rep.notes:
+        console.print(f"[red]{redact(n)}[/]")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--once", is_flag=True, help="One cycle, then exit (non-zero if a source failed).")
+@click.option("--force", is_flag=True, help="Override the safety brake for this run.")
+@_now_option
+def run(config: str, once: bool, force: bool, now: str | None) -> None:
+    """Sync, evaluate, execute. Without --once: the daemon (SIGTERM stops, SIGHUP reloads)."""
+    from connector.runner import cycle, make_context
+
+    if not once:
+        from connector.daemon import Daemon
+
+        s = _load(config)
+        sys.exit(Daemon(config, s, clock=_clock(now)).serve())
+    s = _load(config)
+    store = _open(s)
+    ctx = make_context(store, _clock(now))
+    rep = cycle(s, store, ctx, execute=True, force=force, progress=sys.stdout.isatty())
+    _print_sync(rep.sync)
+    _print_exec(rep)
+    if not rep.sync.ok:
+        sys.exit(1)
+    if rep.plan and rep.plan.refused_run:
+        sys.exit(3)
+    sys.exit(0 if rep.ok else 1)
+
+
+@main.command()
+@click.option("--companies", default=40, show_default=True, help="Size of the seeded company.")
+@click.option("--env-file", type=click.Path(dir_okay=False), default=None, help="Also write the variables to this file.")
+def sandbox(companies: int, env_file: str | None) -> None:
+    """Start the emulated Bitrix24, 1C, Binotel and SMS gateway on loopback until Ctrl-C."""
+    import time
+
+    from connector.demo import Sandbox
+
+    with Sandbox(companies=companies) as sb:
+        lines = [f"{k}={v}" for k, v in sb.env.items()]
+        console.print("Sandbox running on loopback. Point a config at it with:", markup=False)
+        for line in lines:
+            console.print(f"  export {line}", markup=False)
+        if env_file:
+            Path(env_file).write_text("\n".join(lines) + "\n", encoding="utf-8")
+            console.print(f"(also written to {env_file}; try: connector plan config/demo.yaml)", markup=False)
+        console.print("Ctrl-C to stop.", markup=False)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command()
+@click.option("--config", "config_path", default=None, help="Demo config (default: the packaged config/demo.yaml).")
+@click.option("--companies", default=40, show_default=True)
+def demo(config_path: str | None, companies: int) -> None:
+    """Seed a company in the sandbox, run every rule on it twice (today and 16 days later)."""
+    from connector.demo import run_demo
+
+    sys.exit(run_demo(config_path, companies=companies, console=console))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

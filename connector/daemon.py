@@ -1,0 +1,109 @@
+"""``connector run CONFIG``: cycles on the configured schedule until told to stop.
+
+SIGTERM/SIGINT finish the current cycle and exit 0. SIGHUP reloads the config file; a bad new
+config is refused (its problems are logged) and the old one stays in force. The optional Binotel
+push receiver runs beside the cycles and writes calls straight into the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import datetime, timezone
+
+from croniter import croniter
+
+from connector.config import Settings, load_settings
+from connector.errors import ConfigError, ConnectorError
+from connector.ports import Clock, SystemClock
+from connector.registry import adapters
+from connector.runner import cycle, make_context, open_store
+
+log = logging.getLogger("connector.daemon")
+
+
+class Daemon:
+    def __init__(self, path: str, settings: Settings, *, clock: Clock | None = None):
+        self.path = path
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self.cycles = 0
+        self._push = None
+
+    def _on_term(self, signum: int, frame: object) -> None:
+        log.warning("signal %s: stopping after the current cycle", signum)
+        self.stop.set()
+
+    def _on_hup(self, signum: int, frame: object) -> None:
+        self.reload.set()
+        self.stop_wait.set()
+
+    def _reload(self) -> None:
+        self.reload.clear()
+        try:
+            new = load_settings(self.path)
+        except ConfigError as e:
+            log.error("reload refused, keeping the running config:\n%s", "\n".join(e.problems))
+            return
+        self.settings = new
+        self._restart_push()
+        log.warning("config reloaded from %s (%d rules)", self.path, len(new.rules))
+
+    def _restart_push(self) -> None:
+        if self._push is not None:
+            self._push.stop()
+            self._push = None
+        for adapter in adapters().values():
+            factory = getattr(adapter, "push_server", None)
+            if factory and adapter.configured(self.settings):
+                store = open_store(self.settings)
+                server = factory(self.settings, lambda calls, store=store: store.write(calls))
+                if server is not None:
+                    server.start()
+                    self._push = server
+
+    def next_delay(self, now: datetime) -> float:
+        sched = self.settings.schedule
+        if sched.cron:
+            nxt = croniter(sched.cron, now).get_next(datetime)
+            return max(1.0, (nxt - now).total_seconds())
+        return max(1.0, (sched.every_minutes or 15) * 60)
+
+    def serve(self, *, max_cycles: int | None = None) -> int:
+        self.stop_wait = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_term)
+            signal.signal(signal.SIGINT, self._on_term)
+            signal.signal(signal.SIGHUP, self._on_hup)
+        self._restart_push()
+        try:
+            while not self.stop.is_set():
+                if self.reload.is_set():
+                    self._reload()
+                try:
+                    store = open_store(self.settings)
+                    rep = cycle(self.settings, store, make_context(store, self.clock), execute=True)
+                    done = rep.execution.done if rep.execution else 0
+                    log.warning("cycle %d: sources %s, %d action(s) done%s", self.cycles + 1,
+                                "ok" if rep.sync.ok else "FAILED", done, "; " + "; ".join(rep.notes) if rep.notes else "")
+                except ConnectorError as e:
+                    log.error("cycle failed: %s", e)
+                self.cycles += 1
+                if max_cycles is not None and self.cycles >= max_cycles:
+                    break
+                self.stop_wait.clear()
+                delay = self.next_delay(datetime.now(timezone.utc))
+                while not self.stop.is_set() and not self.reload.is_set():
+                    if self.stop_wait.wait(min(delay, 1.0)):
+                        break
+                    delay -= 1.0
+                    if delay <= 0:
+                        break
+        finally:
+            if self._push is not None:
+                self._push.stop()
+        log.warning("stopped after %d cycle(s)", self.cycles)
+        return 0

@@ -1,0 +1,147 @@
+"""The embedded sandbox and the demo: every emulator seeded with one synthetic company.
+
+``connector demo`` needs nothing but this package: it starts the emulated Bitrix24, 1C, Binotel
+and SMS gateway on loopback, points ``config/demo.yaml`` at them through environment variables,
+and runs the real job (sync, plan, run) on a simulated date, then again 16 days later.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from connector.errors import ConfigError
+from connector.ports import FixedClock
+from connector.registry import adapters
+from connector.sandbox import SyntheticCompany, generate
+
+
+class Sandbox:
+    """Context manager: start every adapter's emulator; ``env`` points a config at them."""
+
+    def __init__(self, *, companies: int = 40, company: SyntheticCompany | None = None):
+        self.company = company or generate(companies=companies)
+        self.env: dict[str, str] = {}
+        self._services: list[Any] = []
+        self._saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> "Sandbox":
+        try:
+            for adapter in adapters().values():
+                service = adapter.sandbox(self.company)
+                if service is None:
+                    continue
+                self.env.update(service.start())
+                self._services.append(service)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        for k, v in self.env.items():
+            self._saved[k] = os.environ.get(k)
+            os.environ[k] = v
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for service in reversed(self._services):
+            try:
+                service.stop()
+            except Exception:  # stopping one emulator must not keep the others running
+                pass
+        self._services.clear()
+        for k, v in self._saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def find_demo_config(path: str | None) -> Path:
+    if path:
+        return Path(path)
+    for candidate in (Path.cwd() / "config" / "demo.yaml", Path(__file__).resolve().parents[1] / "config" / "demo.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("config/demo.yaml not found: run `connector demo` from the project folder or pass --config")
+
+
+def run_demo(config_path: str | None, *, companies: int = 40, console: Console | None = None) -> int:
+    from connector.cli import _print_exec, _print_sync, print_plan
+    from connector.config import load_settings
+    from connector.runner import cycle, make_context, open_store
+
+    console = console or Console()
+    cfg = find_demo_config(config_path)
+    with tempfile.TemporaryDirectory(prefix="connector-demo-") as tmp, Sandbox(companies=companies) as sb:
+        os.environ["CONNECTOR_STORE"] = f"sqlite:///{Path(tmp) / 'demo.db'}"
+        try:
+            settings = load_settings(cfg)
+        except ConfigError as e:
+            for p in e.problems:
+                console.print(p, markup=False)
+            return 2
+        store = open_store(settings)
+        today = sb.company.anchor
+        console.rule(f"Sandbox company: {len(sb.company.companies)} clients, {len(sb.company.managers)} managers; simulated date {today:%Y-%m-%d %H:%M %Z}")
+        console.print(f"Config: {cfg}", markup=False)
+
+        console.rule("1. connector plan  (sync, evaluate, show; writes nothing)")
+        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=False)
+        _print_sync(rep.sync)
+        if not rep.sync.ok:
+            return 1
+        print_plan(rep.plan)
+
+        console.rule("2. connector run --once  (the same, executed through the APIs)")
+        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=True)
+        _print_exec(rep)
+        first = rep
+
+        console.rule("3. connector run --once again  (nothing is done twice)")
+        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=True)
+        _print_exec(rep)
+
+        later = today + timedelta(days=16)
+        console.rule(f"4. connector run --once --now {later:%Y-%m-%d}  (16 days later: release, next call-back)")
+        rep16 = cycle(settings, store, make_context(store, FixedClock(later)), execute=True)
+        print_plan(rep16.plan)
+        _print_exec(rep16)
+
+        console.rule("What each rule did")
+        t = Table("rule", "type", "today", "16 days later")
+        for rp in first.plan.rules:
+            a = first.execution.by_rule.get(rp.rule, {}) if first.execution else {}
+            b = rep16.execution.by_rule.get(rp.rule, {}) if rep16.execution else {}
+            t.add_row(rp.rule, rp.type, _fmt(a), _fmt(b))
+        console.print(t)
+        highlights = _highlights(store)
+        for line in highlights:
+            console.print(f"  - {line}", markup=False)
+        ok = first.ok and rep16.ok
+        return 0 if ok else 1
+
+
+def _fmt(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to do"
+
+
+def _highlights(store) -> list[str]:  # noqa: ANN001
+    from connector.journal import Journal
+
+    out = []
+    for row in Journal(store).rows(limit=500):
+        p = row["payload"] or {}
+        title = p.get("_title", "")
+        if row["type"] == "reassign":
+            out.append(f"release: {title} moved from {p.get('from')} to {p.get('to')} ({row['state']})")
+        elif row["type"] in ("sms",) or (row["type"] == "trigger" and p.get("sms")):
+            sms = p.get("sms", p)
+            out.append(f"{row['rule']}: SMS to {sms.get('phone')} “{sms.get('text')}” ({row['state']})")
+        elif row["type"] == "task" and row["rule"] in ("debtors",) or (row["type"] == "task" and "1c" in (row["reason"] or "")):
+            out.append(f"{row['rule']} (from 1C): {p.get('title')} ({row['state']})")
+    return sorted(set(out))

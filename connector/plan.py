@@ -1,0 +1,323 @@
+"""From findings to planned actions: keys, texts, people, deadlines, escalation, safety brake.
+
+Keys are ``rule:subject:period:index`` (escalation steps ``...:e<step>.<index>``), so a rerun
+plans the very same keys and the journal turns them into no-ops. The safety brake refuses a rule
+that would act on more than ``safety.max_share`` of its scope (a failed or half-empty source
+makes everyone look forgotten), and a run with more than ``safety.max_actions_per_run`` new
+actions, unless forced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from jinja2 import TemplateError
+
+from connector.calendar import BusinessCalendar
+from connector.config import (
+    CommentAction,
+    EmailAction,
+    FieldAction,
+    NotifyAction,
+    NotifySpec,
+    ReleaseRule,
+    Settings,
+    SmsAction,
+    TaskAction,
+    TriggerAction,
+    WorkflowAction,
+    WorkflowSpec,
+)
+from connector.ports import PlannedAction
+from connector.rules import evaluate
+from connector.rules.base import DONE_STATES, FINAL_STATES, Finding, episode_of, person_key
+from connector.snapshot import ClientView, ManagerView, Snapshot
+from connector.templates import pick_variant, render
+
+
+@dataclass
+class RulePlan:
+    rule: str
+    type: str
+    scope: int
+    findings: int
+    actions: list[PlannedAction] = field(default_factory=list)
+    refused: str | None = None  # why the safety brake refused the rule's new actions
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    rules: list[RulePlan]
+    known: dict[str, str]  # action key -> journal state, for actions already in the journal
+    refused_run: str | None = None
+    cancel: list[str] = field(default_factory=list)  # pending journal keys whose condition cleared
+
+    @property
+    def actions(self) -> list[PlannedAction]:
+        return [a for r in self.rules if not r.refused for a in r.actions]
+
+    @property
+    def new_actions(self) -> list[PlannedAction]:
+        if self.refused_run:
+            return []
+        return [a for a in self.actions if a.key not in self.known]
+
+
+def _client_vars(c: ClientView | None, fallback_title: str = "") -> dict[str, Any]:
+    if c is None:
+        return {"key": "", "id": "", "title": fallback_title or "unknown client", "name": fallback_title or "unknown client",
+                "first_name": None, "greeting_name": "dear client", "phone": fallback_title, "email": "", "segment": "",
+                "tax_id": "", "kind": "", "fields": {}, "system": ""}
+    return {
+        "key": c.key, "id": c.key.rsplit(":", 1)[-1], "title": c.title, "name": c.title, "first_name": c.first_name,
+        "greeting_name": c.first_name or "dear client", "phone": c.phones[0] if c.phones else "",
+        "email": c.emails[0] if c.emails else "", "segment": c.segment or "", "tax_id": c.tax_id or "", "kind": c.kind,
+        "fields": c.fields, "system": c.system,
+    }
+
+
+def _person_vars(m: ManagerView | None, key: str | None) -> dict[str, Any]:
+    if m is None:
+        return {"id": (key or "").rsplit(":", 1)[-1], "key": key or "", "name": "your manager", "email": "", "first_name": "your manager"}
+    return {"id": m.key.rsplit(":", 1)[-1], "key": m.key, "name": m.name, "email": m.email or "", "first_name": m.name.split()[0]}
+
+
+class Planner:
+    def __init__(self, settings: Settings, snap: Snapshot, cal: BusinessCalendar, *, known: dict[str, str] | None = None):
+        self.settings = settings
+        self.snap = snap
+        self.cal = cal
+        self.known = known or {}
+        sup = settings.people.supervisor
+        self.supervisor_key = person_key(snap, sup) if sup is not None else None
+
+    # -- public
+
+    def plan(self, *, force: bool = False, only: set[str] | None = None) -> Plan:
+        rule_plans: list[RulePlan] = []
+        planned_episodes: dict[str, set[str]] = {}
+        for rule in self.settings.rules:
+            if not rule.enabled or (only and rule.name not in only):
+                continue
+            ev = evaluate(rule, self.snap, self.cal, self.settings)
+            rp = RulePlan(rule.name, rule.type, ev.scope, len(ev.findings))
+            for f in ev.findings:
+                try:
+                    rp.actions.extend(self._expand(rule, f))
+                except TemplateError as e:  # validated at load time; data can still surprise
+                    rp.errors.append(f"{f.subject_key}: template error: {e}")
+            planned_episodes[rule.name] = {a.key.rsplit(":", 1)[0] for a in rp.actions}
+            self._brake(rule, rp, force)
+            rule_plans.append(rp)
+        plan = Plan(rule_plans, {a.key: self.known[a.key] for r in rule_plans for a in r.actions if a.key in self.known})
+        new = plan.new_actions
+        limit = self.settings.safety.max_actions_per_run
+        if not force and len(new) > limit:
+            plan.refused_run = (
+                f"{len(new)} new actions exceed safety.max_actions_per_run={limit}; nothing will be executed "
+                f"(check the sources, raise the limit, or rerun with --force)"
+            )
+        # pending entries of evaluated, unrefused rules whose condition no longer holds
+        planned_keys = {a.key for a in plan.actions}
+        for rp in rule_plans:
+            if rp.refused:
+                continue
+            for e in self.snap.journal_by_rule.get(rp.rule, []):
+                if e.state in ("planned", "retry_wait") and e.key not in planned_keys:
+                    plan.cancel.append(e.key)
+        return plan
+
+    # -- safety
+
+    def _brake(self, rule: Any, rp: RulePlan, force: bool) -> None:
+        s = self.settings.safety
+        new_subjects = {a.subject_key for a in rp.actions if a.key not in self.known}
+        if force or rp.scope < s.min_clients_for_share or not new_subjects:
+            return
+        share = len(new_subjects) / max(rp.scope, 1)
+        if share > s.max_share:
+            rp.refused = (
+                f"rule {rule.name!r} would act on {len(new_subjects)} of {rp.scope} subjects ({share:.0%}) "
+                f"> safety.max_share {s.max_share:.0%}; refused (a source may be incomplete). Use --force if this is real."
+            )
+
+    # -- expansion
+
+    def _expand(self, rule: Any, f: Finding) -> list[PlannedAction]:
+        episode = episode_of(rule.name, f.subject_key, f.period)
+        c = f.client
+        responsible = f.responsible_key or (c.responsible_key if c else None)
+        ctx = {
+            "client": _client_vars(c, f.phone or ""),
+            "manager": _person_vars(self.snap.manager(f.reassign_to or responsible), f.reassign_to or responsible),
+            "supervisor": _person_vars(self.snap.manager(self.supervisor_key), self.supervisor_key),
+            "rule": {"name": rule.name, "type": rule.type},
+            "reason": f.reason,
+            "now": f"{self.cal.local(self.snap.now):%Y-%m-%d %H:%M}",
+            "today": self.cal.today(self.snap.now).isoformat(),
+            "days": 0,
+            "last_contact": {"kind": "none", "date": ""},
+            **f.vars,
+        }
+        if isinstance(rule, ReleaseRule):
+            ctx["previous_manager"] = _person_vars(self.snap.manager(f.previous_key), f.previous_key)
+        out: list[PlannedAction] = []
+        if isinstance(rule, ReleaseRule) and c is not None and f.reassign_to:
+            entities = [c.key]
+            if rule.reassign.move_deals:
+                entities += c.deal_keys
+            if rule.reassign.move_contacts:
+                entities += c.contact_keys
+            out.append(self._action(rule, f, f"{episode}:r", "reassign", c.system,
+                                    {"entities": entities, "to": f.reassign_to, "from": f.previous_key}, ctx))
+            if rule.reassign.comment:
+                out.append(self._action(rule, f, f"{episode}:rc", "comment", c.system,
+                                        {"entity": c.key, "text": render(rule.reassign.comment, ctx)}, ctx))
+        for i, a in enumerate(rule.actions):
+            out.extend(self._render(rule, f, f"{episode}:{i}", a, ctx, responsible))
+        # escalation ladder: counted from when the episode's first action was done
+        if rule.escalate:
+            entries = self.snap.journal.get(episode, [])
+            done = [e.done_at for e in entries if e.state in DONE_STATES and e.done_at and ":e" not in e.key.rsplit(":", 1)[-1]]
+            if done:
+                first = min(done)
+                for s, step in enumerate(rule.escalate):
+                    if self.snap.now >= first + timedelta(days=step.after_days):
+                        for j, a in enumerate(step.actions):
+                            out.extend(self._render(rule, f, f"{episode}:e{s}.{j}", a, ctx, responsible))
+        return out
+
+    def _people(self, refs: list, f: Finding, responsible: str | None) -> list[str]:
+        keys = []
+        for p in refs:
+            if p == "responsible":
+                k = f.reassign_to or responsible
+            elif p == "previous_responsible":
+                k = f.previous_key
+            elif p == "supervisor":
+                k = self.supervisor_key
+            elif p == "duty_manager":
+                duty = self.settings.people.duty_manager
+                k = person_key(self.snap, duty) if duty is not None else self.supervisor_key
+            else:
+                k = person_key(self.snap, p)
+            if k and k not in keys:
+                keys.append(k)
+        return keys
+
+    def _crm_system(self, f: Finding) -> str:
+        return f.client.system if f.client else self.snap.primary
+
+    def _render(self, rule: Any, f: Finding, key: str, a: Any, ctx: dict, responsible: str | None) -> list[PlannedAction]:
+        c = f.client
+        system = self._crm_system(f)
+        entity = c.key if c else None
+        if isinstance(a, TaskAction):
+            spec = a.task
+            who = self._people([spec.responsible], f, responsible)
+            title = render(spec.title, ctx)
+            desc = render(spec.description, ctx) if spec.description else f.reason
+            bindings = [entity] if entity else []
+            if spec.bind_to == "deal" and c and c.deal_keys:
+                bindings = [c.deal_keys[0]]
+            return [self._action(rule, f, key, "task", system, {
+                "title": title, "description": desc, "responsible": who[0] if who else None,
+                "deadline": self.cal.deadline(self.snap.now, spec.deadline).isoformat(), "bindings": bindings}, ctx)]
+        if isinstance(a, FieldAction):
+            if not entity:
+                return []
+            values = {k: (render(v, ctx) if isinstance(v, str) else v) for k, v in a.field.items()}
+            return [self._action(rule, f, key, "field", system, {"entity": entity, "fields": values}, ctx)]
+        if isinstance(a, CommentAction):
+            if not entity:
+                return []
+            return [self._action(rule, f, key, "comment", system, {"entity": entity, "text": render(a.comment, ctx)}, ctx)]
+        if isinstance(a, NotifyAction):
+            refs = a.notify.to if isinstance(a.notify, NotifySpec) else a.notify
+            text = render(a.notify.text, ctx) if isinstance(a.notify, NotifySpec) and a.notify.text else (
+                f"[{rule.name}] {ctx['client']['title']}: {f.reason}")
+            return [
+                self._action(rule, f, f"{key}.{n}", "notify", system, {"user": who, "text": text}, ctx)
+                for n, who in enumerate(self._people(refs, f, responsible))
+            ]
+        if isinstance(a, TriggerAction):
+            if not entity:
+                return []
+            return [self._action(rule, f, key, "trigger", system, {"entity": entity, "code": a.trigger}, ctx)]
+        if isinstance(a, WorkflowAction):
+            if not entity:
+                return []
+            spec = a.workflow if isinstance(a.workflow, WorkflowSpec) else WorkflowSpec(template_id=a.workflow)
+            params = {k: (render(v, ctx) if isinstance(v, str) else v) for k, v in spec.parameters.items()}
+            return [self._action(rule, f, key, "workflow", system, {"entity": entity, "template_id": spec.template_id, "parameters": params}, ctx)]
+        if isinstance(a, SmsAction):
+            return self._sms(rule, f, key, a, ctx)
+        if isinstance(a, EmailAction):
+            return self._email(rule, f, key, a, ctx)
+        raise ValueError(f"unknown action {a!r}")
+
+    def _message_time(self):
+        m = self.settings.messaging
+        quiet = m.quiet_hours if m else "21:00-09:00"
+        workdays_only = m.workdays_only if m else True
+        return self.cal.next_allowed(self.snap.now, quiet, workdays_only)
+
+    def _sms(self, rule: Any, f: Finding, key: str, a: SmsAction, ctx: dict) -> list[PlannedAction]:
+        c = f.client
+        phone = f.phone if (a.sms.to == "caller" or f.phone) else None
+        if phone is None and c is not None:
+            from connector.phones import is_mobile
+
+            phone = next((p for p in c.phones if is_mobile(p)), c.phones[0] if c.phones else None)
+        year = self.cal.local(self.snap.now).year
+        text = render(a.sms.text if a.sms.text else pick_variant(a.sms.variants, f.subject_key, year), ctx)
+        payload = {"phone": phone, "text": text, "client_key": c.key if c else None, "marketing": a.sms.marketing}
+        m = self.settings.messaging
+        when = self._message_time()
+        not_before = when if when > self.snap.now else None
+        if m and m.sms and m.sms.provider == "bitrix24":
+            # No REST method sends an SMS: fire the portal's automation trigger whose robot sends it.
+            entity = c.key if c else None
+            if entity is None:
+                return []
+            act = self._action(rule, f, key, "trigger", self._crm_system(f), {"entity": entity, "code": m.sms.trigger_code, "sms": payload}, ctx)
+        else:
+            act = self._action(rule, f, key, "sms", "sms", payload, ctx)
+        act.not_before = not_before
+        return [act]
+
+    def _email(self, rule: Any, f: Finding, key: str, a: EmailAction, ctx: dict) -> list[PlannedAction]:
+        c = f.client
+        if a.email.to == "client":
+            to = c.emails[0] if c and c.emails else None
+        else:
+            who = self._people([{"responsible": "responsible", "supervisor": "supervisor"}[a.email.to]], f, f.responsible_key or (c.responsible_key if c else None))
+            m = self.snap.manager(who[0]) if who else None
+            to = m.email if m else None
+        year = self.cal.local(self.snap.now).year
+        text = render(a.email.text if a.email.text else pick_variant(a.email.variants, f.subject_key, year), ctx)
+        act = self._action(rule, f, key, "email", "sms", {"to": to, "subject": render(a.email.subject, ctx), "text": text}, ctx)
+        if a.email.to == "client":
+            when = self._message_time()
+            act.not_before = when if when > self.snap.now else None
+        return [act]
+
+    def _action(self, rule: Any, f: Finding, key: str, type_: str, system: str, payload: dict, ctx: dict) -> PlannedAction:
+        act = PlannedAction(
+            key=key, rule=rule.name, type=type_, system=system, subject_key=f.subject_key,
+            client_key=f.client.key if f.client else None, payload=payload, reason=f.reason, mode=rule.mode,
+            client_title=ctx["client"]["title"], manager_name=ctx["manager"]["name"],
+        )
+        marker = f"[{act.marker}]"
+        if type_ == "task":
+            payload["description"] = f"{payload['description']}\n\n{marker}"
+        elif type_ == "comment":
+            payload["text"] = f"{payload['text']} {marker}"
+        return act
+
+
+def is_final(state: str) -> bool:
+    return state in FINAL_STATES

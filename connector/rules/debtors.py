@@ -1,0 +1,36 @@
+"""Debtors: a receivable balance (1C accumulation register) of at least ``min_amount`` overdue
+``overdue_days`` or more. The episode is the date the debt became overdue; when the balance is
+paid the debt disappears from the snapshot and the ladder stops.
+"""
+
+from __future__ import annotations
+
+from connector.calendar import BusinessCalendar
+from connector.config import DebtorsRule
+from connector.rules.base import Evaluation, Finding, in_scope
+from connector.snapshot import Snapshot
+
+
+def evaluate(rule: DebtorsRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation:
+    findings, scope = [], 0
+    today = cal.today(snap.now)
+    for debt in snap.debts:
+        c = snap.clients.get(debt.client_key or "")
+        if c is None or not in_scope(c, rule.where, snap):
+            continue
+        scope += 1
+        amount = debt.overdue_amount if debt.overdue_amount is not None else debt.amount
+        if debt.amount < rule.min_amount or amount <= 0 or debt.overdue_since is None:
+            continue
+        overdue = (today - debt.overdue_since).days
+        if overdue < rule.overdue_days:
+            continue
+        findings.append(
+            Finding(
+                subject_key=debt.key, client=c, period=debt.overdue_since.isoformat(),
+                reason=f"owes {debt.amount:.2f} {debt.currency}, {amount:.2f} overdue since {debt.overdue_since} ({overdue} days)",
+                vars={"debt": {"amount": round(debt.amount, 2), "currency": debt.currency, "overdue_amount": round(amount, 2),
+                               "overdue_since": debt.overdue_since.isoformat(), "days_overdue": overdue}, "days": overdue},
+            )
+        )
+    return Evaluation(findings, scope)

@@ -1,0 +1,426 @@
+"""The local store: SQLAlchemy Core tables, numbered migrations, batch upserts.
+
+SQLite by default, PostgreSQL by URL. Each source batch (records + deletions + cursor) is written
+in one transaction, so a cursor never runs ahead of its data. Datetimes are stored as naive UTC
+and come back timezone-aware.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import asdict, fields as dc_fields
+from datetime import date, datetime, timezone
+from typing import Any, Callable, Iterable, Iterator
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from connector import domain as d
+from connector.errors import StoreError
+from connector.phones import normalize
+
+
+class UTC(TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out; naive UTC on disk."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise StoreError(f"naive datetime {value!r} reached the store")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.replace(tzinfo=timezone.utc) if value is not None else None
+
+
+class JSONText(TypeDecorator):
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+
+    def process_result_value(self, value: str | None, dialect: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+
+metadata = MetaData()
+
+K = lambda name="key": Column(name, String(200), primary_key=True)  # noqa: E731
+
+
+def _common() -> list[Column]:
+    return [Column("system", String(20), nullable=False), Column("source_id", String(100), nullable=False),
+            Column("deleted", Boolean, nullable=False, default=False)]
+
+
+meta = Table("meta", metadata, Column("name", String(50), primary_key=True), Column("value", Text))
+kv = Table("kv", metadata, Column("name", String(100), primary_key=True), Column("value", Text))
+
+managers = Table(
+    "managers", metadata, K(), *_common(),
+    Column("name", String(200)), Column("email", String(200), index=True), Column("active", Boolean),
+    Column("departments", JSONText), Column("phone", String(50)), Column("extension", String(50)),
+)
+clients = Table(
+    "clients", metadata, K(), *_common(),
+    Column("kind", String(10), nullable=False), Column("title", String(500)), Column("responsible_key", String(200), index=True),
+    Column("company_key", String(200), index=True), Column("first_name", String(200)), Column("phones", JSONText),
+    Column("emails", JSONText), Column("birthday", Date), Column("tax_id", String(40), index=True), Column("guid", String(64), index=True),
+    Column("segment", String(100)), Column("fields", JSONText), Column("created_at", UTC), Column("modified_at", UTC),
+)
+client_phones = Table(
+    "client_phones", metadata, Column("phone", String(30), primary_key=True), Column("client_key", String(200), primary_key=True),
+)
+deals = Table(
+    "deals", metadata, K(), *_common(),
+    Column("title", String(500)), Column("stage_id", String(50)), Column("outcome", String(10)), Column("amount", Float),
+    Column("currency", String(10)), Column("responsible_key", String(200)), Column("created_at", UTC), Column("closed_at", UTC),
+    Column("modified_at", UTC),
+)
+deal_clients = Table(
+    "deal_clients", metadata, Column("deal_key", String(200), primary_key=True), Column("client_key", String(200), primary_key=True),
+    Index("ix_deal_clients_client", "client_key"),
+)
+invoices = Table(
+    "invoices", metadata, K(), *_common(),
+    Column("title", String(500)), Column("client_key", String(200), index=True), Column("number", String(50)),
+    Column("amount", Float), Column("currency", String(10)), Column("stage_id", String(50)), Column("outcome", String(10)),
+    Column("issued_at", UTC), Column("due_date", Date), Column("paid_at", UTC), Column("responsible_key", String(200)),
+    Column("deal_key", String(200)), Column("modified_at", UTC),
+)
+payments = Table(
+    "payments", metadata, K(), *_common(),
+    Column("client_key", String(200), index=True), Column("amount", Float), Column("currency", String(10)),
+    Column("paid_at", UTC), Column("invoice_key", String(200), index=True),
+)
+activities = Table(
+    "activities", metadata, Column("key", String(200), primary_key=True), Column("owner_key", String(200), primary_key=True),
+    *_common(), Column("kind", String(20)), Column("completed", Boolean), Column("happened_at", UTC), Column("deadline", UTC),
+    Column("responsible_key", String(200)), Column("direction", String(5)), Column("subject", String(500)), Column("duration_s", Integer),
+    Index("ix_activities_owner", "owner_key", "completed", "happened_at"),
+)
+tasks = Table(
+    "tasks", metadata, K(), *_common(),
+    Column("title", String(500)), Column("responsible_key", String(200)), Column("deadline", UTC), Column("completed", Boolean),
+    Column("created_at", UTC), Column("closed_at", UTC), Column("changed_at", UTC), Column("description", Text),
+)
+task_owners = Table(
+    "task_owners", metadata, Column("task_key", String(200), primary_key=True), Column("owner_key", String(200), primary_key=True),
+    Index("ix_task_owners_owner", "owner_key"),
+)
+documents = Table(
+    "documents", metadata, K(), *_common(),
+    Column("doc_type", String(10)), Column("date", UTC), Column("client_key", String(200), index=True), Column("number", String(50)),
+    Column("amount", Float), Column("currency", String(10)), Column("posted", Boolean), Column("responsible_key", String(200)),
+    Column("basis_key", String(200)), Column("due_date", Date), Column("paid", Boolean),
+)
+debts = Table(
+    "debts", metadata, K(), Column("system", String(20)), Column("deleted", Boolean, default=False),
+    Column("client_key", String(200), index=True), Column("amount", Float), Column("currency", String(10)), Column("as_of", UTC),
+    Column("overdue_amount", Float), Column("overdue_since", Date),
+)
+calls = Table(
+    "calls", metadata, K(), *_common(),
+    Column("direction", String(5)), Column("phone", String(50)), Column("phone_e164", String(30), index=True),
+    Column("started_at", UTC, index=True), Column("wait_s", Integer), Column("talk_s", Integer), Column("disposition", String(20)),
+    Column("answered", Boolean), Column("internal_number", String(100)), Column("manager_key", String(200)), Column("final", Boolean),
+)
+links = Table(
+    "links", metadata, Column("foreign_key", String(200), primary_key=True), Column("client_key", String(200), index=True),
+    Column("method", String(20)), Column("candidates", JSONText), Column("updated_at", UTC),
+)
+cursors = Table(
+    "cursors", metadata, Column("system", String(20), primary_key=True), Column("stream", String(50), primary_key=True),
+    Column("cursor", Text), Column("rows", Integer, default=0), Column("updated_at", UTC),
+)
+runs = Table(
+    "runs", metadata, Column("id", Integer, primary_key=True, autoincrement=True), Column("command", String(20)),
+    Column("started_at", UTC), Column("finished_at", UTC), Column("clock", UTC), Column("status", String(20)), Column("summary", JSONText),
+)
+journal = Table(
+    "journal", metadata, Column("key", String(300), primary_key=True), Column("rule", String(100), index=True),
+    Column("type", String(20)), Column("system", String(20)), Column("subject_key", String(200), index=True),
+    Column("client_key", String(200), index=True), Column("payload", JSONText), Column("reason", Text), Column("mode", String(10)),
+    Column("state", String(20), index=True), Column("attempts", Integer, default=0), Column("next_attempt_at", UTC),
+    Column("not_before", UTC), Column("remote_id", String(100)), Column("detail", Text), Column("created_at", UTC),
+    Column("updated_at", UTC), Column("done_at", UTC), Column("run_id", Integer), Column("episode", String(200), index=True),
+)
+rule_state = Table(
+    "rule_state", metadata, Column("rule", String(100), primary_key=True), Column("subject_key", String(200), primary_key=True),
+    Column("state", String(20)), Column("since", UTC), Column("data", JSONText), Column("updated_at", UTC),
+)
+
+ENTITY_TABLE: dict[type, Table] = {
+    d.Manager: managers, d.Client: clients, d.Deal: deals, d.Invoice: invoices, d.Payment: payments,
+    d.Task: tasks, d.Document: documents, d.Debt: debts, d.Call: calls,
+}
+KIND_TABLES = {  # record kind (from the key) -> table, for sweeps and deletions
+    "user": managers, "employee": managers, "company": clients, "contact": clients, "counterparty": clients, "deal": deals,
+    "invoice": invoices, "payment": payments, "activity": activities, "comment": activities, "task": tasks,
+    "document": documents, "debt": debts, "call": calls,
+}
+
+
+# ---------------------------------------------------------------- migrations
+
+def _m1(conn: Connection) -> None:
+    metadata.create_all(conn)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _bool(v: Any) -> Any:
+    return v
+
+
+class Store:
+    """Thin, explicit SQL helpers; one instance per process."""
+
+    def __init__(self, url: str, *, phone_region: str = "UA"):
+        self.url = url
+        self.phone_region = phone_region
+        try:
+            self.engine: Engine = create_engine(url, future=True)
+        except Exception as e:  # bad URL or missing driver
+            raise StoreError(f"cannot open store {url!r}: {e}") from None
+        if self.engine.dialect.name == "sqlite":
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_conn, _rec):  # noqa: ANN001
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+        self.migrate()
+
+    # -- schema
+
+    def migrate(self) -> int:
+        """Bring the schema to this release's version, in place; refuse a newer store."""
+        try:
+            with self.engine.begin() as conn:
+                has_meta = inspect(conn).has_table("meta")
+                version = 0
+                if has_meta:
+                    row = conn.execute(select(meta.c.value).where(meta.c.name == "schema_version")).first()
+                    version = int(row[0]) if row else 0
+                if version > SCHEMA_VERSION:
+                    raise StoreError(f"store schema v{version} is newer than this release (v{SCHEMA_VERSION}); upgrade the connector")
+                for i in range(version, SCHEMA_VERSION):
+                    MIGRATIONS[i](conn)
+                    self._upsert(conn, meta, [{"name": "schema_version", "value": str(i + 1)}], ["name"])
+                return SCHEMA_VERSION
+        except OperationalError as e:
+            raise StoreError(f"store {self.engine.url.render_as_string(hide_password=True)}: {e.orig}") from None
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as e:
+            raise StoreError(f"store: {e.orig}") from None
+
+    def _upsert(self, conn: Connection, table: Table, rows: list[dict], keys: list[str]) -> None:
+        if not rows:
+            return
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        cols = [c for c in rows[0] if c not in keys]
+        for i in range(0, len(rows), 500):
+            chunk = rows[i : i + 500]
+            stmt = insert(table).values(chunk)
+            if cols:
+                stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in cols})
+            else:
+                stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+            conn.execute(stmt)
+
+    # -- small values
+
+    def kv_get(self, name: str) -> str | None:
+        with self.tx() as conn:
+            row = conn.execute(select(kv.c.value).where(kv.c.name == name)).first()
+            return row[0] if row else None
+
+    def kv_set(self, name: str, value: str) -> None:
+        with self.tx() as conn:
+            self._upsert(conn, kv, [{"name": name, "value": value}], ["name"])
+
+    # -- cursors
+
+    def cursor(self, system: str, stream: str) -> str | None:
+        with self.tx() as conn:
+            row = conn.execute(select(cursors.c.cursor).where(cursors.c.system == system, cursors.c.stream == stream)).first()
+            return row[0] if row else None
+
+    def cursors(self) -> list[dict]:
+        with self.tx() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(cursors).order_by(cursors.c.system, cursors.c.stream))]
+
+    # -- writing batches
+
+    def apply(self, system: str, batch: d.Batch, now: datetime) -> int:
+        """Write one batch (records, deletions, sweep, cursor) atomically; returns rows written."""
+        with self.tx() as conn:
+            n = self._write_records(conn, batch.records)
+            for key in batch.deleted:
+                self._mark_deleted(conn, key)
+            if batch.sweep is not None:
+                self._apply_sweep(conn, batch.sweep)
+            if batch.cursor is not None or n:
+                prev = conn.execute(
+                    select(cursors.c.rows, cursors.c.cursor).where(cursors.c.system == system, cursors.c.stream == batch.stream)
+                ).first()
+                self._upsert(conn, cursors, [{
+                    "system": system, "stream": batch.stream,
+                    "cursor": batch.cursor if batch.cursor is not None else (prev[1] if prev else None),
+                    "rows": (prev[0] if prev and prev[0] else 0) + n, "updated_at": now,
+                }], ["system", "stream"])
+            return n
+
+    def write(self, records: Iterable[d.Record]) -> int:
+        """Upsert records outside a source cycle (push receivers, tests)."""
+        with self.tx() as conn:
+            return self._write_records(conn, list(records))
+
+    def _write_records(self, conn: Connection, records: list[d.Record]) -> int:
+        by_type: dict[type, list] = {}
+        for r in records:
+            by_type.setdefault(type(r), []).append(r)
+        for typ, items in by_type.items():
+            if typ is d.Activity:
+                self._write_activities(conn, items)
+            elif typ is d.Client:
+                self._write_clients(conn, items)
+            elif typ is d.Deal:
+                self._write_deals(conn, items)
+            elif typ is d.Task:
+                self._write_tasks(conn, items)
+            elif typ is d.Call:
+                rows = []
+                for c in items:
+                    row = _row(c)
+                    row["phone_e164"] = normalize(c.phone, self.phone_region)
+                    rows.append(row)
+                self._upsert(conn, calls, rows, ["key"])
+            else:
+                table = ENTITY_TABLE[typ]
+                self._upsert(conn, table, [_row(r) for r in items], ["key"])
+        return len(records)
+
+    def _write_clients(self, conn: Connection, items: list[d.Client]) -> None:
+        self._upsert(conn, clients, [_row(c) for c in items], ["key"])
+        keys = [c.key for c in items]
+        for i in range(0, len(keys), 500):
+            conn.execute(delete(client_phones).where(client_phones.c.client_key.in_(keys[i : i + 500])))
+        phone_rows = {}
+        for c in items:
+            for p in c.phones:
+                e = normalize(p, self.phone_region)
+                if e:
+                    phone_rows[(e, c.key)] = {"phone": e, "client_key": c.key}
+        self._upsert(conn, client_phones, list(phone_rows.values()), ["phone", "client_key"])
+
+    def _write_deals(self, conn: Connection, items: list[d.Deal]) -> None:
+        self._upsert(conn, deals, [_row(x, skip=("client_keys",)) for x in items], ["key"])
+        keys = [x.key for x in items]
+        for i in range(0, len(keys), 500):
+            conn.execute(delete(deal_clients).where(deal_clients.c.deal_key.in_(keys[i : i + 500])))
+        self._upsert(conn, deal_clients, [{"deal_key": x.key, "client_key": c} for x in items for c in set(x.client_keys)],
+                     ["deal_key", "client_key"])
+
+    def _write_tasks(self, conn: Connection, items: list[d.Task]) -> None:
+        self._upsert(conn, tasks, [_row(x, skip=("owner_keys",)) for x in items], ["key"])
+        keys = [x.key for x in items]
+        for i in range(0, len(keys), 500):
+            conn.execute(delete(task_owners).where(task_owners.c.task_key.in_(keys[i : i + 500])))
+        self._upsert(conn, task_owners, [{"task_key": x.key, "owner_key": o} for x in items for o in set(x.owner_keys)],
+                     ["task_key", "owner_key"])
+
+    def _write_activities(self, conn: Connection, items: list[d.Activity]) -> None:
+        keys = [a.key for a in items]
+        for i in range(0, len(keys), 500):
+            conn.execute(delete(activities).where(activities.c.key.in_(keys[i : i + 500])))
+        rows = []
+        for a in items:
+            base = _row(a, skip=("owner_keys",))
+            for owner in set(a.owner_keys) or {""}:
+                rows.append({**base, "owner_key": owner})
+        if rows:
+            for i in range(0, len(rows), 500):
+                conn.execute(activities.insert(), rows[i : i + 500])
+
+    def _mark_deleted(self, conn: Connection, key: str) -> None:
+        _, kind, _ = d.split_key(key)
+        table = KIND_TABLES.get(kind)
+        if table is not None:
+            conn.execute(update(table).where(table.c.key == key).values(deleted=True))
+
+    def _apply_sweep(self, conn: Connection, sweep: d.Sweep) -> None:
+        table = KIND_TABLES[sweep.kind]
+        prefix = d.make_key(sweep.system, sweep.kind, "")
+        live = {d.make_key(sweep.system, sweep.kind, i) for i in sweep.live_ids}
+        stored = {r[0] for r in conn.execute(select(table.c.key).where(table.c.key.like(prefix + "%"), table.c.deleted.is_(False)))}
+        gone = sorted(stored - live)
+        for i in range(0, len(gone), 500):
+            conn.execute(update(table).where(table.c.key.in_(gone[i : i + 500])).values(deleted=True))
+
+    # -- counts for status
+
+    def counts(self) -> dict[str, int]:
+        out = {}
+        with self.tx() as conn:
+            for name, table in [("managers", managers), ("clients", clients), ("deals", deals), ("invoices", invoices),
+                                ("payments", payments), ("activities", activities), ("tasks", tasks),
+                                ("documents", documents), ("debts", debts), ("calls", calls)]:
+                out[name] = conn.execute(select(func.count()).select_from(table).where(table.c.deleted.is_(False))).scalar_one()
+        return out
+
+
+def _row(rec: Any, skip: tuple[str, ...] = ()) -> dict:
+    row = {}
+    for f in dc_fields(rec):
+        if f.name in skip:
+            continue
+        v = getattr(rec, f.name)
+        if isinstance(v, tuple):
+            v = list(v)
+        elif hasattr(v, "value") and isinstance(v, str):
+            v = str(v)
+        row[f.name] = v
+    if "deleted" not in row and "deleted" in ("deleted",):
+        row["deleted"] = False
+    return row

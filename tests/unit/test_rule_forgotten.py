@@ -1,0 +1,113 @@
+from datetime import timedelta
+
+from tests.unit.builders import NOW, k, world
+
+RULE = """
+- name: forgotten
+  type: forgotten
+  clients: companies
+  inactive_days: 60
+  keep_while_future_task: true
+  actions:
+    - task: {title: "No contact: {{ client.title }}", deadline: 3 workdays}
+"""
+
+
+def test_forgotten_after_inactive_days_with_reason(tmp_path):
+    w = world(tmp_path, RULE)
+    old = w.company(1, "Old Co")
+    fresh = w.company(2, "Fresh Co")
+    w.activity(old, 90, "call")
+    w.activity(fresh, 10, "email")
+    plan = w.plan()
+    acts = plan.actions
+    assert [a.subject_key for a in acts] == [old]
+    a = acts[0]
+    assert a.type == "task" and a.payload["title"] == "No contact: Old Co"
+    assert a.payload["responsible"] == k("user", 3) and a.payload["bindings"] == [old]
+    assert "no contact for 90 days; last: call on 2026-08-25" in a.reason
+    # 3 workdays from Monday 23 Nov 2026 -> Thursday 26 Nov, close of business
+    assert a.payload["deadline"].startswith("2026-11-26T18:00")
+    assert f"[{a.marker}]" in a.payload["description"]
+
+
+def test_planned_activity_is_not_contact(tmp_path):
+    w = world(tmp_path, RULE)
+    c = w.company(1)
+    w.activity(c, 90, "call")
+    w.activity(c, 5, "call", completed=False, deadline_in_days=-1)
+    assert [a.subject_key for a in w.plan().actions] == [c]
+
+
+def test_future_task_keeps_client_but_connectors_own_task_does_not(tmp_path):
+    w = world(tmp_path, RULE)
+    kept = w.company(1)
+    ours = w.company(2)
+    w.activity(kept, 90)
+    w.activity(ours, 90)
+    w.task(kept, completed=False, deadline_in_days=10)
+    w.task(ours, completed=False, deadline_in_days=10, description="No contact\n\n[cn-0123456789ab]")
+    assert [a.subject_key for a in w.plan().actions] == [ours]
+
+
+def test_keep_while_future_task_off_ignores_future_tasks(tmp_path):
+    w = world(tmp_path, RULE.replace("keep_while_future_task: true", "keep_while_future_task: false"))
+    c = w.company(1)
+    w.activity(c, 90)
+    w.task(c, completed=False, deadline_in_days=10)
+    assert len(w.plan().actions) == 1
+
+
+def test_contact_through_contact_person_deal_comment_or_call_clears(tmp_path):
+    w = world(tmp_path, RULE)
+    via_contact = w.company(1)
+    person = w.company(11, kind="contact", company=1)
+    w.activity(person, 5, "email")
+    via_deal = w.company(2)
+    deal = w.deal(via_deal, 300, "open")
+    w.activity(deal, 3, "meeting")
+    via_comment = w.company(3)
+    w.activity(via_comment, 20, "comment")
+    via_phone = w.company(4, phones=("(050) 123-45-67",))
+    w.call("0501234567", 60 * 24 * 7, answered=True, talk_s=120)
+    for c in (via_contact, via_deal, via_comment, via_phone):
+        w.activity(c, 100)
+    assert w.plan().actions == []
+
+
+def test_unanswered_call_does_not_count(tmp_path):
+    w = world(tmp_path, RULE)
+    c = w.company(4, phones=("+380501234567",))
+    w.activity(c, 100)
+    w.call("0501234567", 60, answered=False)
+    assert [a.subject_key for a in w.plan().actions] == [c]
+
+
+def test_contact_kinds_are_configurable(tmp_path):
+    w = world(tmp_path, RULE.replace("keep_while_future_task: true", "keep_while_future_task: true\n  contact_kinds: [call, meeting]"))
+    c = w.company(1)
+    w.activity(c, 100, "call")
+    w.activity(c, 2, "email")
+    assert len(w.plan().actions) == 1
+
+
+def test_new_contact_ends_episode_and_key_is_stable(tmp_path):
+    w = world(tmp_path, RULE)
+    c = w.company(1)
+    w.activity(c, 90)
+    key1 = w.plan().actions[0].key
+    assert w.plan(NOW + timedelta(days=1)).actions[0].key == key1  # same episode, same key
+    w.activity(c, 0.5)
+    assert w.plan().actions == []
+
+
+def test_where_filters_by_segment_and_dry_run_is_never_journaled(tmp_path):
+    rule = RULE.replace("keep_while_future_task: true", "keep_while_future_task: true\n  mode: dry_run\n  where: {segment: [VIP]}")
+    w = world(tmp_path, rule)
+    vip = w.company(1, segment="VIP")
+    other = w.company(2, segment="CUSTOMER")
+    w.activity(vip, 90)
+    w.activity(other, 90)
+    plan, sink = w.run()
+    assert [a.subject_key for a in plan.actions] == [vip] and plan.actions[0].mode == "dry_run"
+    assert sink.done == []
