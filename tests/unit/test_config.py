@@ -1,0 +1,125 @@
+import json
+import os
+
+import pytest
+
+from connector.config import json_schema, load_settings
+from connector.errors import ConfigError
+
+GOOD = """\
+timezone: Europe/Kyiv
+store: sqlite:///connector.db
+calendar: {country: UA, workdays: [mon, tue, wed, thu, fri], hours: "09:00-18:00"}
+bitrix24:
+  webhook_url: ${BITRIX24_WEBHOOK_URL}   # or oauth: {domain, client_id, client_secret, refresh_token}
+people: {supervisor: 1}
+safety: {max_actions_per_run: 500, max_share: 0.25}
+"""
+
+
+def write(tmp_path, text, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_issue_header_validates(tmp_path, monkeypatch):
+    monkeypatch.setenv("BITRIX24_WEBHOOK_URL", "https://x.bitrix24.ua/rest/1/abcdef123/")
+    s = load_settings(write(tmp_path, GOOD))
+    assert s.bitrix24.webhook_url.endswith("/abcdef123/") and s.safety.max_share == 0.25
+
+
+def test_missing_env_var_names_it_with_file_and_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("BITRIX24_WEBHOOK_URL", raising=False)
+    p = write(tmp_path, GOOD)
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    assert f"{p}:5: bitrix24.webhook_url: environment variable BITRIX24_WEBHOOK_URL is not set" in e.value.problems
+
+
+def test_dotenv_beside_config_is_read(tmp_path, monkeypatch):
+    monkeypatch.delenv("BITRIX24_WEBHOOK_URL", raising=False)
+    write(tmp_path, "BITRIX24_WEBHOOK_URL=https://y.bitrix24.ua/rest/1/fromdotenv/\n", ".env")
+    assert load_settings(write(tmp_path, GOOD)).bitrix24.webhook_url.endswith("fromdotenv/")
+
+
+def test_every_problem_at_once_with_lines(tmp_path, monkeypatch):
+    monkeypatch.setenv("BITRIX24_WEBHOOK_URL", "https://x/rest/1/abcdef123/")
+    text = GOOD.replace("max_share: 0.25", "max_shar: 0.25") + """\
+rules:
+  - name: forgotten
+    type: forgotten
+    inactive_days: sixty
+    actions:
+      - task: {title: "No contact: {{ client.titel }}"}
+      - notfy: [supervisor]
+  - name: release
+    type: release
+    after: nothing
+    grace_days: 14
+    reassign: {to: [7]}
+"""
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    probs = e.value.problems
+    assert f"{p}:7: safety.max_shar: unknown key (typo?)" in probs
+    assert any(x.startswith(f"{p}:11: rules[0].inactive_days:") for x in probs)
+    assert any(x.startswith(f"{p}:14: rules[0].actions[1]: an action is exactly one of") for x in probs)
+
+
+def test_unknown_template_variable_is_a_validate_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("BITRIX24_WEBHOOK_URL", "https://x/rest/1/abcdef123/")
+    p = write(tmp_path, GOOD + """\
+rules:
+  - name: forgotten
+    type: forgotten
+    inactive_days: 60
+    actions:
+      - task: {title: "No contact: {{ client.titel }}"}
+""")
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    (msg,) = e.value.problems
+    assert msg.startswith(f"{p}:13: rules[0].actions[0].task.title: template error") and "titel" in msg
+
+
+def test_release_must_follow_a_forgotten_rule_and_exactly_one_auth(tmp_path):
+    p = write(tmp_path, """\
+bitrix24: {webhook_url: "https://x/rest/1/abcdef123/", oauth: {domain: x, client_id: a, client_secret: b, refresh_token: c}}
+rules:
+  - {name: release, type: release, after: nope, grace_days: 1, reassign: {to: [7]}}
+""")
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    text = "\n".join(e.value.problems)
+    assert "set exactly one of webhook_url or oauth" in text
+
+
+def test_secrets_never_appear_in_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("BITRIX24_WEBHOOK_URL", "https://x/rest/1/verysecretcode42/")
+    p = write(tmp_path, GOOD.replace("timezone: Europe/Kyiv", "timezone: Mars/Olympus"))
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    from connector.errors import UpstreamError
+
+    err = UpstreamError("failed calling https://x/rest/1/verysecretcode42/crm.company.list", system="bitrix24", obj="crm.company.list")
+    assert "verysecretcode42" not in str(err) and "verysecretcode42" not in str(e.value)
+
+
+def test_schema_is_json_schema_with_rules(tmp_path):
+    s = json_schema()
+    assert s["title"] == "connector config" and "rules" in s["properties"]
+    json.dumps(s)
+
+
+def test_example_configs_validate(monkeypatch):
+    from pathlib import Path
+
+    for name in ("BITRIX24_WEBHOOK_URL", "ONEC_ODATA_URL", "ONEC_USER", "ONEC_PASSWORD", "ONEC_WSDL_URL", "BINOTEL_KEY", "BINOTEL_SECRET",
+                 "BINOTEL_URL", "TURBOSMS_TOKEN", "TURBOSMS_URL", "SMTP_URL", "BINOTEL_PUSH_TOKEN"):
+        monkeypatch.setenv(name, "https://example.test/rest/1/abcd1234/" if "URL" in name else "value1234")
+    configs = sorted((Path(__file__).parents[2] / "config").glob("*.yaml"))
+    assert configs
+    for c in configs:
+        load_settings(c)

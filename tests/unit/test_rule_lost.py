@@ -1,0 +1,79 @@
+from datetime import timedelta
+
+from tests.unit.builders import NOW, world
+
+RULE = """
+- name: lost
+  type: lost
+  clients: companies
+  min_purchases: 2
+  after_days: 180
+  cadence: {field: UF_CRM_TEMPERATURE, days: {warm: 14, cold: 30}, default_days: 30}
+  actions:
+    - task: {title: "Win back: {{ client.title }} #{{ callback_number }}", deadline: 1 workdays}
+"""
+
+
+def test_lost_needs_min_purchases_and_silence(tmp_path):
+    w = world(tmp_path, RULE)
+    once = w.company(1)
+    w.deal(once, 200)
+    twice = w.company(2, fields={"UF_CRM_TEMPERATURE": "warm"})
+    w.deal(twice, 200)
+    w.deal(twice, 260)
+    recent = w.company(3)
+    w.deal(recent, 20)
+    w.deal(recent, 300)
+    lost_deal = w.company(4)
+    w.deal(lost_deal, 250, "lost")
+    w.deal(lost_deal, 300, "lost")
+    acts = w.plan().actions
+    assert [a.subject_key for a in acts] == [twice]
+    assert "bought 2 times" in acts[0].reason and "every 14 days (warm)" in acts[0].reason
+
+
+def test_warm_callbacks_repeat_every_14_days_and_cold_every_30(tmp_path):
+    w = world(tmp_path, RULE)
+    warm = w.company(1, fields={"UF_CRM_TEMPERATURE": "warm"})
+    cold = w.company(2, fields={"UF_CRM_TEMPERATURE": "Cold"})
+    for c in (warm, cold):
+        w.deal(c, 200)
+        w.deal(c, 230)
+    _, sink = w.run(NOW)
+    assert sorted(a.payload["title"] for a in sink.done) == ["Win back: Client 1 #1", "Win back: Client 2 #1"]
+    _, sink = w.run(NOW + timedelta(days=1))
+    assert sink.done == []
+    _, sink = w.run(NOW + timedelta(days=16))
+    assert [a.payload["title"] for a in sink.done] == ["Win back: Client 1 #2"]
+    _, sink = w.run(NOW + timedelta(days=31))
+    assert sorted(a.payload["title"] for a in sink.done) == ["Win back: Client 1 #3", "Win back: Client 2 #2"]
+
+
+def test_new_purchase_returns_client_to_active_and_stops_callbacks(tmp_path):
+    w = world(tmp_path, RULE)
+    c = w.company(1, fields={"UF_CRM_TEMPERATURE": "warm"})
+    w.deal(c, 200)
+    w.deal(c, 230)
+    w.run(NOW)
+    w.deal(c, -3)  # bought again three days after NOW
+    _, sink = w.run(NOW + timedelta(days=16))
+    assert sink.done == []
+
+
+def test_auto_threshold_uses_the_clients_own_rhythm(tmp_path):
+    w = world(tmp_path, RULE.replace("after_days: 180", "after_days: auto\n  auto_factor: 2\n  auto_min_days: 30\n  auto_max_days: 365"))
+    monthly = w.company(1)
+    for d in (70, 100, 130, 160):  # every 30 days, silent for 70 -> lost after 60
+        w.deal(monthly, d)
+    yearly = w.company(2)
+    for d in (70, 435):  # once a year -> threshold clamps to 365
+        w.deal(yearly, d)
+    assert [a.subject_key for a in w.plan().actions] == [monthly]
+
+
+def test_one_purchase_per_day_across_sources(tmp_path):
+    w = world(tmp_path, RULE)
+    c = w.company(1)
+    w.deal(c, 200)
+    w.deal(c, 200)  # the deal and a second record of the same day are one purchase
+    assert w.plan().actions == []
