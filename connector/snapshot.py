@@ -242,9 +242,10 @@ def load_snapshot(settings: Settings, store: Store, now: datetime, *, call_lookb
             targets = owner.get(r.client_key or "")
             bump(targets, "invoice", r.issued_at)
             paid = r.outcome == "won" or (r.amount and paid_by_payments.get(r.key, 0) >= r.amount - 0.005)
-            if paid and not r.deal_key and targets:
+            paid_when = r.paid_at or r.modified_at or r.issued_at
+            if paid and not r.deal_key and targets and paid_when and paid_when <= now:
                 for k in targets:
-                    cl[k].purchases.append((r.paid_at or r.modified_at or r.issued_at, r.amount or 0.0, "invoice"))
+                    cl[k].purchases.append((paid_when, r.amount or 0.0, "invoice"))
             if r.outcome != "lost":
                 primary_client = next(iter(targets)) if targets and len(targets) == 1 else (r.client_key if r.client_key in cl else None)
                 inv_views.append(InvoiceView(r.key, r.system, r.title or r.number or r.key, r.number or "", primary_client, r.amount or 0.0,
@@ -260,7 +261,7 @@ def load_snapshot(settings: Settings, store: Store, now: datetime, *, call_lookb
             bump(targets, "document", r.date)
             if not targets:
                 continue
-            if r.doc_type == "sale" or (r.doc_type == "order" and (r.paid or doc_paid.get(r.key, 0) >= (r.amount or 0) > 0)):
+            if r.date and r.date <= now and (r.doc_type == "sale" or (r.doc_type == "order" and (r.paid or doc_paid.get(r.key, 0) >= (r.amount or 0) > 0))):
                 for k in targets:
                     cl[k].purchases.append((r.date, r.amount or 0.0, "1c " + r.doc_type))
             if r.doc_type == "invoice":

@@ -8,6 +8,7 @@ rule will provide.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from typing import Any, Iterable
 
 from jinja2 import StrictUndefined, TemplateError
@@ -90,9 +91,14 @@ def variables_for(rule_type: str) -> dict[str, Any]:
     return {**BASE_VARS, **EXTRA_VARS.get(rule_type, {})}
 
 
+@lru_cache(maxsize=1024)
+def _compiled(template: str):  # noqa: ANN202 - a jinja2 Template
+    return _env.from_string(template)
+
+
 def render(template: str, context: dict[str, Any]) -> str:
     """Render a template; raises :class:`jinja2.TemplateError` on unknown variables."""
-    return _env.from_string(template).render(**context)
+    return _compiled(template).render(**context)
 
 
 def pick_variant(variants: list[str], client_key: str, year: int) -> str:

@@ -1,0 +1,124 @@
+"""Plan time and peak memory for a big store: 100k clients / 2M activities (defaults).
+
+    python bench/rules.py [--clients 100000] [--activities 2000000] [--db /tmp/bench-rules.db]
+
+Fills an SQLite store directly (bulk inserts, not timed), then times what ``connector plan``
+does after sync: loading the rule snapshot and planning the four core rules. Prints wall time
+and peak memory (ru_maxrss of the whole process, filling included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from connector.calendar import BusinessCalendar  # noqa: E402
+from connector.config import load_settings  # noqa: E402
+from connector.journal import Journal  # noqa: E402
+from connector.plan import Planner  # noqa: E402
+from connector.snapshot import load_snapshot  # noqa: E402
+from connector.store import Store, activities, clients, deal_clients, deals, invoices, managers  # noqa: E402
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+
+CONFIG = """
+timezone: Europe/Kyiv
+store: sqlite:///{db}
+bitrix24: {{webhook_url: "http://127.0.0.1:1/rest/1/benchsecret/"}}
+people: {{supervisor: 1}}
+safety: {{max_actions_per_run: 1000000, max_share: 1.0}}
+rules:
+  - {{name: forgotten, type: forgotten, inactive_days: 60, actions: [{{task: {{title: "No contact: {{{{ client.title }}}}", deadline: 3 workdays}}}}]}}
+  - {{name: release, type: release, after: forgotten, grace_days: 14, reassign: {{to: [7, 9]}}, actions: [{{notify: [supervisor]}}]}}
+  - name: lost
+    type: lost
+    min_purchases: 2
+    after_days: 180
+    cadence: {{field: UF_CRM_TEMPERATURE, days: {{warm: 14, cold: 30}}, default_days: 30}}
+    actions: [{{task: {{title: "Win back: {{{{ client.title }}}}", deadline: 1 workdays}}}}]
+  - {{name: unpaid, type: unpaid, overdue_days: 3, actions: [{{task: {{title: "Unpaid: {{{{ invoice.title }}}}", deadline: 1 workdays}}}}]}}
+"""
+
+
+def fill(store: Store, n_clients: int, n_acts: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    t0 = time.monotonic()
+    with store.tx() as conn:
+        conn.execute(managers.insert(), [{"key": f"bitrix24:user:{i}", "system": "bitrix24", "source_id": str(i), "name": f"M{i}",
+                                          "active": True, "deleted": False} for i in range(1, 41)])
+    batch = 20000
+    for start in range(0, n_clients, batch):
+        rows, drows, dc, inv = [], [], [], []
+        for i in range(start, min(n_clients, start + batch)):
+            rows.append({"key": f"bitrix24:company:{i}", "system": "bitrix24", "source_id": str(i), "kind": "company", "title": f"Company {i}",
+                         "responsible_key": f"bitrix24:user:{2 + i % 38}", "fields": {"UF_CRM_TEMPERATURE": rng.choice(["warm", "cold"])},
+                         "created_at": NOW - timedelta(days=900), "deleted": False, "phones": [], "emails": []})
+            for j in range(rng.randint(0, 3)):
+                dk = f"bitrix24:deal:{i}_{j}"
+                closed = NOW - timedelta(days=rng.uniform(1, 700))
+                drows.append({"key": dk, "system": "bitrix24", "source_id": f"{i}_{j}", "title": "d", "outcome": rng.choice(["won", "won", "lost", "open"]),
+                              "amount": 100.0, "created_at": closed - timedelta(days=10), "closed_at": closed, "deleted": False})
+                dc.append({"deal_key": dk, "client_key": f"bitrix24:company:{i}"})
+            if rng.random() < 0.1:
+                inv.append({"key": f"bitrix24:invoice:{i}", "system": "bitrix24", "source_id": str(i), "title": f"Invoice {i}",
+                            "client_key": f"bitrix24:company:{i}", "amount": 500.0, "outcome": rng.choice(["won", "open"]),
+                            "due_date": (NOW - timedelta(days=rng.uniform(-20, 40))).date(), "deleted": False})
+        with store.tx() as conn:
+            conn.execute(clients.insert(), rows)
+            if drows:
+                conn.execute(deals.insert(), drows)
+                conn.execute(deal_clients.insert(), dc)
+            if inv:
+                conn.execute(invoices.insert(), inv)
+    kinds = ["call", "call", "email", "meeting", "comment"]
+    for start in range(0, n_acts, 50000):
+        rows = []
+        for a in range(start, min(n_acts, start + 50000)):
+            at = NOW - timedelta(days=rng.expovariate(1 / 60))
+            rows.append({"key": f"bitrix24:activity:{a}", "owner_key": f"bitrix24:company:{rng.randrange(n_clients)}", "system": "bitrix24",
+                         "source_id": str(a), "kind": rng.choice(kinds), "completed": rng.random() < 0.9, "happened_at": at, "deadline": at,
+                         "deleted": False})
+        with store.tx() as conn:
+            conn.execute(activities.insert(), rows)
+    print(f"filled {n_clients} clients / {n_acts} activities in {time.monotonic() - t0:.1f} s (not part of the figures)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clients", type=int, default=100_000)
+    ap.add_argument("--activities", type=int, default=2_000_000)
+    ap.add_argument("--db", default=None)
+    args = ap.parse_args()
+    tmp = tempfile.TemporaryDirectory()
+    db = Path(args.db or Path(tmp.name) / "bench.db")
+    fresh = not db.exists()
+    cfg = Path(tmp.name) / "bench.yaml"
+    cfg.write_text(CONFIG.format(db=db), encoding="utf-8")
+    settings = load_settings(cfg)
+    store = Store(settings.store)
+    if fresh:
+        fill(store, args.clients, args.activities)
+    cal = BusinessCalendar(settings.calendar, settings.timezone)
+    t0 = time.monotonic()
+    snap = load_snapshot(settings, store, NOW)
+    t1 = time.monotonic()
+    plan = Planner(settings, snap, cal, known=Journal(store).states()).plan(force=True)
+    t2 = time.monotonic()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"clients={len(snap.clients)} activities={args.activities}")
+    print(f"snapshot_seconds={t1 - t0:.2f} plan_seconds={t2 - t1:.2f} total_seconds={t2 - t0:.2f}")
+    print(f"peak_memory_max_rss_mb={rss:.0f}")
+    for r in plan.rules:
+        print(f"rule={r.rule} scope={r.scope} findings={r.findings} actions={len(r.actions)}")
+
+
+if __name__ == "__main__":
+    main()
