@@ -82,8 +82,10 @@ def fill(store: Store, n_clients: int, n_acts: int, seed: int = 1) -> None:
     for start in range(0, n_acts, 50000):
         rows = []
         for a in range(start, min(n_acts, start + 50000)):
-            at = NOW - timedelta(days=rng.expovariate(1 / 60))
-            rows.append({"key": f"bitrix24:activity:{a}", "owner_key": f"bitrix24:company:{rng.randrange(n_clients)}", "system": "bitrix24",
+            owner = rng.randrange(n_clients)
+            # one client in ten went quiet 70+ days ago: the forgotten rule has work to do
+            at = NOW - timedelta(days=(70 if owner % 10 == 0 else 0) + rng.expovariate(1 / 60))
+            rows.append({"key": f"bitrix24:activity:{a}", "owner_key": f"bitrix24:company:{owner}", "system": "bitrix24",
                          "source_id": str(a), "kind": rng.choice(kinds), "completed": rng.random() < 0.9, "happened_at": at, "deadline": at,
                          "deleted": False})
         with store.tx() as conn:

@@ -125,7 +125,9 @@ activities = Table(
     "activities", metadata, Column("key", String(200), primary_key=True), Column("owner_key", String(200), primary_key=True),
     *_common(), Column("kind", String(20)), Column("completed", Boolean), Column("happened_at", UTC), Column("deadline", UTC),
     Column("responsible_key", String(200)), Column("direction", String(5)), Column("subject", String(500)), Column("duration_s", Integer),
-    Index("ix_activities_owner", "owner_key", "completed", "happened_at"),
+    # covers the contact query: latest completed activity per (owner, kind), an index-only scan
+    Index("ix_activities_contact", "owner_key", "kind", "completed", "deleted", "happened_at"),
+    Index("ix_activities_key", "key"),
 )
 tasks = Table(
     "tasks", metadata, K(), *_common(),

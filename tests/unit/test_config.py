@@ -117,7 +117,7 @@ def test_example_configs_validate(monkeypatch):
     from pathlib import Path
 
     for name in ("BITRIX24_WEBHOOK_URL", "ONEC_ODATA_URL", "ONEC_USER", "ONEC_PASSWORD", "ONEC_WSDL_URL", "BINOTEL_KEY", "BINOTEL_SECRET",
-                 "BINOTEL_URL", "TURBOSMS_TOKEN", "TURBOSMS_URL", "SMTP_URL", "BINOTEL_PUSH_TOKEN"):
+                 "BINOTEL_URL", "ONEC_SUPERVISOR", "ONEC_DUTY_MANAGER", "TURBOSMS_TOKEN", "TURBOSMS_URL", "SMTP_URL", "BINOTEL_PUSH_TOKEN"):
         monkeypatch.setenv(name, "https://example.test/rest/1/abcd1234/" if "URL" in name else "value1234")
     configs = sorted((Path(__file__).parents[2] / "config").glob("*.yaml"))
     assert configs

@@ -1,0 +1,85 @@
+"""The Binotel adapter object registered under the ``connector.adapters`` entry point.
+
+Binotel is a source only (employees and calls): it has no SMS API, and the connector does not
+place calls. The core daemon asks :meth:`BinotelAdapter.push_server` for the optional webhook
+receiver.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from connector.domain import Call
+from connector.errors import ConnectorError
+from connector.ports import CheckResult, Context
+
+from binotel.client import SYSTEM, BinotelClient
+from binotel.source import BinotelSource
+
+if TYPE_CHECKING:
+    from connector.config import Settings
+    from connector.sandbox import SyntheticCompany
+
+    from binotel.push import PushServer
+
+
+class BinotelSandbox:
+    """The emulator as a sandbox service: seeded from the synthetic company, loopback, port 0."""
+
+    def __init__(self, company: "SyntheticCompany"):
+        from binotel.emulator import BinotelEmulator
+
+        self.emulator = BinotelEmulator(company)
+
+    def start(self) -> dict[str, str]:
+        url = self.emulator.start()
+        return {"BINOTEL_KEY": self.emulator.key, "BINOTEL_SECRET": self.emulator.secret, "BINOTEL_URL": url}
+
+    def stop(self) -> None:
+        self.emulator.stop()
+
+
+class BinotelAdapter:
+    name = SYSTEM
+
+    def configured(self, settings: "Settings") -> bool:
+        return settings.binotel is not None
+
+    def source(self, settings: "Settings", ctx: Context) -> BinotelSource | None:
+        return BinotelSource(settings.binotel, ctx) if settings.binotel else None
+
+    def sink(self, settings: "Settings", ctx: Context) -> None:
+        return None
+
+    def check(self, settings: "Settings", ctx: Context) -> list[CheckResult]:
+        """The key is valid and the employee list is readable (one request)."""
+        cfg = settings.binotel
+        if cfg is None:
+            return []
+        client = BinotelClient(cfg, ctx, attempts=2, rate_backoff=2.0, transient_backoff=1.0, max_wait=5.0, timeout=20)
+        try:
+            employees = client.employees()
+        except ConnectorError as e:
+            return [CheckResult(SYSTEM, "key and employees", False, str(e))]
+        finally:
+            client.close()
+        linked = sum(1 for k, _ in employees if not k.startswith("notLinkedToUser_"))
+        out = [CheckResult(SYSTEM, "key and employees", True, f"{linked} employee(s), {len(employees) - linked} unlinked line(s)")]
+        if cfg.push is not None:
+            where = ", ".join(cfg.push.allow_from) or "loopback only"
+            out.append(CheckResult(SYSTEM, "push receiver", True, f"listens on {cfg.push.listen}, accepts {where}"))
+        return out
+
+    def sandbox(self, company: "SyntheticCompany") -> BinotelSandbox:
+        return BinotelSandbox(company)
+
+    def push_server(self, settings: "Settings", on_calls: Callable[[list[Call]], None]) -> "PushServer | None":
+        """The webhook receiver when ``binotel.push`` is configured; the caller starts and stops it."""
+        if settings.binotel is None or settings.binotel.push is None:
+            return None
+        from binotel.push import PushServer
+
+        return PushServer(settings.binotel.push, on_calls)
+
+
+ADAPTER = BinotelAdapter()

@@ -1,0 +1,591 @@
+"""Bitrix24 streams and cursors: reads with as few HTTP requests as the API allows.
+
+How rows are read (reference §2.3, §2.4, §6; ``settings/performance/huge-data.md``):
+
+* No offset paging on big tables: every page with ``start >= 0`` recomputes COUNT. Lists are
+  read with ``start=-1``, ``order ID ASC`` and ID filters only.
+* A full read is a set of **ID-range windows** packed 50 per ``batch``:
+  ``filter[>=ID]=a & filter[<ID]=b``, one command per window. The first batch also asks for the
+  largest ID (``order ID DESC``) so the scan knows where to stop. Windows start 50 IDs wide (a
+  window that wide can never overflow a 50-row page), widen when IDs are sparse, and a window
+  that comes back with a full page is continued from its last ID in the next batch. Only
+  documented filters are used (no ``$result`` chaining). Dense IDs give 2,500 rows a request.
+* An incremental cycle asks only for rows changed since the cursor (``DATE_MODIFY``,
+  ``LAST_UPDATED``, ``updatedTime``, ``CHANGED_DATE``; minus ``overlap_seconds``), keyset on ID
+  inside the changed set. The first stream pulled (users) sends the first change page of every
+  stream in ONE batch; later streams use it when their cursor agrees, so a quiet cycle costs one
+  request plus the users page.
+* Deletions: every ``sweep_every_hours`` a stream re-reads its live IDs (``select ID`` windows)
+  and yields ``Sweep``; a full read yields one for free.
+
+The cursor is JSON: ``{"v":1, "mode": "full"|"inc", "since": <server ISO time>, "after": <ID
+read up to, full mode>, "swept": <unix>}`` (+ ``"stages"`` for invoices). ``since`` is the
+portal's own clock (``time.date_start`` of the first request of the read), never ours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from connector.config import Bitrix24
+from connector.domain import Batch, Record, Sweep
+from connector.errors import NotFound, PermanentError
+from connector.ports import Context
+
+from bitrix import mapping as m
+from bitrix.client import BitrixClient
+
+log = logging.getLogger("bitrix.source")
+
+PAGE = 50  # Bitrix24 list page size, fixed
+BATCH = 50  # commands per batch, fixed
+TARGET_ROWS = 45  # rows a widened window aims at: a little under a page, so few windows overflow
+MAX_WIDTH = 10_000_000
+
+STREAMS = ["users", "companies", "contacts", "deals", "activities", "invoices", "tasks", "comments"]
+WINDOWED = ("companies", "contacts", "deals", "activities", "invoices", "tasks", "requisites:4", "requisites:3")
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One list method and how to page it by ID."""
+
+    kind: str
+    method: str
+    select: tuple[str, ...]
+    changed: str | None  # filter field for "changed since"
+    fid: str = "ID"  # ID name in filter/order
+    rid: str = "ID"  # ID name in result rows
+    wrap: str | None = None  # result wrapper key ("items", "tasks")
+    params: tuple[tuple[str, Any], ...] = ()
+    base: tuple[tuple[str, Any], ...] = ()  # filter always applied
+
+    def rows(self, result: Any) -> list[dict]:
+        if self.wrap and isinstance(result, Mapping):
+            result = result.get(self.wrap)
+        if isinstance(result, Mapping):  # PHP map rendered as object
+            result = list(result.values())
+        return [r for r in (result or []) if isinstance(r, Mapping)]
+
+    def row_id(self, row: Mapping[str, Any]) -> int:
+        return int(row.get(self.rid) if self.rid in row else row.get(self.rid.upper(), row.get(self.rid.lower())))
+
+    def query(self, *, filt: Mapping[str, Any] | None = None, select: Iterable[str] | None = None,
+              order: str = "ASC") -> dict[str, Any]:
+        q: dict[str, Any] = dict(self.params)
+        q["order"] = {self.fid: order}
+        q["filter"] = {**dict(self.base), **dict(filt or {})}
+        q["select"] = list(select if select is not None else self.select)
+        q["start"] = -1
+        return q
+
+
+def _entities(cfg: Bitrix24) -> dict[str, Entity]:
+    uf = tuple(dict.fromkeys(f for f in [*cfg.fields, cfg.guid_field, cfg.segment_field, cfg.opt_out_field] if f))
+    return {
+        "companies": Entity("company", "crm.company.list", (
+            "ID", "TITLE", "COMPANY_TYPE", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "LAST_ACTIVITY_TIME",
+            "PHONE", "EMAIL", *uf), "DATE_MODIFY"),
+        "contacts": Entity("contact", "crm.contact.list", (
+            "ID", "NAME", "SECOND_NAME", "LAST_NAME", "TYPE_ID", "COMPANY_ID", "BIRTHDATE", "ASSIGNED_BY_ID",
+            "DATE_CREATE", "DATE_MODIFY", "PHONE", "EMAIL", *uf), "DATE_MODIFY"),
+        "deals": Entity("deal", "crm.deal.list", (
+            "ID", "TITLE", "STAGE_ID", "STAGE_SEMANTIC_ID", "CATEGORY_ID", "OPPORTUNITY", "CURRENCY_ID", "COMPANY_ID",
+            "CONTACT_ID", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "CLOSEDATE", "CLOSED"), "DATE_MODIFY"),
+        "activities": Entity("activity", "crm.activity.list", (
+            "ID", "OWNER_ID", "OWNER_TYPE_ID", "TYPE_ID", "PROVIDER_ID", "SUBJECT", "COMPLETED", "START_TIME",
+            "END_TIME", "DEADLINE", "LAST_UPDATED", "RESPONSIBLE_ID", "DIRECTION"), "LAST_UPDATED"),
+        "invoices": Entity("invoice", "crm.item.list", (
+            "id", "title", "accountNumber", "stageId", "categoryId", "opportunity", "currencyId", "begindate",
+            "closedate", "companyId", "contactId", "assignedById", "createdTime", "updatedTime", "movedTime",
+            "parentId2"), "updatedTime", fid="id", rid="id", wrap="items", params=(("entityTypeId", 31),)),
+        "tasks": Entity("task", "tasks.task.list", (
+            "ID", "TITLE", "DESCRIPTION", "RESPONSIBLE_ID", "DEADLINE", "STATUS", "CREATED_DATE", "CLOSED_DATE",
+            "CHANGED_DATE", "UF_CRM_TASK"), "CHANGED_DATE", rid="id", wrap="tasks"),
+        # internal: tax ids of companies (4) and contacts (3)
+        "requisites:4": Entity("requisite", "crm.requisite.list", ("ID", "ENTITY_ID", "RQ_INN", "RQ_EDRPOU"),
+                               "DATE_MODIFY", base=(("ENTITY_TYPE_ID", 4),)),
+        "requisites:3": Entity("requisite", "crm.requisite.list", ("ID", "ENTITY_ID", "RQ_INN", "RQ_EDRPOU"),
+                               "DATE_MODIFY", base=(("ENTITY_TYPE_ID", 3),)),
+        # internal: companies with new timeline activity (comments live in the timeline)
+        "touched": Entity("company", "crm.company.list", ("ID",), "LAST_ACTIVITY_TIME"),
+    }
+
+
+class Windows:
+    """ID-range windows over one list, 50 commands per ``batch``; yields ``(rows, watermark)``.
+
+    ``watermark`` is the highest ID below which every row has been yielded, so a cursor built
+    from it never runs ahead of the data.
+    """
+
+    def __init__(self, client: BitrixClient, ent: Entity, *, filt: Mapping[str, Any] | None = None,
+                 select: Iterable[str] | None = None, after: int = 0, width: int = PAGE, max_id: int | None = None):
+        self.client, self.ent = client, ent
+        self.filt = dict(filt or {})
+        self.select = list(select) if select is not None else list(ent.select)
+        self.after, self.width, self.max_id = after, max(PAGE, width), max_id
+
+    def __iter__(self) -> Iterator[tuple[list[dict], int]]:
+        ent, fid = self.ent, self.ent.fid
+        pending: deque[tuple[int, int]] = deque()
+        next_lo, width, max_id = self.after + 1, self.width, self.max_id
+        while True:
+            cmds: dict[str, tuple[str, dict]] = {}
+            if max_id is None:
+                cmds["max"] = (ent.method, ent.query(filt=self.filt, select=[fid], order="DESC"))
+            windows: dict[str, tuple[int, int]] = {}
+
+            def add(lo: int, hi: int) -> None:
+                label = f"w{len(windows)}"
+                windows[label] = (lo, hi)
+                cmds[label] = (ent.method, ent.query(filt={**self.filt, f">={fid}": lo, f"<{fid}": hi}, select=self.select))
+
+            while pending and len(cmds) < BATCH:
+                add(*pending.popleft())
+            while len(cmds) < BATCH and (max_id is None or next_lo <= max_id):
+                hi = next_lo + width if max_id is None else min(next_lo + width, max_id + 1)
+                add(next_lo, hi)
+                next_lo = hi
+            if not windows:
+                return
+            reply = self.client.batch(cmds)
+            reply.raise_first()
+            if "max" in cmds:
+                top = ent.rows(reply.results.get("max"))
+                max_id = ent.row_id(top[0]) if top else self.after
+            out: list[dict] = []
+            seen_rows = seen_ids = 0
+            for label, (lo, hi) in windows.items():
+                rows = ent.rows(reply.results.get(label))
+                out.extend(rows)
+                if len(rows) >= PAGE and hi - lo > PAGE:
+                    last = max(ent.row_id(r) for r in rows)
+                    if last + 1 < hi:
+                        pending.append((last + 1, hi))
+                    seen_ids += last + 1 - lo
+                else:
+                    seen_ids += max(0, (hi if max_id is None else min(hi, max_id + 1)) - lo)
+                seen_rows += len(rows)
+            if seen_rows == 0:
+                width = min(width * 8, MAX_WIDTH)
+            elif seen_ids > 0:
+                density = seen_rows / seen_ids
+                width = PAGE if density * PAGE >= TARGET_ROWS else min(MAX_WIDTH, int(TARGET_ROWS / density))
+            if pending:
+                watermark = min(lo for lo, _ in pending) - 1
+            else:
+                watermark = max(self.after, min(next_lo - 1, max_id if max_id is not None else next_lo - 1))
+            yield out, watermark
+            if not pending and max_id is not None and next_lo > max_id:
+                return
+
+
+def keyset(client: BitrixClient, ent: Entity, first: list[dict], *, filt: Mapping[str, Any],
+           select: Iterable[str] | None = None) -> Iterator[list[dict]]:
+    """Rest of a changed set whose first keyset page is ``first``: windows from its last ID."""
+    if len(first) < PAGE:
+        return
+    ids = sorted(ent.row_id(r) for r in first)
+    span = max(1, ids[-1] - ids[0] + 1)
+    width = max(PAGE, int(TARGET_ROWS * span / len(ids)))
+    for rows, _ in Windows(client, ent, filt=filt, select=select, after=ids[-1], width=width):
+        yield rows
+
+
+@dataclass
+class _State:
+    mode: str = "inc"
+    since: str | None = None
+    after: int = 0
+    swept: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def decode(cls, cursor: str | None) -> "_State | None":
+        if not cursor:
+            return None
+        try:
+            d = json.loads(cursor)
+        except ValueError:
+            log.warning("bitrix24: unreadable cursor, reading the stream in full")
+            return None
+        if not isinstance(d, dict) or d.get("v") != 1:
+            return None
+        return cls(mode=d.get("mode", "inc"), since=d.get("since"), after=int(d.get("after") or 0),
+                   swept=d.get("swept"), extra={k: v for k, v in d.items()
+                                                if k not in {"v", "mode", "since", "after", "swept"}})
+
+    def encode(self) -> str:
+        d: dict[str, Any] = {"v": 1, "mode": self.mode, "since": self.since}
+        if self.mode == "full":
+            d["after"] = self.after
+        if self.swept is not None:
+            d["swept"] = self.swept
+        d.update(self.extra)
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+
+class BitrixSource:
+    """``connector.ports.Source`` for Bitrix24 (see the module docstring for the read plan)."""
+
+    system = "bitrix24"
+
+    def __init__(self, settings: Bitrix24, ctx: Context, client: BitrixClient | None = None):
+        self.cfg = settings
+        self.ctx = ctx
+        self.client = client or BitrixClient(settings, ctx)
+        self.ent = _entities(settings)
+        self._probe: dict[str, Any] | None = None  # first change page of every stream, this cycle
+        self._companies_seen: set[int] | None = None  # all company ids, after a full company read
+        self._companies_changed: set[int] = set()
+        self._stages: dict[str, str] = {}
+        # Server time of this cycle's first request (the users pull): every stream's new cursor
+        # starts there, so all cursors agree and the next cycle's single probe serves them all.
+        self._cycle_since: str | None = None
+        self._max_ids: dict[str, int] = {}  # largest ID per table, learnt by a full cycle's first request
+
+    def streams(self) -> list[str]:
+        return list(STREAMS)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def pull(self, stream: str, cursor: str | None, *, full: bool = False) -> Iterator[Batch]:
+        if stream not in STREAMS:
+            raise ValueError(f"unknown bitrix24 stream {stream!r}")
+        state = None if full else _State.decode(cursor)
+        if stream == "users":
+            return self._users(state)
+        if stream == "comments":
+            return self._comments(state)
+        return self._table(stream, state)
+
+    # ------------------------------------------------------------ helpers
+
+    def _server_iso(self) -> str:
+        """The portal's time of the last answered request, as the portal writes it."""
+        if self.client.date_start:
+            return self.client.date_start
+        return datetime.fromtimestamp(self.client.server_now(), timezone.utc).isoformat(timespec="seconds")
+
+    def _since_filter(self, since: str) -> str:
+        dt = m.parse_dt(since)
+        if dt is None:
+            return since
+        return (dt - timedelta(seconds=self.cfg.overlap_seconds)).isoformat(timespec="seconds")
+
+    def _sweep_due(self, state: _State) -> bool:
+        if state.swept is None:
+            return True
+        return self.client.server_now() - float(state.swept) >= self.cfg.sweep_every_hours * 3600
+
+    def _map(self, rows: Iterable[Mapping[str, Any]], fn: Callable[[Mapping[str, Any]], Record]) -> list[Record]:
+        out: list[Record] = []
+        for r in rows:
+            try:
+                out.append(fn(r))
+            except (TypeError, ValueError, KeyError, AttributeError) as e:
+                log.warning("bitrix24: skipped a bad %s row id=%s: %s", getattr(fn, "__name__", "?"),
+                            r.get("ID", r.get("id")), e)
+        return out
+
+    def _changes_query(self, name: str, since: str) -> tuple[str, dict]:
+        ent = self.ent[name]
+        return ent.method, ent.query(filt={f">={ent.changed}": self._since_filter(since)})
+
+    # ------------------------------------------------------------ users (+ the cycle's probe)
+
+    def _users(self, state: _State | None) -> Iterator[Batch]:
+        """All users every cycle (a portal has tens, not thousands); on an incremental cycle the
+        same request carries every other stream's first change page."""
+        cmds: dict[str, tuple[str, dict]] = {
+            "users": ("user.get", {"sort": "ID", "order": "ASC", "start": 0}),
+            "departments": ("department.get", {"START": 0}),
+        }
+        probe_since = state.since if state and state.mode == "inc" and state.since else None
+        if probe_since:
+            for name in WINDOWED + ("touched",):
+                cmds[name] = self._changes_query(name, probe_since)
+        else:  # a full read: learn every table's largest ID now, so no read starts blind
+            for name in WINDOWED:
+                ent = self.ent[name]
+                cmds[f"max:{name}"] = (ent.method, ent.query(select=[ent.fid], order="DESC"))
+        reply = self.client.batch(cmds)
+        since_now = self._server_iso()
+        self._cycle_since = since_now
+        for label, err in reply.errors.items():
+            if label == "departments" and isinstance(err, PermanentError):
+                log.warning("bitrix24: department names unavailable (%s); using department ids", err)
+            else:
+                raise err
+        if probe_since:
+            self._probe = {"since": probe_since, "new_since": since_now,
+                           "pages": {n: reply.results.get(n) for n in cmds if n not in ("users", "departments")}}
+        else:
+            for name in WINDOWED:
+                top = self.ent[name].rows(reply.results.get(f"max:{name}"))
+                self._max_ids[name] = self.ent[name].row_id(top[0]) if top else 0
+        users = list(reply.results.get("users") or [])
+        total = reply.totals.get("users", len(users))
+        depts = list(reply.results.get("departments") or [])
+        dept_total = reply.totals.get("departments", len(depts))
+        more: dict[str, tuple[str, dict]] = {}
+        for start in range(PAGE, total, PAGE):
+            more[f"u{start}"] = ("user.get", {"sort": "ID", "order": "ASC", "start": start})
+        if "departments" not in reply.errors:
+            for start in range(PAGE, dept_total, PAGE):
+                more[f"d{start}"] = ("department.get", {"START": start})
+        labels = list(more)
+        for i in range(0, len(labels), BATCH):
+            r2 = self.client.batch({k: more[k] for k in labels[i:i + BATCH]})
+            r2.raise_first()
+            for k in labels[i:i + BATCH]:
+                (users if k.startswith("u") else depts).extend(r2.results.get(k) or [])
+        names = {str(d.get("ID")): str(d.get("NAME") or d.get("ID")) for d in depts if isinstance(d, Mapping)}
+        records = self._map(users, lambda r: m.manager(r, names))
+        yield Batch("users", records, cursor=_State(mode="inc", since=since_now).encode(), total_hint=len(records))
+
+    # ------------------------------------------------------------ windowed tables
+
+    def _table(self, stream: str, state: _State | None) -> Iterator[Batch]:
+        if state is None or state.mode == "full":
+            yield from self._full(stream, state)
+        else:
+            yield from self._incremental(stream, state)
+
+    def _mapper(self, stream: str, taxes: Mapping[int, str] | None = None) -> Callable[[list[dict]], list[Record]]:
+        cfg = self.cfg
+        opts = {"fields": cfg.fields, "guid_field": cfg.guid_field, "segment_field": cfg.segment_field,
+                "opt_out_field": cfg.opt_out_field}
+        taxes = taxes or {}
+        if stream == "companies":
+            return lambda rows: self._map(rows, lambda r: m.company(r, tax_id=taxes.get(int(r["ID"])), **opts))
+        if stream == "contacts":
+            return lambda rows: self._map(rows, lambda r: m.contact(r, tax_id=taxes.get(int(r["ID"])), **opts))
+        if stream == "deals":
+            return lambda rows: self._map(rows, m.deal)
+        if stream == "activities":
+            return lambda rows: self._map(rows, m.activity)
+        if stream == "invoices":
+            return lambda rows: self._map(rows, lambda r: m.invoice(r, self._stages))
+        if stream == "tasks":
+            return lambda rows: self._map([r for r in rows if m.task_bindings(r)], m.task)
+        raise ValueError(stream)
+
+    def _tax_ids(self, entity_type: int, ids: Iterable[int] | None) -> dict[int, str]:
+        """Tax id per company/contact from requisites: all of them (``ids`` None) or of ``ids``."""
+        ent = self.ent[f"requisites:{entity_type}"]
+        rows: list[dict] = []
+        if ids is None:
+            for page, _ in Windows(self.client, ent, max_id=self._max_ids.pop(f"requisites:{entity_type}", None)):
+                rows.extend(page)
+        else:
+            rows = self._by_ids(ent, "ENTITY_ID", sorted(set(ids)))
+        out: dict[int, str] = {}
+        for r in sorted(rows, key=ent.row_id):
+            owner, tax = m.to_int(r.get("ENTITY_ID")), m.requisite_tax_id(r)
+            if owner and tax and owner not in out:
+                out[owner] = tax
+        return out
+
+    def _by_ids(self, ent: Entity, field_name: str, ids: list[int]) -> list[dict]:
+        """Rows whose ``field_name`` is in ``ids``: one ``@`` command per 50 ids, 50 per batch;
+        a command that fills a page is continued by ID."""
+        out: list[dict] = []
+        todo: deque[tuple[list[int], int]] = deque((ids[i:i + PAGE], 0) for i in range(0, len(ids), PAGE))
+        while todo:
+            cmds: dict[str, tuple[str, dict]] = {}
+            parts: dict[str, tuple[list[int], int]] = {}
+            while todo and len(cmds) < BATCH:
+                chunk, after = todo.popleft()
+                label = f"c{len(cmds)}"
+                parts[label] = (chunk, after)
+                cmds[label] = (ent.method, ent.query(filt={f"@{field_name}": chunk, f">{ent.fid}": after}))
+            reply = self.client.batch(cmds)
+            reply.raise_first()
+            for label, (chunk, after) in parts.items():
+                rows = ent.rows(reply.results.get(label))
+                out.extend(rows)
+                if len(rows) >= PAGE:
+                    todo.append((chunk, max(ent.row_id(r) for r in rows)))
+        return out
+
+    def _stage_map(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Load ``SMART_INVOICE_STAGE_<category>`` semantics for categories not yet known."""
+        cats = {str(r.get("categoryId")) for r in rows if m.to_int(r.get("categoryId"))}
+        cats |= {str(r.get("stageId")).split(":")[0].rsplit("_", 1)[-1] for r in rows
+                 if str(r.get("stageId") or "").startswith("DT31_") and ":" in str(r.get("stageId"))}
+        known = {s.split(":")[0].rsplit("_", 1)[-1] for s in self._stages}
+        missing = sorted(c for c in cats - known if c.isdigit())
+        if not missing:
+            return
+        cmds = {f"s{c}": ("crm.status.list", {"filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_{c}"},
+                                               "order": {"SORT": "ASC"}}) for c in missing}
+        reply = self.client.batch(cmds)
+        for label, err in reply.errors.items():
+            log.warning("bitrix24: invoice stages of category %s unavailable: %s", label[1:], err)
+        for label in cmds:
+            self._stages.update(m.stage_semantics(reply.results.get(label) or []))
+
+    def _full(self, stream: str, state: _State | None) -> Iterator[Batch]:
+        """Read everything (or resume a broken full read from ``state.after``)."""
+        ent = self.ent[stream]
+        resume = state is not None and state.mode == "full"
+        after = state.after if resume and state else 0
+        since = state.since if resume and state else self._cycle_since
+        if stream == "invoices" and state:
+            self._stages.update(state.extra.get("stages") or {})
+        taxes = None
+        if stream in ("companies", "contacts"):
+            taxes = self._tax_ids(4 if stream == "companies" else 3, None)
+            since = since or self._server_iso()
+        to_records = self._mapper(stream, taxes)
+        live: set[str] | None = None if resume else set()
+        if stream == "companies" and not resume:
+            self._companies_seen = set()
+        for rows, watermark in Windows(self.client, ent, after=after, max_id=self._max_ids.pop(stream, None)):
+            since = since or self._server_iso()
+            if stream == "invoices":
+                self._stage_map(rows)
+            records = to_records(rows)
+            if live is not None:
+                live.update(r.source_id for r in records)
+            if self._companies_seen is not None and stream == "companies":
+                self._companies_seen.update(int(r["ID"]) for r in rows)
+            cur = _State(mode="full", since=since, after=watermark, extra=self._extra(stream))
+            yield Batch(stream, records, cursor=cur.encode())
+        since = since or self._server_iso()
+        done = _State(mode="inc", since=since, swept=self.client.server_now() if live is not None else None,
+                      extra=self._extra(stream))
+        if live is None and state is not None:
+            done.swept = state.swept
+        sweep = Sweep(self.system, ent.kind, live) if live is not None else None
+        yield Batch(stream, [], cursor=done.encode(), sweep=sweep)
+
+    def _extra(self, stream: str) -> dict[str, Any]:
+        return {"stages": dict(sorted(self._stages.items()))} if stream == "invoices" and self._stages else {}
+
+    def _first_changes(self, name: str, since: str) -> tuple[list[dict], str]:
+        """First keyset page of rows changed since ``since``: from this cycle's probe when it
+        asked the same question, else one request. Returns the rows and the new ``since``."""
+        ent = self.ent[name]
+        probe = self._probe
+        if probe and probe["since"] == since and name in probe["pages"]:
+            return ent.rows(probe["pages"].pop(name)), probe["new_since"]
+        method, q = self._changes_query(name, since)
+        env = self.client.call(method, q)
+        return ent.rows(env.get("result")), self._cycle_since or self._server_iso()
+
+    def _changed_rows(self, name: str, since: str) -> tuple[list[dict], str]:
+        ent = self.ent[name]
+        first, new_since = self._first_changes(name, since)
+        rows = list(first)
+        for page in keyset(self.client, ent, first, filt={f">={ent.changed}": self._since_filter(since)}):
+            rows.extend(page)
+        return rows, new_since
+
+    def _incremental(self, stream: str, state: _State) -> Iterator[Batch]:
+        ent = self.ent[stream]
+        since = state.since or ""
+        if stream == "invoices":
+            self._stages.update(state.extra.get("stages") or {})
+        rows, new_since = self._changed_rows(stream, since)
+        deleted: list[str] = []
+        if stream in ("companies", "contacts"):
+            etype = 4 if stream == "companies" else 3
+            req_rows, _ = self._changed_rows(f"requisites:{etype}", since)
+            have = {ent.row_id(r) for r in rows}
+            extra_ids = sorted({i for i in (m.to_int(r.get("ENTITY_ID")) for r in req_rows) if i} - have)
+            if extra_ids:
+                rows.extend(self._by_ids(ent, "ID", extra_ids))
+            taxes = self._tax_ids(etype, [ent.row_id(r) for r in rows]) if rows else {}
+            records = self._mapper(stream, taxes)(rows)
+            if stream == "companies":
+                self._companies_changed.update(ent.row_id(r) for r in rows)
+        else:
+            if stream == "invoices":
+                self._stage_map(rows)
+            records = self._mapper(stream)(rows)
+            if stream == "tasks":  # unbound from the CRM since: no longer ours
+                deleted = [m.key("task", ent.row_id(r)) for r in rows if not m.task_bindings(r)]
+        cur = _State(mode="inc", since=new_since, swept=state.swept, extra=self._extra(stream))
+        if not self._sweep_due(state):
+            yield Batch(stream, records, deleted=deleted, cursor=cur.encode())
+            return
+        yield Batch(stream, records, deleted=deleted)
+        live = self._live_ids(stream)
+        cur.swept = self.client.server_now()
+        yield Batch(stream, [], cursor=cur.encode(), sweep=Sweep(self.system, ent.kind, live))
+
+    def _live_ids(self, stream: str) -> set[str]:
+        """Every live ID of a stream (``select ID`` windows); tasks: only CRM-bound ones."""
+        ent = self.ent[stream]
+        select = [ent.fid, "UF_CRM_TASK"] if stream == "tasks" else [ent.fid]
+        live: set[str] = set()
+        for rows, _ in Windows(self.client, ent, select=select):
+            for r in rows:
+                if stream != "tasks" or m.task_bindings(r):
+                    live.add(str(ent.row_id(r)))
+        return live
+
+    # ------------------------------------------------------------ comments
+
+    def _comments(self, state: _State | None) -> Iterator[Batch]:
+        """Timeline comments of companies. ``crm.timeline.comment.list`` needs ENTITY_ID +
+        ENTITY_TYPE, so comments are read per company, 50 companies per batch: all companies on a
+        full read, on a cycle only those whose timeline moved (``LAST_ACTIVITY_TIME``) or that
+        changed."""
+        full = state is None or state.mode == "full"
+        since: str | None = self._cycle_since
+        if full:
+            if self._companies_seen is not None:
+                ids = sorted(self._companies_seen)
+            else:
+                ids = sorted(int(i) for i in self._live_ids("companies"))
+                since = since or self._server_iso()
+        else:
+            touched, new_since = self._changed_rows("touched", state.since or "")
+            ids = sorted({self.ent["touched"].row_id(r) for r in touched} | self._companies_changed)
+            since = new_since
+        live: set[str] = set()
+        for records in self._comment_pages(ids):
+            since = since or self._server_iso()
+            live.update(r.source_id for r in records)
+            yield Batch("comments", records)
+        since = since or self._server_iso()
+        swept = self.client.server_now() if full else (state.swept if state else None)
+        cur = _State(mode="inc", since=since, swept=swept)
+        yield Batch("comments", [], cursor=cur.encode(), sweep=Sweep(self.system, "comment", live) if full else None)
+
+    def _comment_pages(self, company_ids: list[int]) -> Iterator[list[Record]]:
+        todo: deque[tuple[int, int]] = deque((i, 0) for i in company_ids)
+        while todo:
+            cmds: dict[str, tuple[str, dict]] = {}
+            parts: dict[str, tuple[int, int]] = {}
+            while todo and len(cmds) < BATCH:
+                cid, start = todo.popleft()
+                label = f"c{cid}_{start}"
+                parts[label] = (cid, start)
+                cmds[label] = ("crm.timeline.comment.list", {
+                    "filter": {"ENTITY_ID": cid, "ENTITY_TYPE": "company"},
+                    "select": ["ID", "ENTITY_ID", "ENTITY_TYPE", "CREATED", "AUTHOR_ID", "COMMENT"],
+                    "order": {"ID": "ASC"}, "start": start if start else -1})
+            reply = self.client.batch(cmds)
+            for err in reply.errors.values():
+                if not isinstance(err, NotFound):
+                    raise err  # a company deleted meanwhile just has no comments to read
+            rows: list[dict] = []
+            for label, (cid, start) in parts.items():
+                page = reply.results.get(label) or []
+                if isinstance(page, Mapping):
+                    page = list(page.values())
+                rows.extend(page)
+                if len(page) >= PAGE:
+                    todo.append((cid, start + PAGE))
+            yield self._map(rows, m.comment)

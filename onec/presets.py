@@ -1,0 +1,205 @@
+"""Object and field names per 1C configuration, overridable from the YAML.
+
+1C names every object in its own configuration's words: the same "invoice for payment" is
+``Document_СчетНаОплатуКлиенту`` in УТ 11, ``Document_СчетНаОплату`` in УНФ and
+``Document_СчетНаОплатуПокупателю`` in УТ 10.3 / УТП. A preset is the table of those names
+(reference §7, §9, §10); ``settings.onec.objects`` and ``settings.onec.fields`` replace any entry
+by its logical name, so a customised base (``см_…`` prefixes, renamed attributes) needs no code.
+
+Logical object names: ``counterparties partners users currencies analytics contact_info order
+invoice sale payment receivables overdue task``. Document objects may list several names
+separated by commas (УТ 11 has a bank and a cash receipt). An empty name means "this
+configuration has no such object".
+
+Names marked (unverified) in the reference are used as the best available guess; the YAML
+override exists precisely for them. ``connector check`` probes every object a preset names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from connector.errors import ConfigError
+
+DOC_TYPES = ("order", "invoice", "sale", "payment")
+
+_COMMON_FIELDS: dict[str, str] = {
+    "counterparty.name": "Description",
+    "counterparty.full_name": "НаименованиеПолное",
+    "counterparty.tax_id": "КодПоЕДРПОУ,ИНН",  # first non-empty wins
+    "counterparty.kind": "ЮрФизЛицо",
+    "counterparty.partner": "",
+    "counterparty.manager": "",
+    "counterparty.comment": "Комментарий",
+    "partner.manager": "",
+    "contact.table": "КонтактнаяИнформация",
+    "contact.type": "Тип",
+    "contact.text": "Представление",
+    "contact.object": "Объект",
+    "contact.phone": "Телефон",
+    "contact.email": "АдресЭлектроннойПочты",
+    "user.name": "Description",
+    "user.inactive": "Недействителен",
+    "user.contacts": "КонтактнаяИнформация",
+    "currency.code": "Code",
+    "currency.default": "UAH",  # a value, not a field: for registers that carry no currency dimension
+    "doc.counterparty": "Контрагент_Key",
+    "doc.amount": "СуммаДокумента",
+    "doc.currency": "ВалютаДокумента_Key",
+    "doc.manager": "Ответственный_Key",
+    "doc.basis": "ДокументОснование",  # composite: value + _Type (unverified per configuration)
+    "invoice.due": "СрокОплаты",  # (unverified)
+    "order.paid": "",
+    "invoice.paid": "",
+    "order.basis": "",
+    "payment.manager": "",
+    "receivables.counterparty": "Контрагент_Key",
+    "receivables.amount": "Сумма",
+    "receivables.currency": "",
+    "analytics.counterparty": "Контрагент_Key",
+    "overdue.counterparty": "",
+    "overdue.amount": "",
+    "overdue.due": "",
+    "task.title": "Тема",
+    "task.text": "Содержание",
+    "task.responsible": "Ответственный_Key",
+    "task.deadline": "ДатаОкончания",
+    "task.subject": "Контрагент_Key",  # a *_Key reference, or a composite field name
+}
+
+PRESETS: dict[str, dict[str, dict[str, str]]] = {
+    # УТ 11 / ERP 2 / КА 2 / BAS УТ 3 (Russian identifiers also in BAS)
+    "ut11": {
+        "objects": {
+            "counterparties": "Catalog_Контрагенты",
+            "partners": "Catalog_Партнеры",
+            "users": "Catalog_Пользователи",
+            "currencies": "Catalog_Валюты",
+            "analytics": "Catalog_КлючиАналитикиУчетаПоПартнерам",
+            "contact_info": "",
+            "order": "Document_ЗаказКлиента",
+            "invoice": "Document_СчетНаОплатуКлиенту",
+            "sale": "Document_РеализацияТоваровУслуг",
+            "payment": "Document_ПоступлениеБезналичныхДенежныхСредств,Document_ПриходныйКассовыйОрдер",
+            "receivables": "AccumulationRegister_РасчетыСКлиентами",
+            "overdue": "AccumulationRegister_РасчетыСКлиентамиПоСрокам",
+            "task": "Task_ЗадачаИсполнителя",
+        },
+        "fields": {
+            "counterparty.partner": "Партнер_Key",
+            "partner.manager": "ОсновнойМенеджер_Key",
+            "doc.currency": "Валюта_Key",
+            "doc.manager": "Менеджер_Key",
+            "receivables.counterparty": "АналитикаУчетаПоПартнерам_Key",
+            "receivables.currency": "Валюта_Key",
+            "overdue.counterparty": "АналитикаУчетаПоПартнерам_Key",
+            "overdue.amount": "ДолгУпр",
+            "overdue.due": "ДатаПлановогоПогашения",
+            "task.title": "Description",
+            "task.text": "Содержание",
+            "task.responsible": "Исполнитель_Key",
+            "task.deadline": "СрокИсполнения",
+            "task.subject": "Предмет",
+        },
+    },
+    # УНФ 1.6 / 3.0
+    "unf": {
+        "objects": {
+            "counterparties": "Catalog_Контрагенты",
+            "partners": "",
+            "users": "Catalog_Пользователи",
+            "currencies": "Catalog_Валюты",
+            "analytics": "",
+            "contact_info": "",
+            "order": "Document_ЗаказПокупателя",
+            "invoice": "Document_СчетНаОплату",
+            "sale": "Document_РасходнаяНакладная",
+            "payment": "Document_ПоступлениеНаСчет,Document_ПоступлениеВКассу",
+            "receivables": "AccumulationRegister_РасчетыСПокупателями",
+            "overdue": "",
+            "task": "Document_Событие",
+        },
+        "fields": {
+            "counterparty.manager": "Ответственный_Key",
+        },
+    },
+    # УТ 10.3 / УПП / КА 1.1 / УТП (UA)
+    "utp": {
+        "objects": {
+            "counterparties": "Catalog_Контрагенты",
+            "partners": "",
+            "users": "Catalog_Пользователи",
+            "currencies": "Catalog_Валюты",
+            "analytics": "",
+            "contact_info": "InformationRegister_КонтактнаяИнформация",
+            "order": "Document_ЗаказПокупателя",
+            "invoice": "Document_СчетНаОплатуПокупателю",
+            "sale": "Document_РеализацияТоваровУслуг",
+            "payment": "Document_ПлатежноеПоручениеВходящее,Document_ПриходныйКассовыйОрдер",
+            "receivables": "AccumulationRegister_ВзаиморасчетыСКонтрагентами",
+            "overdue": "",
+            "task": "Document_Событие",
+        },
+        "fields": {
+            "counterparty.manager": "ОсновнойМенеджерПокупателя_Key",
+            "receivables.amount": "СуммаВзаиморасчетов",
+            "task.text": "Описание",
+            "user.contacts": "",
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class Names:
+    """The resolved names of one base: preset, then the YAML overrides."""
+
+    preset: str
+    objects: Mapping[str, str] = field(default_factory=dict)
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def obj(self, logical: str) -> str:
+        """One wire object name ("" when the configuration has none)."""
+        return self.objs(logical)[0] if self.objs(logical) else ""
+
+    def objs(self, logical: str) -> list[str]:
+        return [x.strip() for x in self.objects.get(logical, "").split(",") if x.strip()]
+
+    def f(self, logical: str) -> str:
+        """A wire field name; per-type keys (``order.amount``) fall back to ``doc.*``."""
+        if logical in self.fields:
+            return self.fields[logical]
+        head, _, tail = logical.partition(".")
+        if head in DOC_TYPES and f"doc.{tail}" in self.fields:
+            return self.fields[f"doc.{tail}"]
+        return ""
+
+    def fs(self, logical: str) -> list[str]:
+        return [x.strip() for x in self.f(logical).split(",") if x.strip()]
+
+    def doc_objects(self) -> list[tuple[str, str]]:
+        """``[(doc_type, object name)]`` in a stable order."""
+        return [(t, o) for t in DOC_TYPES for o in self.objs(t)]
+
+
+def resolve(preset: str, objects: Mapping[str, str] | None = None, fields: Mapping[str, str] | None = None) -> Names:
+    """Preset names with overrides; an unknown logical name is a config error, not a silent no-op."""
+    if preset not in PRESETS:
+        raise ConfigError([f"onec.preset: unknown preset {preset!r}; one of {sorted(PRESETS)}"])
+    base = PRESETS[preset]
+    objs = dict(base["objects"])
+    flds = {**_COMMON_FIELDS, **base["fields"]}
+    problems = []
+    for k, v in (objects or {}).items():
+        if k not in objs:
+            problems.append(f"onec.objects.{k}: unknown object name; known: {', '.join(sorted(objs))}")
+        objs[k] = v
+    per_type = {f"{t}.{k.split('.', 1)[1]}" for t in DOC_TYPES for k in flds if k.startswith("doc.")}
+    for k, v in (fields or {}).items():
+        if k not in flds and k not in per_type:
+            problems.append(f"onec.fields.{k}: unknown field name; known: {', '.join(sorted(flds))} (doc.* also per type, e.g. sale.amount)")
+        flds[k] = v
+    if problems:
+        raise ConfigError(problems)
+    return Names(preset, objs, flds)

@@ -1,0 +1,221 @@
+"""SOAP to a 1C web service (zeep): our reference ``Exchange`` service or an integrator's copy.
+
+1C generates ``soap:address`` from how it sees the request — usually an internal host behind a
+proxy (reference §11) — so the service is bound with ``client.create_service(binding, endpoint)``
+whenever ``settings.onec.soap.endpoint`` is set. Operation names map from our logical names (the
+reference WSDL's) to the integrator's through ``settings.onec.soap.operations``; arguments are
+passed by position, so renamed parameters in the same order still work. ``wsdl: reference``
+uses the bundled ``onec/reference.wsdl`` (then ``endpoint`` is required).
+
+Credentials go to a ``requests`` session as UTF-8 bytes. Every HTTP request (WSDL, XSD and
+calls) is counted by a response hook. Faults and transport failures are classified in
+:func:`classify`, the one place that maps them onto the connector's error tree.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from connector.config import OneCSoap
+from connector.errors import AuthError, NotFound, PermanentError, Rejected, TransientError, UpstreamError
+from connector.ports import RequestCounter
+from connector.redact import add_secret
+
+SYSTEM = "onec"
+NS = "http://connector.example/1c/exchange"
+REFERENCE_WSDL = Path(__file__).with_name("reference.wsdl")
+OPERATIONS = ("GetUsers", "GetCounterparties", "GetCounterparty", "GetDocumentsSince", "GetDebts", "CreateTask",
+              "FindTaskByMarker", "SetResponsible")
+READS = {"GetUsers", "GetCounterparties", "GetCounterparty", "GetDocumentsSince", "GetDebts", "FindTaskByMarker"}
+_CTRL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _clean(text: Any, limit: int = 300) -> str:
+    t = _CTRL.sub(" ", str(text or "")).strip()
+    return t if len(t) <= limit else t[: limit - 1] + "…"
+
+
+def classify(exc: BaseException, *, op: str, write: bool) -> UpstreamError:
+    """The one place that turns zeep/requests failures of a 1C web service into the error tree.
+
+    ``ExchangeFault/Code`` in the fault detail decides first (NotFound, Conflict, Invalid, Busy);
+    otherwise a ``Client`` fault is a refusal and a ``Server`` fault (a BSL exception) refuses a
+    write or fails a read transiently. Fault texts echo inputs: they are shortened, not trusted.
+    """
+    from zeep.exceptions import Fault, LookupError as ZeepLookupError, TransportError, XMLParseError, XMLSyntaxError
+
+    obj = f"ws {op}"
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, Fault):
+        code = None
+        if exc.detail is not None:
+            found = exc.detail.find(f".//{{{NS}}}Code")
+            code = found.text.strip() if found is not None and found.text else None
+        msg = _clean(exc.message) or "SOAP fault"
+        kw: dict[str, Any] = {"system": SYSTEM, "obj": obj, "code": code or _clean(exc.code, 60) or None}
+        if code == "NotFound":
+            return NotFound(msg, **kw)
+        if code in ("Conflict", "Invalid"):
+            return Rejected(msg, **kw)
+        if code == "Busy":
+            return TransientError(msg, **kw)
+        if "client" in str(exc.code or "").lower() or "sender" in str(exc.code or "").lower():
+            return Rejected(msg, **kw)
+        return Rejected(msg, **kw) if write else TransientError(msg, **kw)
+    status = None
+    if isinstance(exc, TransportError):
+        status = exc.status_code
+    elif isinstance(exc, requests.HTTPError) and exc.response is not None:
+        status = exc.response.status_code
+    if status is not None:
+        kw = {"system": SYSTEM, "obj": obj, "status": status}
+        if status in (401, 403):
+            return AuthError("authentication failed: check the 1C user and password (sent as UTF-8) and the "
+                             "user's right to the web service", **kw)
+        if status == 404:
+            return PermanentError("web service not found at this address (publication, alias or endpoint)", **kw)
+        if status >= 500 or status == 429:
+            return TransientError(f"server error HTTP {status}", **kw)
+        return PermanentError(f"unexpected HTTP {status}", **kw)
+    if isinstance(exc, (requests.Timeout, requests.ConnectionError)):
+        return TransientError(f"connection failed ({type(exc).__name__})", system=SYSTEM, obj=obj)
+    if isinstance(exc, (XMLSyntaxError, XMLParseError, ZeepLookupError, ValueError, AttributeError, TypeError)):
+        return PermanentError(f"the service does not match the expected WSDL ({type(exc).__name__}: {_clean(exc, 200)})",
+                              system=SYSTEM, obj=obj)
+    if isinstance(exc, requests.RequestException):
+        return PermanentError(f"request failed ({type(exc).__name__})", system=SYSTEM, obj=obj)
+    raise exc
+
+
+class SoapClient:
+    """A zeep client bound to the public endpoint; the WSDL is loaded on first use."""
+
+    def __init__(self, cfg: OneCSoap, counter: RequestCounter, *, timeout: float = 30.0, operation_timeout: float = 120.0,
+                 attempts: int = 3, wait: float = 1.0):
+        self.cfg = cfg
+        self.counter = counter
+        self.timeout = timeout
+        self.operation_timeout = operation_timeout
+        self.attempts = attempts
+        self.wait = wait
+        self.ops = {name: cfg.operations.get(name, name) for name in OPERATIONS}
+        unknown = sorted(set(cfg.operations) - set(OPERATIONS))
+        if unknown:
+            from connector.errors import ConfigError
+
+            raise ConfigError([f"onec.soap.operations.{k}: unknown operation; known: {', '.join(OPERATIONS)}" for k in unknown])
+        self.session = requests.Session()
+        if cfg.user:
+            add_secret(cfg.password)
+            self.session.auth = (cfg.user.encode("utf-8"), (cfg.password or "").encode("utf-8"))
+        self.session.hooks["response"].append(self._count)
+        self._service: Any = None
+        self._client: Any = None
+
+    def _count(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self.counter.add(response.request.method or "POST")
+
+    def close(self) -> None:
+        self.session.close()
+
+    @property
+    def service(self) -> Any:
+        if self._service is None:
+            self._connect()
+        return self._service
+
+    def _connect(self) -> None:
+        import zeep
+        from zeep.transports import Transport
+        from zeep.wsdl.bindings.soap import Soap11Binding
+
+        wsdl = str(REFERENCE_WSDL) if self.cfg.wsdl in ("reference", "") else self.cfg.wsdl
+        if self.cfg.wsdl in ("reference", "") and not self.cfg.endpoint:
+            raise PermanentError("wsdl: reference needs onec.soap.endpoint", system=SYSTEM, obj="ws")
+        transport = Transport(session=self.session, timeout=self.timeout, operation_timeout=self.operation_timeout)
+        try:
+            client = zeep.Client(wsdl, transport=transport, settings=zeep.Settings(xml_huge_tree=True))
+        except Exception as e:  # zeep raises many types while loading; classify() re-raises what it does not know
+            raise classify(e, op="WSDL", write=False) from None
+        binding = next((qn for qn, b in client.wsdl.bindings.items() if isinstance(b, Soap11Binding)), None)
+        if binding is None:
+            raise PermanentError("the WSDL has no SOAP 1.1 binding", system=SYSTEM, obj="ws")
+        self._client = client
+        self._service = client.create_service(binding, self.cfg.endpoint) if self.cfg.endpoint else client.service
+
+    def binding_address(self) -> str | None:
+        """The ``soap:address`` the WSDL declares (often an internal host; for ``check``)."""
+        self.service
+        for svc in self._client.wsdl.services.values():
+            for port in svc.ports.values():
+                return port.binding_options.get("address")
+        return None
+
+    def call(self, op: str, *args: Any) -> Any:
+        """Call one logical operation; reads are retried on transient failures."""
+        from zeep.helpers import serialize_object
+
+        write = op not in READS
+        name = self.ops[op]
+
+        def once() -> Any:
+            try:
+                result = getattr(self.service, name)(*args)
+            except UpstreamError:
+                raise
+            except Exception as e:  # zeep/requests/lxml errors, classified or re-raised by classify()
+                raise classify(e, op=name, write=write) from None
+            return serialize_object(result, dict)
+
+        if write or self.attempts <= 1:
+            return once()
+        for attempt in Retrying(retry=retry_if_exception_type(TransientError), stop=stop_after_attempt(self.attempts),
+                                wait=wait_exponential(multiplier=self.wait, max=30) if self.wait else (lambda s: 0),
+                                reraise=True):
+            with attempt:
+                return once()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the operations, as plain dicts
+
+    def users(self) -> list[dict]:
+        return _list(self.call("GetUsers"), "User")
+
+    def counterparties(self, since: datetime | None) -> list[dict]:
+        return _list(self.call("GetCounterparties", since), "Counterparty")
+
+    def counterparty(self, ref: str) -> dict | None:
+        return self.call("GetCounterparty", ref) or None
+
+    def documents_since(self, since: datetime, types: list[str]) -> list[dict]:
+        return _list(self.call("GetDocumentsSince", since, ",".join(types)), "Document")
+
+    def debts(self, as_of: datetime) -> list[dict]:
+        return _list(self.call("GetDebts", as_of), "Debt")
+
+    def create_task(self, *, counterparty: str | None, responsible: str, title: str, description: str,
+                    deadline: datetime, marker: str) -> str:
+        return str(self.call("CreateTask", counterparty, responsible, title, description, deadline, marker))
+
+    def find_task(self, marker: str) -> str | None:
+        found = self.call("FindTaskByMarker", marker)
+        return str(found) if found else None
+
+    def set_responsible(self, counterparty: str, manager: str, expected: str | None = None) -> str:
+        return str(self.call("SetResponsible", counterparty, manager, expected))
+
+
+def _list(value: Any, name: str) -> list[dict]:
+    if not value:
+        return []
+    items = value.get(name) if isinstance(value, dict) else value
+    if items is None:
+        return []
+    return list(items) if isinstance(items, list) else [items]

@@ -1,0 +1,92 @@
+"""The message-channel adapter (``sms``): SMS via TurboSMS or the log, e-mail via SMTP.
+
+The ``bitrix24`` SMS provider is not handled here: the core plans those messages as Bitrix24
+automation triggers, so this adapter is configured for SMS only with ``turbosms`` or ``log``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from connector.errors import ConnectorError
+from connector.ports import CheckResult, Context
+
+from sms.sink import SYSTEM, MessageSink
+from sms.smtp import SmtpClient
+from sms.turbosms import TurboSmsClient
+
+if TYPE_CHECKING:
+    from connector.config import Settings
+    from connector.sandbox import SyntheticCompany
+
+
+class SmsSandbox:
+    """TurboSMS emulator plus an SMTP sink, both on loopback port 0."""
+
+    def __init__(self, company: "SyntheticCompany | None" = None):
+        from sms.emulator import SmtpSink, TurboSmsEmulator
+
+        self.turbosms = TurboSmsEmulator(balance=500.0)
+        self.smtp = SmtpSink()
+
+    def start(self) -> dict[str, str]:
+        turbosms_url = self.turbosms.start()
+        try:
+            smtp_url = self.smtp.start()
+        except BaseException:
+            self.turbosms.stop()
+            raise
+        return {"TURBOSMS_TOKEN": self.turbosms.token, "TURBOSMS_URL": turbosms_url, "SMTP_URL": smtp_url}
+
+    def stop(self) -> None:
+        self.smtp.stop()
+        self.turbosms.stop()
+
+
+class SmsAdapter:
+    name = SYSTEM
+
+    def configured(self, settings: "Settings") -> bool:
+        m = settings.messaging
+        if m is None:
+            return False
+        return bool(m.email) or bool(m.sms and m.sms.provider != "bitrix24")
+
+    def source(self, settings: "Settings", ctx: Context) -> None:
+        return None
+
+    def sink(self, settings: "Settings", ctx: Context) -> MessageSink | None:
+        if not self.configured(settings):
+            return None
+        return MessageSink(settings.messaging, ctx, phone_region=settings.phone_region)
+
+    def check(self, settings: "Settings", ctx: Context) -> list[CheckResult]:
+        """TurboSMS: token valid and money on the account. SMTP: connect, log in, NOOP."""
+        m = settings.messaging
+        if m is None:
+            return []
+        out: list[CheckResult] = []
+        if m.sms and m.sms.provider == "turbosms":
+            client = TurboSmsClient(m.sms, ctx, attempts=2, timeout=20)
+            try:
+                balance = client.balance()
+                out.append(CheckResult("turbosms", "token and balance", balance > 0,
+                                       f"balance {balance:.2f}" + ("" if balance > 0 else ": messages will fail (203)")))
+            except ConnectorError as e:
+                out.append(CheckResult("turbosms", "token and balance", False, str(e)))
+            finally:
+                client.close()
+        elif m.sms and m.sms.provider == "log":
+            out.append(CheckResult(SYSTEM, "sms provider", True, "log: messages are written to the log, not sent"))
+        if m.email:
+            try:
+                out.append(CheckResult("smtp", "connect and log in", True, SmtpClient(m.email.smtp, m.email.from_, ctx, timeout=20).noop()))
+            except ConnectorError as e:
+                out.append(CheckResult("smtp", "connect and log in", False, str(e)))
+        return out
+
+    def sandbox(self, company: "SyntheticCompany") -> SmsSandbox:
+        return SmsSandbox(company)
+
+
+ADAPTER = SmsAdapter()

@@ -1,0 +1,192 @@
+"""A tiny loopback SMTP server that records what it receives (``smtpd`` is gone in Python 3.12).
+
+Speaks enough ESMTP for :mod:`smtplib`: EHLO/HELO, AUTH PLAIN/LOGIN (when credentials are set),
+MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT. Test switches: ``reject`` (550 for these
+recipients), ``defer`` (451), and ``drop_after_data`` (close the connection after the message
+data, before the reply: the uncertain case).
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import socketserver
+import threading
+from dataclasses import dataclass
+from email.message import Message
+from email.policy import default as default_policy
+
+
+@dataclass
+class ReceivedMail:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    message: Message
+
+
+def _addr(arg: str) -> str:
+    """``FROM:<a@b> SIZE=12`` -> ``a@b``."""
+    _, _, rest = arg.partition(":")
+    rest = rest.strip()
+    if rest.startswith("<"):
+        return rest[1:rest.find(">")] if ">" in rest else rest[1:]
+    return rest.split(" ", 1)[0]
+
+
+class SmtpSink:
+    def __init__(self, *, user: str | None = None, password: str | None = None):
+        self.user = user
+        self.password = password
+        self.messages: list[ReceivedMail] = []
+        self.reject: set[str] = set()
+        self.defer: set[str] = set()
+        self.drop_after_data = False
+        self.sessions = 0
+        self._lock = threading.Lock()
+        self._server: socketserver.ThreadingTCPServer | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "SMTP sink not started"
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        cred = f"{self.user}:{self.password}@" if self.user else ""
+        return f"smtp://{cred}127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        sink = self
+
+        class Handler(_Session):
+            owner = sink
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="smtp-sink", daemon=True).start()
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def record(self, mail_from: str, rcpts: list[str], data: bytes) -> None:
+        msg = email.message_from_bytes(data.replace(b"\r\n", b"\n"), policy=default_policy)
+        with self._lock:
+            self.messages.append(ReceivedMail(mail_from, list(rcpts), data, msg))
+
+
+class _Session(socketserver.StreamRequestHandler):
+    owner: SmtpSink
+    timeout = 30
+    disable_nagle_algorithm = True
+
+    def say(self, line: str) -> None:
+        self.wfile.write(line.encode("utf-8") + b"\r\n")
+
+    def readline(self) -> str | None:
+        raw = self.rfile.readline(65536)
+        if not raw:
+            return None
+        return raw.decode("utf-8", "replace").rstrip("\r\n")
+
+    def handle(self) -> None:
+        owner = self.owner
+        with owner._lock:
+            owner.sessions += 1
+        authed = owner.user is None
+        mail_from: str | None = None
+        rcpts: list[str] = []
+        self.say("220 127.0.0.1 connector test ESMTP")
+        while True:
+            line = self.readline()
+            if line is None:
+                return
+            verb, _, arg = line.partition(" ")
+            verb = verb.upper()
+            if verb == "EHLO":
+                lines = ["127.0.0.1", "8BITMIME", "SIZE 10485760"] + (["AUTH PLAIN LOGIN"] if owner.user else [])
+                for i, text in enumerate(lines):
+                    self.say(f"250{'-' if i < len(lines) - 1 else ' '}{text}")
+            elif verb == "HELO":
+                self.say("250 127.0.0.1")
+            elif verb == "AUTH":
+                authed = self._auth(arg)
+                self.say("235 2.7.0 Authentication successful" if authed else "535 5.7.8 Authentication failed")
+            elif verb == "MAIL":
+                if not authed:
+                    self.say("530 5.7.0 Authentication required")
+                    continue
+                mail_from, rcpts = _addr(arg), []
+                self.say("250 OK")
+            elif verb == "RCPT":
+                if mail_from is None:
+                    self.say("503 5.5.1 MAIL first")
+                    continue
+                to = _addr(arg)
+                if to.lower() in owner.reject:
+                    self.say("550 5.1.1 No such user")
+                elif to.lower() in owner.defer:
+                    self.say("451 4.3.0 Try again later")
+                else:
+                    rcpts.append(to)
+                    self.say("250 OK")
+            elif verb == "DATA":
+                if not rcpts:
+                    self.say("503 5.5.1 RCPT first")
+                    continue
+                self.say("354 End data with <CR><LF>.<CR><LF>")
+                chunks: list[bytes] = []
+                while True:
+                    raw = self.rfile.readline(1 << 20)
+                    if not raw:
+                        return
+                    if raw in (b".\r\n", b".\n"):
+                        break
+                    chunks.append(raw[1:] if raw.startswith(b"..") else raw)
+                if owner.drop_after_data:
+                    return  # the message is kept by nobody and the client never hears back
+                owner.record(mail_from or "", rcpts, b"".join(chunks))
+                mail_from, rcpts = None, []
+                self.say("250 OK queued")
+            elif verb == "RSET":
+                mail_from, rcpts = None, []
+                self.say("250 OK")
+            elif verb == "NOOP":
+                self.say("250 OK")
+            elif verb == "QUIT":
+                self.say("221 Bye")
+                return
+            else:
+                self.say("502 5.5.2 Command not recognized")
+
+    def _auth(self, arg: str) -> bool:
+        owner = self.owner
+        mech, _, initial = arg.partition(" ")
+        mech = mech.upper()
+        try:
+            if mech == "PLAIN":
+                if not initial:
+                    self.say("334 ")
+                    initial = self.readline() or ""
+                _, user, password = base64.b64decode(initial).decode("utf-8").split("\0")
+            elif mech == "LOGIN":
+                if initial:
+                    user = base64.b64decode(initial).decode("utf-8")
+                else:
+                    self.say("334 VXNlcm5hbWU6")
+                    user = base64.b64decode(self.readline() or "").decode("utf-8")
+                self.say("334 UGFzc3dvcmQ6")
+                password = base64.b64decode(self.readline() or "").decode("utf-8")
+            else:
+                return False
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return user == owner.user and password == owner.password
+
