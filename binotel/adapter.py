@@ -46,7 +46,8 @@ class BinotelAdapter:
         return settings.binotel is not None
 
     def source(self, settings: "Settings", ctx: Context) -> BinotelSource | None:
-        return BinotelSource(settings.binotel, ctx) if settings.binotel else None
+        return (BinotelSource(settings.binotel, ctx, lookback_days=settings.binotel.lookback_days,
+                              settle_seconds=settings.binotel.settle_seconds) if settings.binotel else None)
 
     def sink(self, settings: "Settings", ctx: Context) -> None:
         return None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
 from typing import Iterator
 
 from connector.config import Binotel
@@ -138,7 +137,7 @@ class BinotelSource:
 
 def _forget_old(opened: dict[str, int], now: int) -> None:
     for cid in [cid for cid, s in opened.items() if s < now - OPEN_GIVE_UP_S]:
-        log.warning("binotel call %s still provisional after %s; no longer re-read", cid, timedelta(seconds=OPEN_GIVE_UP_S))
+        log.warning("binotel call %s still provisional after %d days; no longer re-read", cid, OPEN_GIVE_UP_S // DAY)
         del opened[cid]
 
 

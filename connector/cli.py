@@ -193,11 +193,11 @@ def _describe(a: dict) -> str:
     p = a["payload"]
     t = a["type"]
     if t == "task":
-        return f"task “{p.get('title')}” due {p.get('deadline', '')[:16]}"
+        return f"task “{p.get('title')}” due {p.get('deadline', '')[:16].replace('T', ' ')}"
     if t == "reassign":
-        return f"reassign {len(p.get('entities', []))} record(s) to {p.get('to')}"
+        return f"reassign {len(p.get('entities', []))} record(s) from {p.get('from_name', p.get('from'))} to {p.get('to_name', p.get('to'))}"
     if t == "notify":
-        return f"notify {p.get('user')}"
+        return f"notify {p.get('user_name') or p.get('user')}: “{p.get('text')}”"
     if t == "sms":
         return f"SMS to {p.get('phone')}: “{p.get('text')}”"
     if t == "email":
@@ -221,19 +221,18 @@ def print_plan(plan, *, as_json: bool = False) -> None:  # noqa: ANN001
                                           "errors": r.errors} for r in plan.rules]}, indent=2, ensure_ascii=False, default=str))
         return
     for rp in plan.rules:
-        head = f"[bold]{rp.rule}[/] ({rp.type}): {rp.findings} of {rp.scope} in scope, {len(rp.actions)} action(s)"
-        console.print(head)
+        n = len(rp.actions)
+        console.print(f"[bold]{rp.rule}[/] ({rp.type}): {rp.findings} of {rp.scope} in scope, {n} action{'s' if n != 1 else ''}")
         if rp.refused:
-            console.print(f"  [red]REFUSED[/]: {rp.refused}")
+            console.print(f"  [red]REFUSED[/]: {rp.refused}", markup=True)
         for e in rp.errors:
-            console.print(f"  [red]error[/]: {e}", markup=True)
-        mine = [r for r in rows if r["rule"] == rp.rule]
-        if mine:
-            t = Table("state", "action", "client", "manager", "reason", show_lines=False)
-            for r in mine:
-                desc = _describe(r) + (f" (waits until {r['not_before'][:16]})" if r["not_before"] else "")
-                t.add_row(r["state"], desc, r["client"], r["manager"], r["reason"])
-            console.print(t)
+            console.print(f"  [red]error[/]: {redact(e)}")
+        for r in rows:
+            if r["rule"] != rp.rule:
+                continue
+            desc = _describe(r) + (f" (waits until {r['not_before'][:16]})" if r["not_before"] else "")
+            console.print(f"  {r['state']:<9} {desc}", markup=False, soft_wrap=True)
+            console.print(f"            {r['client']} · {r['manager']} · {r['reason']}", markup=False, soft_wrap=True)
     if plan.refused_run:
         console.print(f"[red]REFUSED[/]: {plan.refused_run}")
 

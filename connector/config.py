@@ -152,6 +152,8 @@ class Binotel(Model):
     push: BinotelPush | None = None
     min_interval_seconds: float = 1.0
     overlap_seconds: int = 4 * 3600
+    lookback_days: int = Field(30, ge=1, description="first sync reads this many days of calls")
+    settle_seconds: int = Field(60, ge=0, description="poll windows end this long before now")
     duty_manager: int | str | None = None
 
 

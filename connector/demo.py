@@ -138,7 +138,7 @@ def _highlights(store) -> list[str]:  # noqa: ANN001
         p = row["payload"] or {}
         title = p.get("_title", "")
         if row["type"] == "reassign":
-            out.append(f"release: {title} moved from {p.get('from')} to {p.get('to')} ({row['state']})")
+            out.append(f"release: {title} moved from {p.get('from_name', p.get('from'))} to {p.get('to_name', p.get('to'))} ({row['state']})")
         elif row["type"] in ("sms",) or (row["type"] == "trigger" and p.get("sms")):
             sms = p.get("sms", p)
             out.append(f"{row['rule']}: SMS to {sms.get('phone')} “{sms.get('text')}” ({row['state']})")

@@ -172,7 +172,8 @@ class Planner:
             if rule.reassign.move_contacts:
                 entities += c.contact_keys
             out.append(self._action(rule, f, f"{episode}:r", "reassign", c.system,
-                                    {"entities": entities, "to": f.reassign_to, "from": f.previous_key}, ctx))
+                                    {"entities": entities, "to": f.reassign_to, "from": f.previous_key,
+                                     "to_name": ctx["manager"]["name"], "from_name": ctx["previous_manager"]["name"]}, ctx))
             if rule.reassign.comment:
                 out.append(self._action(rule, f, f"{episode}:rc", "comment", c.system,
                                         {"entity": c.key, "text": render(rule.reassign.comment, ctx)}, ctx))
@@ -240,7 +241,7 @@ class Planner:
             text = render(a.notify.text, ctx) if isinstance(a.notify, NotifySpec) and a.notify.text else (
                 f"[{rule.name}] {ctx['client']['title']}: {f.reason}")
             return [
-                self._action(rule, f, f"{key}.{n}", "notify", system, {"user": who, "text": text}, ctx)
+                self._action(rule, f, f"{key}.{n}", "notify", system, {"user": who, "user_name": _person_vars(self.snap.manager(who), who)["name"], "text": text}, ctx)
                 for n, who in enumerate(self._people(refs, f, responsible))
             ]
         if isinstance(a, TriggerAction):

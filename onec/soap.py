@@ -41,7 +41,7 @@ def _clean(text: Any, limit: int = 300) -> str:
     return t if len(t) <= limit else t[: limit - 1] + "…"
 
 
-def classify(exc: BaseException, *, op: str, write: bool) -> UpstreamError:
+def classify(exc: BaseException, *, op: str, write: bool, status: int | None = None) -> UpstreamError:
     """The one place that turns zeep/requests failures of a 1C web service into the error tree.
 
     ``ExchangeFault/Code`` in the fault detail decides first (NotFound, Conflict, Invalid, Busy);
@@ -53,6 +53,10 @@ def classify(exc: BaseException, *, op: str, write: bool) -> UpstreamError:
     obj = f"ws {op}"
     if isinstance(exc, UpstreamError):
         return exc
+    if isinstance(exc, Fault) and isinstance(exc.detail, (bytes, str)):
+        # zeep's "Unknown fault": a non-200 reply that parsed as XML but is no SOAP fault (an HTML
+        # error page of the web server); only the HTTP status tells what happened
+        exc = TransportError("not a SOAP reply", status_code=status or 0)
     if isinstance(exc, Fault):
         code = None
         if exc.detail is not None:
@@ -70,7 +74,7 @@ def classify(exc: BaseException, *, op: str, write: bool) -> UpstreamError:
             return Rejected(msg, **kw)
         return Rejected(msg, **kw) if write else TransientError(msg, **kw)
     status = None
-    if isinstance(exc, TransportError):
+    if isinstance(exc, TransportError) and exc.status_code:
         status = exc.status_code
     elif isinstance(exc, requests.HTTPError) and exc.response is not None:
         status = exc.response.status_code
@@ -84,6 +88,8 @@ def classify(exc: BaseException, *, op: str, write: bool) -> UpstreamError:
         if status >= 500 or status == 429:
             return TransientError(f"server error HTTP {status}", **kw)
         return PermanentError(f"unexpected HTTP {status}", **kw)
+    if isinstance(exc, TransportError):
+        return TransientError("the server did not answer with SOAP", system=SYSTEM, obj=obj)
     if isinstance(exc, (requests.Timeout, requests.ConnectionError)):
         return TransientError(f"connection failed ({type(exc).__name__})", system=SYSTEM, obj=obj)
     if isinstance(exc, (XMLSyntaxError, XMLParseError, ZeepLookupError, ValueError, AttributeError, TypeError)):
@@ -118,9 +124,11 @@ class SoapClient:
         self.session.hooks["response"].append(self._count)
         self._service: Any = None
         self._client: Any = None
+        self._last_status: int | None = None
 
     def _count(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self.counter.add(response.request.method or "POST")
+        self._last_status = response.status_code
 
     def close(self) -> None:
         self.session.close()
@@ -139,11 +147,20 @@ class SoapClient:
         wsdl = str(REFERENCE_WSDL) if self.cfg.wsdl in ("reference", "") else self.cfg.wsdl
         if self.cfg.wsdl in ("reference", "") and not self.cfg.endpoint:
             raise PermanentError("wsdl: reference needs onec.soap.endpoint", system=SYSTEM, obj="ws")
-        transport = Transport(session=self.session, timeout=self.timeout, operation_timeout=self.operation_timeout)
+
+        class Utf8Transport(Transport):
+            """1C operation names may be Cyrillic, and so is the SOAPAction that zeep puts in a header;
+            ``http.client`` would encode it as latin-1 and fail, so non-ASCII values go as UTF-8 bytes."""
+
+            def post(self, address: str, message: Any, headers: dict) -> Any:
+                fixed = {k: (v.encode("utf-8") if isinstance(v, str) and not v.isascii() else v) for k, v in headers.items()}
+                return super().post(address, message, fixed)
+
+        transport = Utf8Transport(session=self.session, timeout=self.timeout, operation_timeout=self.operation_timeout)
         try:
             client = zeep.Client(wsdl, transport=transport, settings=zeep.Settings(xml_huge_tree=True))
         except Exception as e:  # zeep raises many types while loading; classify() re-raises what it does not know
-            raise classify(e, op="WSDL", write=False) from None
+            raise classify(e, op="WSDL", write=False, status=self._last_status) from None
         binding = next((qn for qn, b in client.wsdl.bindings.items() if isinstance(b, Soap11Binding)), None)
         if binding is None:
             raise PermanentError("the WSDL has no SOAP 1.1 binding", system=SYSTEM, obj="ws")
@@ -171,7 +188,7 @@ class SoapClient:
             except UpstreamError:
                 raise
             except Exception as e:  # zeep/requests/lxml errors, classified or re-raised by classify()
-                raise classify(e, op=name, write=write) from None
+                raise classify(e, op=name, write=write, status=self._last_status) from None
             return serialize_object(result, dict)
 
         if write or self.attempts <= 1:

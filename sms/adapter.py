@@ -26,7 +26,7 @@ class SmsSandbox:
     def __init__(self, company: "SyntheticCompany | None" = None):
         from sms.emulator import SmtpSink, TurboSmsEmulator
 
-        self.turbosms = TurboSmsEmulator(balance=500.0)
+        self.turbosms = TurboSmsEmulator(balance=500.0, auto_advance=True)
         self.smtp = SmtpSink()
 
     def start(self) -> dict[str, str]:

@@ -33,7 +33,8 @@ def evaluate(rule: UnpaidRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluat
                 vars={"invoice": {"key": inv.key, "id": inv.key.rsplit(":", 1)[-1], "title": inv.title, "number": inv.number,
                                   "amount": inv.amount, "currency": inv.currency, "due_date": inv.due_date.isoformat(),
                                   "days_overdue": overdue}, "days": overdue},
-                responsible_key=inv.responsible_key or c.responsible_key,
+                # a 1C invoice's manager is a 1C user: tasks go to the CRM client's responsible
+                responsible_key=inv.responsible_key if (inv.responsible_key or "").startswith(c.system + ":") else c.responsible_key,
             )
         )
     return Evaluation(findings, scope)

@@ -91,7 +91,7 @@ class ODataEmulator:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="onec-odata", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="onec-odata", daemon=True)
         self._thread.start()
         return self.url
 
@@ -112,6 +112,7 @@ class ODataEmulator:
 class _Handler(BaseHTTPRequestHandler):
     emu: ODataEmulator
     protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16  # headers and body in one segment: no Nagle / delayed-ACK stall on keep-alive
     server_version = "Microsoft-IIS/10.0"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet

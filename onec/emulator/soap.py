@@ -73,7 +73,7 @@ class SoapEmulator:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="onec-soap", daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="onec-soap", daemon=True).start()
         return self.wsdl_url
 
     def stop(self) -> None:
@@ -311,6 +311,7 @@ def _envelope(body: etree._Element) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     emu: SoapEmulator
     protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16  # headers and body in one segment: no Nagle / delayed-ACK stall on keep-alive
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass

@@ -67,7 +67,7 @@ class SentSms:
 class TurboSmsEmulator:
     def __init__(self, *, token: str | None = None, balance: float = 100.0, price_per_part: float = 0.85,
                  senders: set[str] | None = None, stoplist: set[str] | None = None,
-                 undeliverable: set[str] | None = None):
+                 undeliverable: set[str] | None = None, auto_advance: bool = False):
         self.token = token or secrets.token_hex(20)
         self.balance = balance
         self.price_per_part = price_per_part
@@ -75,6 +75,7 @@ class TurboSmsEmulator:
         self.stoplist = set(stoplist or ())
         self.undeliverable = set(undeliverable or ())
         self.blocked = False  # user blocked: 106
+        self.auto_advance = auto_advance  # sandbox: each status query moves the asked messages a step
         self.messages: dict[str, SentSms] = {}
         self.outbox: list[SentSms] = []  # in the order accepted
         self.requests: list[tuple[str, str, dict]] = []  # (path, auth variant, data)
@@ -110,13 +111,18 @@ class TurboSmsEmulator:
         """Move one message (or all) a step: Queued -> Sent -> Delivered / Undelivered."""
         with self._lock:
             for m in [self.messages[message_id]] if message_id else list(self.messages.values()):
-                if m.status == "Queued":
-                    m.status = "Sent"
-                    m.sent = _stamp()
-                elif m.status == "Sent":
-                    m.status = "Undelivered" if m.phone in self.undeliverable else "Delivered"
-                m.updated = _stamp()
-                m.history.append(m.status)
+                self._step(m)
+
+    def _step(self, m: SentSms) -> None:
+        if m.status == "Queued":
+            m.status = "Sent"
+            m.sent = _stamp()
+        elif m.status == "Sent":
+            m.status = "Undelivered" if m.phone in self.undeliverable else "Delivered"
+        else:
+            return
+        m.updated = _stamp()
+        m.history.append(m.status)
 
     # ------------------------------------------------------------ dispatch
 
@@ -207,6 +213,8 @@ class TurboSmsEmulator:
         out = []
         for mid in ids:
             m = self.messages.get(str(mid))
+            if m is not None and self.auto_advance:
+                self._step(m)
             if m is None:
                 out.append({"message_id": str(mid), "response_code": 414, "response_status": STATUS[414]})
                 continue

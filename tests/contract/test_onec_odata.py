@@ -160,7 +160,7 @@ def test_error_mapping_names_object_and_code(onec):
         c.get(CP, [("$select", "Ref_Key,НетТакогоПоля")])
     assert e.value.code == "6" and "НетТакогоПоля" in str(e.value)
     with pytest.raises(Rejected) as e:
-        c.get(CP, [("$filter", "Description eq eq")])
+        c.get(CP, [("$filter", "(Description eq 'x'")])
     assert e.value.code == "14"
     with pytest.raises(Rejected) as e:
         c.get(CP, [("$filter", "Ref_Key eq guid'not-a-guid'")])
@@ -232,7 +232,7 @@ def test_full_pull_maps_every_stream(any_onec):
     sales = {d.source_id: d for d in docs if d.doc_type == "sale"}
     for s in (x for x in co.onec_docs if x.type == "sale"):
         assert sales[s.guid].amount == s.amount and sales[s.guid].client_key == make_key("onec", "counterparty", s.counterparty_guid)
-        assert sales[s.guid].date == s.date
+        assert sales[s.guid].date == s.date.replace(microsecond=0)  # 1C keeps seconds; same instant in Kyiv wall time
     payments = [d for d in docs if d.doc_type == "payment"]
     assert payments and all(p.basis_key and p.basis_key.startswith("onec:document:") for p in payments)
     debtor = co.company(co.stories["debtor"])
@@ -246,8 +246,16 @@ def test_full_pull_maps_every_stream(any_onec):
 
 def test_incremental_pull_fetches_only_changed_documents(onec):
     ib, co = onec.ib, onec.company
-    ctx = Context(clock=FixedClock(co.anchor))
+    clock = FixedClock(co.anchor)
+    ctx = Context(clock=clock)
     src = source(onec, ctx)
+    sale_obj = "Document_РеализацияТоваровУслуг"
+    c = client(onec)
+    recent = [c.create(sale_obj, {"Date": wall(co.anchor - timedelta(days=1, hours=i)), "СуммаДокумента": 10.0 + i,
+                                  "Контрагент_Key": co.companies[i].guid}) for i in range(3)]
+    for r in recent:
+        c.post_document(sale_obj, r["Ref_Key"])
+    oldest = min(ib.sets[sale_obj].rows.values(), key=lambda r: r["Date"])
     _, _, cursor, _ = pull(src, "documents", None)
     # a no-change cycle: one narrow window query per document object
     before = ctx.counter("onec").requests
@@ -256,10 +264,7 @@ def test_incremental_pull_fetches_only_changed_documents(onec):
     assert ctx.counter("onec").requests - before == len(src.names.doc_objects()) == 5
     window = [p for _, p in onec.odata.requests[-5:]]
     assert all("$select=Ref_Key,DataVersion,Date" in p and "Date%20ge%20datetime'" in p for p in window)
-    # now: edit one, mark one deleted, unpost one, create one dated "now"
-    sale_obj = "Document_РеализацияТоваровУслуг"
-    c = client(onec)
-    recent = sorted(ib.sets[sale_obj].rows.values(), key=lambda r: r["Date"])[-3:]
+    # now: edit one, mark one deleted, unpost one, create one dated "now", edit an old one
     c.patch(sale_obj, recent[0]["Ref_Key"], {"Комментарий": "edited"})
     c.patch(sale_obj, recent[1]["Ref_Key"], {"DeletionMark": True})
     c.unpost_document(sale_obj, recent[2]["Ref_Key"])
@@ -267,6 +272,7 @@ def test_incremental_pull_fetches_only_changed_documents(onec):
                               "Posted": True})
     assert new["Posted"] is False and new["DataVersion"] == "AAAAAAAAAAA="  # created unposted; Posted in a body is ignored
     c.post_document(sale_obj, new["Ref_Key"])
+    c.patch(sale_obj, oldest["Ref_Key"], {"СуммаДокумента": 1.0})  # back-dated edit: outside the window
     before = ctx.counter("onec").requests
     records, deleted, cursor, _ = pull(src, "documents", cursor)
     by_id = {d.source_id: d for d in records}
@@ -277,6 +283,9 @@ def test_incremental_pull_fetches_only_changed_documents(onec):
     assert ctx.counter("onec").requests - before == 5 + 1  # window queries + one key batch
     records, _, cursor, _ = pull(src, "documents", cursor)
     assert records == []
+    clock.at = co.anchor + timedelta(days=8)  # the weekly wide re-read catches the back-dated edit
+    records, _, cursor, sweeps = pull(src, "documents", cursor)
+    assert {d.source_id: d.amount for d in records}[oldest["Ref_Key"]] == 1.0 and sweeps[0].kind == "document"
 
 
 def test_a_physically_deleted_document_in_the_window_is_reported_deleted(onec):

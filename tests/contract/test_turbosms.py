@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 
 import pytest
@@ -256,3 +255,16 @@ def test_adapter_configured_check_and_sandbox() -> None:
         assert not ADAPTER.check(s, ctx)[0].ok
     finally:
         sb.stop()
+
+
+def test_sandbox_emulator_advances_on_each_status_query() -> None:
+    emu = TurboSmsEmulator(auto_advance=True)
+    emu.start()
+    try:
+        sink = MessageSink(Messaging(sms=Sms(provider="turbosms", token=emu.token, sender="MyShop", url=emu.url)),
+                           Context(clock=SystemClock()))
+        sent = [("k:0", sink.execute(sms_action(key="k:0")).remote_id)]
+        assert sink.delivery(sent) == {}  # Queued -> Sent
+        assert sink.delivery(sent)["k:0"].status == "delivered"
+    finally:
+        emu.stop()
