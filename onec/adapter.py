@@ -95,13 +95,16 @@ def _check_odata(cfg: Any, names: Any, ctx: Context) -> list[CheckResult]:
             probes.append(("partners", names.obj("partners"), ["Ref_Key", names.f("partner.manager")]))
         if names.obj("analytics"):
             probes.append(("analytics", names.obj("analytics"), ["Ref_Key", names.f("analytics.counterparty")]))
+        if names.obj("contact_info"):
+            probes.append(("contact information", names.obj("contact_info"),
+                           [names.f("contact.object"), names.f("contact.type"), names.f("contact.text")]))
         if names.obj("task"):
             probes.append(("task", names.obj("task"), ["Ref_Key", names.f("task.text"), names.f("task.responsible")]))
         for doc_type, obj in names.doc_objects():
             probes.append((doc_type, obj, doc_select(names, doc_type)))
         for label, obj, select in probes:
             try:
-                client.get(obj, [("$select", ",".join(dict.fromkeys(s for s in select if s))), ("$top", "1")])
+                client.get(obj, [("$select", ",".join(dict.fromkeys(f for f in select if f))), ("$top", "1")])
                 out.append(CheckResult(SYSTEM, f"read {label} ({obj})", True, "ok"))
             except ConnectorError as e:
                 out.append(CheckResult(SYSTEM, f"read {label} ({obj})", False, str(e)))

@@ -30,7 +30,6 @@ from zoneinfo import ZoneInfo
 
 from connector.config import OneC
 from connector.domain import Batch, Sweep
-from connector.errors import NotFound
 from connector.ports import Context
 
 from onec.client import SYSTEM, ODataClient, lit_dt, lit_str

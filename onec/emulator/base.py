@@ -293,7 +293,6 @@ def seed(co: SyntheticCompany, flavour: str = "ut11") -> Infobase:
     cp_set = fl["counterparties"]
     folder = gid("folder", "buyers")
     ib.put(cp_set, {"Ref_Key": folder, "IsFolder": True, "Code": "000000001", "Description": "Покупатели"})
-    cp_of: dict[str, dict] = {}
     analytics: dict[str, str] = {}
     for n, c in enumerate((c for c in co.companies if c.in_onec), start=2):
         mgr = co.manager(c.responsible).guid
@@ -322,7 +321,7 @@ def seed(co: SyntheticCompany, flavour: str = "ut11") -> Infobase:
                                                 "Представление": ct["Представление"]})
         elif not fl["partners"]:
             row["КонтактнаяИнформация"] = contacts
-        cp_of[c.guid] = ib.put(cp_set, row)
+        ib.put(cp_set, row)
         ib.touch(c.guid, wall(c.modified))
         if fl["analytics"]:
             key = gid("analytics", c.guid)

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from connector.config import OneC, OneCOData
-from connector.domain import Client, Document, make_key
+from connector.domain import Client, make_key
 from connector.errors import AuthError, NotFound, PermanentError, Rejected, TransientError
 from connector.ports import Context, FixedClock, PlannedAction, RequestCounter
 from connector.sandbox import generate
@@ -503,3 +503,43 @@ def test_write_semantics_of_the_emulator_match_1c(onec):
     stale = requests.patch(onec.odata.url + "/" + quote(CP) + f"({lit_guid(cp)})?$format=json", timeout=10,
                            headers={"Authorization": "Basic " + auth, "If-Match": '"AAAAAAAAAAA="'}, data=b'{"Code":"Z1"}')
     assert stale.status_code == 200 and stale.json()["Code"] == "Z1"  # no optimistic locking
+
+
+# ---------------------------------------------------------------- the adapter as the core uses it
+
+def test_check_probes_the_exact_reads_and_names_a_wrong_preset(any_onec):
+    from connector.config import Settings
+    from onec.adapter import ADAPTER
+
+    ctx = Context(clock=FixedClock(any_onec.company.anchor))
+    right = ADAPTER.check(Settings(onec=settings(any_onec)), ctx)
+    assert right and all(r.ok for r in right), [r for r in right if not r.ok]
+    wrong_preset = "unf" if any_onec.preset != "unf" else "ut11"
+    wrong = ADAPTER.check(Settings(onec=OneC(odata=settings(any_onec).odata, preset=wrong_preset)), ctx)
+    assert any(not r.ok for r in wrong)
+
+
+def test_onec_only_config_runs_debtors_and_lost_into_1c(onec, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from connector.config import load_settings
+    from connector.runner import cycle, make_context, open_store
+
+    for k, v in onec.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("CONNECTOR_STORE", f"sqlite:///{tmp_path / 'onec.db'}")
+    cfg = load_settings(Path(__file__).resolve().parents[2] / "config" / "onec-only.yaml")
+    assert cfg.bitrix24 is None and cfg.onec is not None
+    store = open_store(cfg)
+    co = onec.company
+    rep = cycle(cfg, store, make_context(store, FixedClock(co.anchor)), execute=True)
+    assert rep.sync.ok and rep.execution is not None
+    assert rep.execution.by_rule.get("debtors") == {"done": 1} and rep.execution.by_rule.get("lost") == {"done": 1}
+    tasks = list(onec.ib.sets["Task_ЗадачаИсполнителя"].rows.values())
+    debtor = co.company(co.stories["debtor"])
+    debt_task = next(t for t in tasks if t["Description"].startswith("Debt"))
+    assert debt_task["Предмет"] == debtor.guid and debt_task["Исполнитель_Key"] == co.manager(debtor.responsible).guid
+    assert "[cn-" in debt_task["Содержание"]
+    again = cycle(cfg, store, make_context(store, FixedClock(co.anchor + timedelta(hours=1))), execute=True)
+    assert again.execution.done == 0 and len(onec.ib.sets["Task_ЗадачаИсполнителя"].rows) == 2
+    assert again.sync.sources[0].requests <= 10

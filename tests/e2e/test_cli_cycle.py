@@ -1,0 +1,128 @@
+"""The product as an admin uses it: plan, run, rerun, simulate time, fail safely, survive kill -9."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timedelta
+
+from tests.e2e.conftest import ANCHOR, DEMO
+
+
+def connector_tasks(portal) -> list[dict]:
+    return [t for t in portal.table("task").values() if "[cn-" in (t.get("DESCRIPTION") or "")]
+
+
+def test_plan_writes_nothing_run_writes_what_plan_showed_and_a_rerun_writes_nothing(sandbox):
+    portal = sandbox.service("portal")
+    turbosms = sandbox.service("turbosms")
+    tasks_before = len(portal.table("task"))
+    plan = sandbox.plan_json()
+    new = [a for a in plan["actions"] if a["state"] == "new"]
+    assert {a["rule"] for a in new} == {"forgotten", "lost", "unpaid", "debtors", "missed_call"}
+    assert len(portal.table("task")) == tasks_before and turbosms.outbox == []  # plan wrote nothing
+
+    r = sandbox.cli("run", str(DEMO), "--once", "--now", ANCHOR)
+    assert r.returncode == 0, r.stdout + r.stderr
+    planned_titles = sorted(a["payload"]["title"] for a in new if a["type"] == "task")
+    assert sorted(t["TITLE"] for t in connector_tasks(portal)) == planned_titles
+    planned_sms = sorted((a["payload"]["phone"], a["payload"]["text"]) for a in new if a["type"] == "sms")
+    assert sorted(("+" + m.phone, m.text) for m in turbosms.outbox) == planned_sms
+
+    r = sandbox.cli("run", str(DEMO), "--once", "--now", ANCHOR)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 new" in r.stdout
+    assert sorted(t["TITLE"] for t in connector_tasks(portal)) == planned_titles
+    assert len(turbosms.outbox) == len(planned_sms)
+
+
+def test_sixteen_days_later_releases_the_ignored_client_and_repeats_the_warm_callback(sandbox):
+    portal = sandbox.service("portal")
+    company = sandbox.sb.company
+    forgotten_id = company.stories["forgotten"]
+    assert sandbox.cli("run", str(DEMO), "--once", "--now", ANCHOR).returncode == 0
+    owner_before = portal.table("company")[forgotten_id]["ASSIGNED_BY_ID"]
+
+    later = (datetime.fromisoformat(ANCHOR) + timedelta(days=16)).isoformat()
+    r = sandbox.cli("run", str(DEMO), "--once", "--now", later)
+    assert r.returncode == 0, r.stdout + r.stderr
+    owner_after = portal.table("company")[forgotten_id]["ASSIGNED_BY_ID"]
+    assert str(owner_before) != str(owner_after) and str(owner_after) in ("7", "9")
+    comments = [c for c in portal.table("comment").values() if c["ENTITY_ID"] == forgotten_id and "[cn-" in c["COMMENT"]]
+    assert len(comments) == 1
+    titles = Counter(t["TITLE"] for t in connector_tasks(portal))
+    warm = company.company(company.stories["lost_warm"]).title
+    assert titles[f"Win back: {warm} (call-back #1, warm)"] == 1
+    assert titles[f"Win back: {warm} (call-back #2, warm)"] == 1
+    cold = company.company(company.stories["lost_cold"]).title
+    assert titles[f"Win back: {cold} (call-back #2, cold)"] == 0  # cold waits 30 days
+
+    r = sandbox.cli("run", str(DEMO), "--once", "--now", later)  # and nothing twice
+    assert r.returncode == 0 and Counter(t["TITLE"] for t in connector_tasks(portal)) == titles
+
+
+def test_a_failing_source_writes_nothing_and_exits_non_zero(sandbox):
+    portal = sandbox.service("portal")
+    turbosms = sandbox.service("turbosms")
+    tasks_before = len(portal.table("task"))
+    portal.inject_fault(None, 401, "NO_AUTH_FOUND", "Wrong authorization data", times=1000)
+    r = sandbox.cli("run", str(DEMO), "--once", "--now", ANCHOR)
+    assert r.returncode == 1
+    assert "no rule was evaluated" in r.stdout
+    assert "sandboxsecret0001" not in r.stdout + r.stderr
+    assert len(portal.table("task")) == tasks_before and turbosms.outbox == []
+
+
+def test_kill_9_during_execution_then_rerun_leaves_exactly_one_of_each(sandbox):
+    portal = sandbox.service("portal")
+    turbosms = sandbox.service("turbosms")
+    plan = sandbox.plan_json()
+    new = [a for a in plan["actions"] if a["state"] == "new"]
+    for kill_after in (2, 4):
+        r = sandbox.cli("run", str(DEMO), "--once", "--now", ANCHOR, extra_env={"CONNECTOR_TEST_KILL_AFTER_CALLS": str(kill_after)})
+        assert r.returncode == -9, r.stdout + r.stderr
+    r = sandbox.cli("run", str(DEMO), "--once", "--now", ANCHOR)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "reconciled" in r.stdout
+    titles = Counter(t["TITLE"] for t in connector_tasks(portal))
+    assert sorted(titles) == sorted(a["payload"]["title"] for a in new if a["type"] == "task")
+    assert set(titles.values()) == {1}
+    phones = Counter(m.phone for m in turbosms.outbox)
+    assert set(phones.values()) <= {1}
+    status = sandbox.cli("status", str(DEMO))
+    assert status.returncode == 0 and "journal:" in status.stdout
+
+
+def test_missed_call_one_sms_and_one_task_and_none_for_the_call_called_back(sandbox):
+    company = sandbox.sb.company
+    missed = company.company(company.stories["missed_call"])
+    called_back = company.company(company.stories["called_back"])
+    plan = sandbox.plan_json()
+    mc = [a for a in plan["actions"] if a["rule"] == "missed_call"]
+    assert sorted(a["type"] for a in mc) == ["sms", "task"]
+    assert all(a["client"] == missed.title for a in mc)
+    assert not any(a["client"] == called_back.title for a in plan["actions"])
+
+
+def test_calls_count_as_contact_and_1c_feeds_debtors_and_lost(sandbox):
+    company = sandbox.sb.company
+    plan = sandbox.plan_json()
+    forgotten = {a["client"] for a in plan["actions"] if a["rule"] == "forgotten"}
+    assert company.company(company.stories["phone_only"]).title not in forgotten  # calls count as contact
+    assert company.company(company.stories["forgotten"]).title in forgotten
+    assert company.company(company.stories["kept_by_future_task"]).title not in forgotten
+    assert company.company(company.stories["comment_counts"]).title not in forgotten
+    debt = [a for a in plan["actions"] if a["rule"] == "debtors"]
+    assert debt and debt[0]["client"] == company.company(company.stories["debtor"]).title
+    lost = {a["client"] for a in plan["actions"] if a["rule"] == "lost"}
+    assert company.company(company.stories["lost_from_1c"]).title in lost
+
+
+def test_validate_reports_file_line_and_field_and_exits_2(sandbox):
+    bad = sandbox.tmp / "bad.yaml"
+    bad.write_text(DEMO.read_text(encoding="utf-8").replace("inactive_days: 60", "inactive_dayz: 60"), encoding="utf-8")
+    r = sandbox.cli("validate", str(bad))
+    assert r.returncode == 2
+    assert f"{bad}:" in r.stderr and "rules[0].inactive_dayz: unknown key" in r.stderr
+    r = sandbox.cli("run", str(bad), "--once")
+    assert r.returncode == 2
