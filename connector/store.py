@@ -36,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError, StatementError
 
 from connector import domain as d
 from connector.errors import StoreError
@@ -194,10 +194,16 @@ KIND_TABLES = {  # record kind (from the key) -> table, for sweeps and deletions
 # ---------------------------------------------------------------- migrations
 
 def _m1(conn: Connection) -> None:
+    """The initial schema (create_all skips what exists, so it is idempotent)."""
     metadata.create_all(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1]
+def _m2(conn: Connection) -> None:
+    """Due-action lookups of the executor: journal by (state, not_before)."""
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_journal_state_due ON journal (state, not_before)"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -252,6 +258,10 @@ class Store:
                 yield conn
         except OperationalError as e:
             raise StoreError(f"store: {e.orig}") from None
+        except StatementError as e:
+            if isinstance(e.orig, StoreError):
+                raise e.orig from None
+            raise
 
     def _upsert(self, conn: Connection, table: Table, rows: list[dict], keys: list[str]) -> None:
         if not rows:

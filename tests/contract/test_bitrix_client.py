@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+
 import pytest
 
 from bitrix.client import BitrixClient
@@ -14,6 +17,13 @@ from connector.sandbox import generate
 CODE = "sandboxsecret0001"
 
 
+def portal_clock(company):
+    """Portal time that runs from the end of the synthetic company's "today": its rows are stamped
+    up to that evening, and a real portal never holds a row modified in the future."""
+    start, base = time.monotonic(), company.anchor.replace(hour=23, minute=59, second=0)
+    return lambda: base + timedelta(seconds=time.monotonic() - start)
+
+
 @pytest.fixture(scope="module")
 def company():
     return generate(companies=30, activities_per_company=2)
@@ -23,6 +33,7 @@ def company():
 def portal(company):
     p = Portal.from_company(company, webhook_user=1, webhook_code=CODE, plan="standard", rate_limit=True,
                             time_scale=0.0)
+    p.clock = portal_clock(company)
     srv = EmulatorServer(p).start()
     p.server = srv  # type: ignore[attr-defined]
     yield p

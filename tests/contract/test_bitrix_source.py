@@ -4,7 +4,8 @@ sweeps and the mapping of what comes over the wire."""
 from __future__ import annotations
 
 import json
-from datetime import date
+import time
+from datetime import date, timedelta
 
 import pytest
 
@@ -20,6 +21,13 @@ from connector.sandbox import generate
 CODE = "sandboxsecret0001"
 
 
+def portal_clock(company):
+    """Portal time that runs from the end of the synthetic company's "today": its rows are stamped
+    up to that evening, and a real portal never holds a row modified in the future."""
+    start, base = time.monotonic(), company.anchor.replace(hour=23, minute=59, second=0)
+    return lambda: base + timedelta(seconds=time.monotonic() - start)
+
+
 @pytest.fixture(scope="module")
 def company():
     return generate(companies=150, activities_per_company=4)
@@ -29,6 +37,7 @@ def company():
 def portal(company):
     p = Portal.from_company(company, webhook_user=1, webhook_code=CODE, plan="standard", rate_limit=True,
                             time_scale=0.0)
+    p.clock = portal_clock(company)
     srv = EmulatorServer(p).start()
     p.server = srv  # type: ignore[attr-defined]
     yield p
