@@ -397,7 +397,8 @@ class Methods:
 
     def m_department_get(self, p: Params, caller: "Caller") -> Out:
         t = self.tables["department"]
-        flt = {k: v for k, v in p.data.items() if str(k).upper() in ("ID", "NAME", "SORT", "PARENT", "UF_HEAD")}
+        # PHP keys are case-sensitive here: lowercase sort/order sort, UPPERCASE keys filter
+        flt = {k: v for k, v in p.data.items() if str(k) in ("ID", "NAME", "SORT", "PARENT", "UF_HEAD")}
         resolve = self._resolver(t)
         comp = compile_filter(flt, resolve)
         sort = p.get("sort")

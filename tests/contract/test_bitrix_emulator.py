@@ -580,3 +580,10 @@ def test_raw_json_is_php_flavoured(srv):
     raw = call(srv, "tasks.task.get", {"taskId": 1}).text
     assert '"link":"\\/company\\/personal\\/user\\/' in raw  # PHP escapes slashes
     assert json.loads(raw)["result"]["task"]["creator"]["link"].startswith("/company/personal/user/")
+
+
+def test_department_get_sorts_with_lowercase_and_filters_with_uppercase_keys(srv, portal):
+    rows = call(srv, "department.get", {"sort": "ID", "order": "DESC"}).json()["result"]
+    assert [int(r["ID"]) for r in rows] == sorted((int(r["ID"]) for r in rows), reverse=True) and rows
+    only = call(srv, "department.get", {"ID": rows[-1]["ID"]}).json()["result"]
+    assert [r["ID"] for r in only] == [rows[-1]["ID"]]
