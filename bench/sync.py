@@ -26,6 +26,7 @@ import sys
 import time
 import tracemalloc
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,6 +48,10 @@ def _serve(conn: Any, companies: int, per_company: float, time_scale: float) -> 
     co = generate(companies=companies, activities_per_company=per_company)
     portal = Portal.from_company(co, webhook_user=1, webhook_code=CODE, plan="standard", rate_limit=True,
                                  time_scale=time_scale)
+    # The synthetic company's rows are stamped up to the evening of its "today"; a real portal
+    # never holds a row modified in the future, so the portal clock starts after them.
+    start, base = time.monotonic(), co.anchor.replace(hour=23, minute=59, second=0)
+    portal.clock = lambda: base + timedelta(seconds=time.monotonic() - start)
     srv = EmulatorServer(portal).start()
     conn.send(srv.webhook_url)
     while True:

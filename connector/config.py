@@ -129,6 +129,7 @@ class OneC(Model):
     fields: dict[str, str] = Field(default_factory=dict)
     match: list[Literal["tax_id", "guid_field", "phone"]] = ["tax_id", "guid_field", "phone"]
     overlap_days: int = 3
+    sweep_every_hours: float = Field(6, gt=0, description="full key+DataVersion re-read of catalogs")
     write_back: Literal["auto", "odata", "soap", "none"] = "auto"
 
     @model_validator(mode="after")

@@ -452,7 +452,7 @@ class SoapSource:
                             cursor=_dump({"swept": now.isoformat()}))
             return
         if stream == "counterparties":
-            sweep = full or _due(st, self.catalog_sweep, now)
+            sweep = full or _due(st, self.catalog_sweep, now) or "since" not in st
             since = None if sweep else datetime.fromisoformat(st["since"]) - self.overlap
             rows = self.client.counterparties(since)
             clients = [map_soap_counterparty(r) for r in rows if not r.get("DeletionMark")]
@@ -464,7 +464,7 @@ class SoapSource:
                                       "swept": now.isoformat() if sweep else st.get("swept")}))
             return
         if stream == "documents":
-            sweep = full or _due(st, DOCUMENT_SWEEP, now)
+            sweep = full or _due(st, DOCUMENT_SWEEP, now) or "since" not in st
             since = datetime(1, 1, 1) if sweep else datetime.fromisoformat(st["since"]) - self.overlap
             docs = [map_soap_document(r, self.tz) for r in self.client.documents_since(since, list(DOC_TYPES))]
             yield Batch("documents", records=docs,

@@ -102,7 +102,7 @@ class SoapEmulator:
                     row = cps.get(str(args.get("ref", "")).lower())
                     if row is None or row["IsFolder"]:
                         raise SoapFault("Контрагент не найден", code="NotFound")
-                    return self._counterparty(out, row, root=True)
+                    return self._counterparty(out, row)
                 for row in cps.values():
                     if row["IsFolder"]:
                         continue
@@ -156,7 +156,7 @@ class SoapEmulator:
             return self.ib.sets[fl["partners"]].rows[cp["Партнер_Key"]], fl["partner_manager"]
         return cp, fl["cp_manager"]
 
-    def _counterparty(self, out: etree._Element, row: dict, root: bool = False) -> etree._Element:
+    def _counterparty(self, out: etree._Element, row: dict) -> etree._Element:
         ib, fl = self.ib, self.ib.fl
         holder, field = self._holder(row)
         contacts = list(row.get("КонтактнаяИнформация", []))

@@ -122,6 +122,29 @@ def test_emulator_ignores_a_filter_whose_spaces_came_as_plus(onec):
     assert len(trap) == total  # silently unfiltered, as 1C does
 
 
+def test_emulator_filter_subset(onec):
+    c = client(onec)
+    sale = "Document_РеализацияТоваровУслуг"
+    rows = onec.ib.sets[sale].rows.values()
+    item = next(iter(rows))["Товары"][0]["Номенклатура_Key"]
+
+    def refs(flt: str) -> set[str]:
+        return {r["Ref_Key"] for p in c.pages(sale, select=["Ref_Key"], filter=flt) for r in p}
+
+    everything = {r["Ref_Key"] for r in rows}
+    year = next(iter(rows))["Date"][:4]
+    assert refs(f"year(Date) eq {year}") == {r["Ref_Key"] for r in rows if r["Date"].startswith(year)}
+    assert refs(f"Товары/any(d: d/Номенклатура_Key eq guid'{item}')") == everything
+    assert refs("not (Posted eq true) or СуммаДокумента gt 1000000") == {r["Ref_Key"] for r in rows if not r["Posted"]}
+    assert refs("(СуммаДокумента ge 100 and СуммаДокумента lt 200) or Number eq 'x''y'") == {
+        r["Ref_Key"] for r in rows if 100 <= r["СуммаДокумента"] < 200}
+    first = next(iter(rows))
+    assert refs(f"substringof('{first['Number'][-5:]}', Number) and Ref_Key eq guid'{first['Ref_Key'].upper()}'") == {first["Ref_Key"]}
+    with pytest.raises(Rejected) as e:
+        c.get(sale, [("$filter", "НетПоля eq 1")])
+    assert e.value.code == "6" and "НетПоля" in str(e.value)
+
+
 def test_cyrillic_basic_auth_needs_utf8(onec):
     assert client(onec).count(CP) == len(onec.ib.sets[CP].rows)
     with pytest.raises(UnicodeEncodeError):  # what plain requests does with a str Cyrillic user name
@@ -172,6 +195,11 @@ def test_error_mapping_names_object_and_code(onec):
     with pytest.raises(Rejected) as e:
         c.create(CP, {"Description": "x"})
     assert e.value.code == "-1" and e.value.status == 500
+    doc = next(iter(onec.ib.sets["Document_РеализацияТоваровУслуг"].rows))
+    onec.odata.posting_failures[doc] = "Недостаточно товара на складе"
+    with pytest.raises(Rejected) as e:
+        c.post_document("Document_РеализацияТоваровУслуг", doc)
+    assert e.value.code == "-1" and "Недостаточно" in str(e.value)
     onec.odata.publication_missing = True
     with pytest.raises(PermanentError) as e:
         c.count(CP)
