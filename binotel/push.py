@@ -27,6 +27,7 @@ from connector.config import BinotelPush
 from connector.domain import Call
 from connector.errors import RecordError
 from connector.redact import add_secret
+from connector import loopback
 
 from binotel.mapping import call_from_wire
 
@@ -132,16 +133,12 @@ class PushServer:
         class Handler(_Handler):
             owner = receiver
 
-        self._server = Server((host, port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="binotel-push", daemon=True)
-        self._thread.start()
+        self._server = loopback.serve(Server((host, port), Handler), "binotel-push")
         log.info("binotel push receiver listening on %s:%d", *self.address)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        loopback.stop(self._server)
+        self._server = None
 
     def allowed(self, peer: str) -> bool:
         try:

@@ -112,7 +112,7 @@ def check(config: str) -> None:
 @_now_option
 def sync(config: str, full: bool, now: str | None) -> None:
     """Pull every configured source into the local store."""
-    from connector.runner import make_context, open_store
+    from connector.runner import make_context
     from connector.sync import sync_all
 
     s = _load(config)

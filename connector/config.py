@@ -650,7 +650,6 @@ def _all_field_names() -> set[str]:
     names: set[str] = set()
     stack: list[type[BaseModel]] = [Settings]
     seen: set[type] = set()
-    import typing
 
     while stack:
         m = stack.pop()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import asdict, fields as dc_fields
-from datetime import date, datetime, timezone
+from dataclasses import fields as dc_fields
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator
 
 from sqlalchemy import (

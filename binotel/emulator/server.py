@@ -28,6 +28,7 @@ from urllib.parse import urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from connector.sandbox import SyntheticCompany
+from connector import loopback
 
 from binotel.emulator.seed import COMPANY_ID, RECORDED, LiveCall, render_company, render_employees
 
@@ -146,17 +147,12 @@ class BinotelEmulator:
         class Handler(_Handler):
             owner = emulator
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="binotel-emulator", daemon=True)
-        self._thread.start()
+        self._server = loopback.start_http(Handler, "binotel-emulator")
         return self.url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        loopback.stop(self._server)
+        self._server = None
 
     def now(self) -> float:
         """Emulator time (Unix s): the company's anchor plus elapsed time plus :meth:`advance`."""

@@ -863,7 +863,6 @@ class Methods:
         return Out({"task": self._task_row(row, self._task_fields(select))}, returned=1)
 
     def _task_apply(self, row: dict, fields: dict, caller: "Caller", creating: bool) -> None:
-        t = self.tables["task"]
         resolve = self._task_resolver()
         for k, v in fields.items():
             r = resolve(str(k))

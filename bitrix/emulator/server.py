@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from connector import loopback
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -350,23 +350,17 @@ class EmulatorServer:
         handler = type("BitrixHandler", (_Handler,), {"dispatcher": self.dispatcher})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
-        self.thread: threading.Thread | None = None
         host_, port_ = self.httpd.server_address[:2]
         self.base_url = f"http://{host_}:{port_}"
         self.dispatcher.base_url = self.base_url
         self.webhook_url = f"{self.base_url}/rest/{portal.webhook_user}/{portal.webhook_code}/"
 
     def start(self) -> "EmulatorServer":
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       name="bitrix-emulator", daemon=True)
-        self.thread.start()
+        loopback.serve(self.httpd, "bitrix-emulator")
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        if self.thread:
-            self.thread.join(timeout=5)
+        loopback.stop(self.httpd)
 
     def __enter__(self) -> "EmulatorServer":
         return self.start()

@@ -28,6 +28,7 @@ import threading
 import uuid
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from connector import loopback
 from typing import Any
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
@@ -89,17 +90,12 @@ class ODataEmulator:
         class Handler(_Handler):
             emu = emulator
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="onec-odata", daemon=True)
-        self._thread.start()
+        self._server = loopback.start_http(Handler, "onec-odata")
         return self.url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        loopback.stop(self._server)
+        self._server = None
 
     def count(self) -> int:
         return len(self.requests)

@@ -11,10 +11,10 @@ Fault injection: ``fail_next`` (502), ``fault_next`` ((faultcode, code, message)
 from __future__ import annotations
 
 import base64
-import threading
 import uuid
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from connector import loopback
 from typing import Any
 
 from lxml import etree
@@ -71,16 +71,12 @@ class SoapEmulator:
         class Handler(_Handler):
             emu = emulator
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="onec-soap", daemon=True).start()
+        self._server = loopback.start_http(Handler, "onec-soap")
         return self.wsdl_url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        loopback.stop(self._server)
+        self._server = None
 
     # -- the operations, over the infobase (what the integrator's BSL module would do)
 

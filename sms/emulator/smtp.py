@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import email
 import socketserver
+from connector import loopback
 import threading
 from dataclasses import dataclass
 from email.message import Message
@@ -66,15 +67,12 @@ class SmtpSink:
             daemon_threads = True
             allow_reuse_address = True
 
-        self._server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="smtp-sink", daemon=True).start()
+        self._server = loopback.serve(Server(("127.0.0.1", 0), Handler), "smtp-sink")
         return self.url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        loopback.stop(self._server)
+        self._server = None
 
     def record(self, mail_from: str, rcpts: list[str], data: bytes) -> None:
         msg = email.message_from_bytes(data.replace(b"\r\n", b"\n"), policy=default_policy)

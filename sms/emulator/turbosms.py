@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from connector import loopback
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -96,16 +97,12 @@ class TurboSmsEmulator:
         class Handler(_Handler):
             owner = emulator
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="turbosms-emulator", daemon=True).start()
+        self._server = loopback.start_http(Handler, "turbosms-emulator")
         return self.url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        loopback.stop(self._server)
+        self._server = None
 
     def advance(self, message_id: str | None = None) -> None:
         """Move one message (or all) a step: Queued -> Sent -> Delivered / Undelivered."""
