@@ -20,8 +20,8 @@ from connector.config import Settings, json_schema, load_settings
 from connector.errors import ConfigError, ConnectorError, StoreError
 from connector.ports import FixedClock, SystemClock
 from connector.redact import install_logging_filter, redact
+from connector.report import console, print_exec, print_plan, print_sync
 
-console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
@@ -119,7 +119,7 @@ def sync(config: str, full: bool, now: str | None) -> None:
     store = _open(s)
     ctx = make_context(store, _clock(now))
     rep = sync_all(s, store, ctx, full=full, progress=sys.stdout.isatty())
-    _print_sync(rep)
+    print_sync(rep)
     sys.exit(0 if rep.ok else 1)
 
 
@@ -131,16 +131,6 @@ def _open(s: Settings):  # noqa: ANN202
     except StoreError as e:
         err.print(f"store: {e}", markup=False)
         sys.exit(1)
-
-
-def _print_sync(rep) -> None:  # noqa: ANN001
-    t = Table("source", "rows", "requests", "seconds", "status")
-    for s in rep.sources:
-        t.add_row(s.system, str(s.rows), str(s.requests), f"{s.seconds:.1f}", "ok" if not s.error else f"[red]FAILED[/] {redact(s.error)}")
-    console.print(t)
-    if rep.links:
-        console.print(f"1C counterparties: {rep.links.get('linked', 0)} linked, {rep.links.get('ambiguous', 0)} ambiguous, "
-                      f"{rep.links.get('unmatched', 0)} unmatched (see `connector status`)", markup=False)
 
 
 @main.command()
@@ -176,67 +166,6 @@ def status(config: str) -> None:
         console.print(lt)
 
 
-def _plan_rows(plan) -> list[dict]:  # noqa: ANN001
-    rows = []
-    for rp in plan.rules:
-        for a in rp.actions:
-            rows.append({
-                "rule": a.rule, "type": a.type, "key": a.key, "system": a.system, "client": a.client_title,
-                "manager": a.manager_name, "reason": a.reason, "mode": a.mode,
-                "state": plan.known.get(a.key, "refused" if (rp.refused or plan.refused_run) else "new"),
-                "not_before": a.not_before.isoformat() if a.not_before else None, "payload": a.payload,
-            })
-    return rows
-
-
-def _describe(a: dict) -> str:
-    p = a["payload"]
-    t = a["type"]
-    if t == "task":
-        return f"task “{p.get('title')}” due {p.get('deadline', '')[:16].replace('T', ' ')}"
-    if t == "reassign":
-        return f"reassign {len(p.get('entities', []))} record(s) from {p.get('from_name', p.get('from'))} to {p.get('to_name', p.get('to'))}"
-    if t == "notify":
-        return f"notify {p.get('user_name') or p.get('user')}: “{p.get('text')}”"
-    if t == "sms":
-        return f"SMS to {p.get('phone')}: “{p.get('text')}”"
-    if t == "email":
-        return f"e-mail to {p.get('to')}: “{p.get('subject')}”"
-    if t == "comment":
-        return "timeline comment"
-    if t == "trigger":
-        return f"automation trigger {p.get('code')}" + (" (sends SMS)" if p.get("sms") else "")
-    if t == "field":
-        return "set " + ", ".join(f"{k}={v}" for k, v in p.get("fields", {}).items())
-    if t == "workflow":
-        return f"business process {p.get('template_id')}"
-    return t
-
-
-def print_plan(plan, *, as_json: bool = False) -> None:  # noqa: ANN001
-    rows = _plan_rows(plan)
-    if as_json:
-        click.echo(json.dumps({"actions": rows, "refused_run": plan.refused_run,
-                               "rules": [{"rule": r.rule, "type": r.type, "scope": r.scope, "findings": r.findings, "refused": r.refused,
-                                          "errors": r.errors} for r in plan.rules]}, indent=2, ensure_ascii=False, default=str))
-        return
-    for rp in plan.rules:
-        n = len(rp.actions)
-        console.print(f"[bold]{rp.rule}[/] ({rp.type}): {rp.findings} of {rp.scope} in scope, {n} action{'s' if n != 1 else ''}")
-        if rp.refused:
-            console.print(f"  [red]REFUSED[/]: {rp.refused}", markup=True)
-        for e in rp.errors:
-            console.print(f"  [red]error[/]: {redact(e)}")
-        for r in rows:
-            if r["rule"] != rp.rule:
-                continue
-            desc = _describe(r) + (f" (waits until {r['not_before'][:16]})" if r["not_before"] else "")
-            console.print(f"  {r['state']:<9} {desc}", markup=False, soft_wrap=True)
-            console.print(f"            {r['client']} · {r['manager']} · {r['reason']}", markup=False, soft_wrap=True)
-    if plan.refused_run:
-        console.print(f"[red]REFUSED[/]: {plan.refused_run}")
-
-
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -252,26 +181,10 @@ def plan(config: str, as_json: bool, force: bool, now: str | None) -> None:
     rep = cycle(s, store, ctx, execute=False, force=force, progress=not as_json and sys.stdout.isatty())
     if not rep.sync.ok:
         if not as_json:
-            _print_sync(rep.sync)
+            print_sync(rep.sync)
         err.print("a source failed: no rule was evaluated", markup=False)
         sys.exit(1)
     print_plan(rep.plan, as_json=as_json)
-
-
-def _print_exec(rep) -> None:  # noqa: ANN001
-    e = rep.execution
-    if rep.plan is not None:
-        console.print(f"planned {len(rep.plan.actions)} action(s): {rep.recorded} new, {len(rep.plan.actions) - len(rep.plan.new_actions)} already in the journal; "
-                      f"{rep.cancelled} cancelled", markup=False)
-    if e is not None:
-        console.print(f"executed: {e.done} done, {e.reconciled} reconciled after a crash, {e.retry} to retry, {e.failed} failed, "
-                      f"{e.uncertain} uncertain, {e.skipped} skipped (no channel), {e.delivered} delivered", markup=False)
-        for rule, counts in sorted(e.by_rule.items()):
-            console.print(f"  {rule}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), markup=False)
-        for p in e.problems:
-            console.print(f"  [yellow]![/] {redact(p)}")
-    for n in rep.notes:
-        console.print(f"[red]{redact(n)}[/]")
 
 
 @main.command()
@@ -292,8 +205,8 @@ def run(config: str, once: bool, force: bool, now: str | None) -> None:
     store = _open(s)
     ctx = make_context(store, _clock(now))
     rep = cycle(s, store, ctx, execute=True, force=force, progress=sys.stdout.isatty())
-    _print_sync(rep.sync)
-    _print_exec(rep)
+    print_sync(rep.sync)
+    print_exec(rep)
     if not rep.sync.ok:
         sys.exit(1)
     if rep.plan and rep.plan.refused_run:

@@ -19,6 +19,7 @@ from rich.table import Table
 from connector.errors import ConfigError
 from connector.ports import FixedClock
 from connector.registry import adapters
+from connector.report import print_exec, print_plan, print_sync
 from connector.sandbox import SyntheticCompany, generate
 
 
@@ -71,7 +72,6 @@ def find_demo_config(path: str | None) -> Path:
 
 
 def run_demo(config_path: str | None, *, companies: int = 40, console: Console | None = None) -> int:
-    from connector.cli import _print_exec, _print_sync, print_plan
     from connector.config import load_settings
     from connector.runner import cycle, make_context, open_store
 
@@ -92,25 +92,25 @@ def run_demo(config_path: str | None, *, companies: int = 40, console: Console |
 
         console.rule("1. connector plan  (sync, evaluate, show; writes nothing)")
         rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=False)
-        _print_sync(rep.sync)
+        print_sync(rep.sync)
         if not rep.sync.ok:
             return 1
         print_plan(rep.plan)
 
         console.rule("2. connector run --once  (the same, executed through the APIs)")
         rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=True)
-        _print_exec(rep)
+        print_exec(rep)
         first = rep
 
         console.rule("3. connector run --once again  (nothing is done twice)")
         rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=True)
-        _print_exec(rep)
+        print_exec(rep)
 
         later = today + timedelta(days=16)
         console.rule(f"4. connector run --once --now {later:%Y-%m-%d}  (16 days later: release, next call-back)")
         rep16 = cycle(settings, store, make_context(store, FixedClock(later)), execute=True)
         print_plan(rep16.plan)
-        _print_exec(rep16)
+        print_exec(rep16)
 
         console.rule("What each rule did")
         t = Table("rule", "type", "today", "16 days later")
