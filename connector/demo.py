@@ -119,11 +119,29 @@ def run_demo(config_path: str | None, *, companies: int = 40, console: Console |
             b = rep16.execution.by_rule.get(rp.rule, {}) if rep16.execution else {}
             t.add_row(rp.rule, rp.type, _fmt(a), _fmt(b))
         console.print(t)
-        highlights = _highlights(store)
+        highlights = _highlights(store) + _calls_as_contact(settings, store, today)
         for line in highlights:
             console.print(f"  - {line}", markup=False)
         ok = first.ok and rep16.ok
         return 0 if ok else 1
+
+
+def _calls_as_contact(settings, store, now) -> list[str]:  # noqa: ANN001
+    """Clients kept off the forgotten list only by their phone calls."""
+    from connector.config import ForgottenRule
+    from connector.snapshot import load_snapshot
+
+    rule = next((r for r in settings.rules if isinstance(r, ForgottenRule)), None)
+    if rule is None:
+        return []
+    out = []
+    for c in load_snapshot(settings, store, now).clients.values():
+        crm_last = c.crm_contact_at
+        if c.pbx_call_at and (crm_last is None or (now - crm_last).days > rule.inactive_days):
+            crm = f"nothing in the CRM or 1C for {(now - crm_last).days} days" if crm_last else "nothing in the CRM or 1C"
+            out.append(f"call counted as contact: {c.title}: {crm}, but a Binotel call on {c.pbx_call_at:%Y-%m-%d} "
+                       f"keeps it off the forgotten list")
+    return out
 
 
 def _fmt(counts: dict[str, int]) -> str:

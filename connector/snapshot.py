@@ -65,6 +65,8 @@ class ClientView:
     created_at: datetime | None = None
     contact: dict[str, datetime] = field(default_factory=dict)  # kind -> latest contact
     future_task: bool = False
+    pbx_call_at: datetime | None = None  # latest answered PBX call with talk time (already in contact["call"])
+    crm_contact_at: datetime | None = None  # latest contact of any kind that is not a PBX call
     purchases: list[tuple[datetime, float, str]] = field(default_factory=list)  # (when, amount, what)
     deal_keys: list[str] = field(default_factory=list)  # open deals
     contact_keys: list[str] = field(default_factory=list)  # the company's contacts
@@ -185,13 +187,15 @@ def load_snapshot(settings: Settings, store: Store, now: datetime, *, call_lookb
             for target in owner.get(ck, ()):
                 owner[fk].add(target)
 
-        def bump(keys: set[str] | None, kind: str, at: datetime | None) -> None:
+        def bump(keys: set[str] | None, kind: str, at: datetime | None, pbx: bool = False) -> None:
             if at is None or not keys or at > now:
                 return
             for k in keys:
                 cur = cl[k].contact.get(kind)
                 if cur is None or at > cur:
                     cl[k].contact[kind] = at
+                if not pbx and (cl[k].crm_contact_at is None or at > cl[k].crm_contact_at):
+                    cl[k].crm_contact_at = at
 
         # 1) activities: latest completed per owner and kind, aggregated in SQL
         q = (
@@ -277,7 +281,11 @@ def load_snapshot(settings: Settings, store: Store, now: datetime, *, call_lookb
         for phone, at in conn.execute(
             select(calls.c.phone_e164, func.max(calls.c.started_at)).where(calls.c.answered.is_(True), calls.c.talk_s > 0, calls.c.deleted.is_(False), calls.c.phone_e164.is_not(None)).group_by(calls.c.phone_e164)
         ):
-            bump(by_phone.get(phone), "call", _aware(at))
+            at = _aware(at)
+            bump(by_phone.get(phone), "call", at, pbx=True)
+            for k in by_phone.get(phone, ()):
+                if at <= now and (cl[k].pbx_call_at is None or at > cl[k].pbx_call_at):
+                    cl[k].pbx_call_at = at
         recent = []
         since = now - timedelta(hours=call_lookback_hours)
         for r in conn.execute(select(calls).where(calls.c.started_at >= since, calls.c.deleted.is_(False)).order_by(calls.c.started_at)):

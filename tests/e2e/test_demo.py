@@ -8,6 +8,6 @@ def test_demo_runs_every_rule_and_exits_0():
     r = subprocess.run([sys.executable, "-m", "connector.cli", "demo"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
-    for word in ("forgotten", "release", "lost", "unpaid", "debtors", "missed_call", "SMS to", "from 1C"):
+    for word in ("forgotten", "release", "lost", "unpaid", "debtors", "missed_call", "SMS to", "from 1C", "call counted as contact"):
         assert word in out, word
     assert "planned" in out and "0 new" in out  # the rerun did nothing twice
