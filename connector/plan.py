@@ -91,6 +91,7 @@ class Planner:
         self.snap = snap
         self.cal = cal
         self.known = known or {}
+        self._marketing_this_run: dict[str, str] = {}  # client key -> the marketing message key planned now
         sup = settings.people.supervisor
         self.supervisor_key = person_key(snap, sup) if sup is not None else None
 
@@ -266,8 +267,30 @@ class Planner:
         workdays_only = m.workdays_only if m else True
         return self.cal.next_allowed(self.snap.now, quiet, workdays_only)
 
+    def _may_message(self, c: ClientView | None, key: str, marketing: bool) -> bool:
+        """Opt-out field and the per-client cap on marketing messages (transactional ones pass)."""
+        m = self.settings.messaging
+        if c is None or m is None:
+            return True
+        field = m.opt_out_field or (self.settings.bitrix24.opt_out_field if self.settings.bitrix24 else None)
+        if field and str(c.fields.get(field, "")).strip().lower() in ("y", "yes", "1", "true", "on"):
+            return False
+        if marketing and m.max_per_client_days:
+            if key in self.known:
+                return True  # already journaled: keep planning it, the journal makes it a no-op
+            if self._marketing_this_run.setdefault(c.key, key) != key:
+                return False
+            since = self.snap.now - timedelta(days=m.max_per_client_days)
+            for e in self.snap.messages_by_client.get(c.key, []):
+                when = e.done_at or e.created_at
+                if (e.payload or {}).get("marketing") and e.state in DONE_STATES and when and when >= since:
+                    return False
+        return True
+
     def _sms(self, rule: Any, f: Finding, key: str, a: SmsAction, ctx: dict) -> list[PlannedAction]:
         c = f.client
+        if a.sms.to == "client" and not f.phone and not self._may_message(c, key, a.sms.marketing):
+            return []
         phone = f.phone if (a.sms.to == "caller" or f.phone) else None
         if phone is None and c is not None:
             from connector.phones import is_mobile
@@ -292,6 +315,8 @@ class Planner:
 
     def _email(self, rule: Any, f: Finding, key: str, a: EmailAction, ctx: dict) -> list[PlannedAction]:
         c = f.client
+        if a.email.to == "client" and not self._may_message(c, key, False):
+            return []
         if a.email.to == "client":
             to = c.emails[0] if c and c.emails else None
         else:

@@ -132,6 +132,7 @@ class JournalEntry:
     created_at: datetime | None
     done_at: datetime | None
     payload: dict | None = None
+    client_key: str | None = None
 
 
 @dataclass
@@ -145,6 +146,7 @@ class Snapshot:
     calls: list[CallView]
     journal: dict[str, list[JournalEntry]]  # episode -> entries
     journal_by_rule: dict[str, list[JournalEntry]]
+    messages_by_client: dict[str, list[JournalEntry]]  # client messages (sms, email) for per-client caps
     load: dict[str, int]  # manager key -> clients owned
 
     def manager(self, key: str | None) -> ManagerView | None:
@@ -301,18 +303,21 @@ def load_snapshot(settings: Settings, store: Store, now: datetime, *, call_lookb
         # 8) the journal, grouped by episode
         jr: dict[str, list[JournalEntry]] = defaultdict(list)
         jbr: dict[str, list[JournalEntry]] = defaultdict(list)
+        msgs: dict[str, list[JournalEntry]] = defaultdict(list)
         for r in conn.execute(select(journal.c.key, journal.c.rule, journal.c.subject_key, journal.c.episode, journal.c.state,
-                                     journal.c.type, journal.c.created_at, journal.c.done_at, journal.c.payload)):
-            e = JournalEntry(r.key, r.rule, r.subject_key, r.episode, r.state, r.type, r.created_at, r.done_at, r.payload)
+                                     journal.c.type, journal.c.created_at, journal.c.done_at, journal.c.payload, journal.c.client_key)):
+            e = JournalEntry(r.key, r.rule, r.subject_key, r.episode, r.state, r.type, r.created_at, r.done_at, r.payload, r.client_key)
             jr[r.episode].append(e)
             jbr[r.rule].append(e)
+            if r.client_key and (r.type in ("sms", "email") or (r.payload or {}).get("sms")):
+                msgs[r.client_key].append(e)
     load: dict[str, int] = defaultdict(int)
     for c in cl.values():
         if c.responsible_key:
             load[c.responsible_key] += 1
     for c in cl.values():
         c.purchases.sort()
-    return Snapshot(now, primary, cl, mgrs, inv_views, dv, recent, dict(jr), dict(jbr), dict(load))
+    return Snapshot(now, primary, cl, mgrs, inv_views, dv, recent, dict(jr), dict(jbr), dict(msgs), dict(load))
 
 
 def _aware(v: Any) -> datetime | None:
