@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from connector.errors import ConnectorError, UpstreamError
-from connector.ports import CheckResult, Context
-
 from bitrix.client import SYSTEM, BitrixClient
 from bitrix.sink import BitrixSink
 from bitrix.source import BitrixSource
+from connector.errors import ConnectorError, UpstreamError
+from connector.ports import CheckResult, Context
 
 if TYPE_CHECKING:
     from connector.config import Settings
@@ -67,13 +66,18 @@ class BitrixAdapter:
                 ok = scope in granted or (scope == "user" and bool(granted & {"user_basic", "user_brief"}))
                 out.append(CheckResult(SYSTEM, f"scope {scope}", ok, "granted" if ok else f"missing: needed for {why}"))
             try:
-                reply = client.batch(dict(PROBES))
+                reply = client.batch({**PROBES, "profile": ("profile", {})})
             except UpstreamError as e:
                 out.append(CheckResult(SYSTEM, "read access", False, str(e)))
                 return out
             for label in PROBES:
                 err = reply.errors.get(label)
                 out.append(CheckResult(SYSTEM, f"read {label}", err is None, str(err) if err else "ok"))
+            profile = reply.results.get("profile")
+            if isinstance(profile, dict):
+                admin = bool(profile.get("ADMIN"))
+                out.append(CheckResult(SYSTEM, "administrator", True, "yes" if admin else
+                                       "no: workflow actions (bizproc.workflow.start) will be refused"))
             return out
         finally:
             client.close()

@@ -14,6 +14,7 @@ somebody else's event loop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import re
@@ -332,7 +333,8 @@ class BitrixClient:
         if t.get("date_start"):
             self.date_start = str(t["date_start"])
         if "operating" in t:
-            self._operating[method.lower()] = (_num(t.get("operating")) or 0.0, _num(t.get("operating_reset_at")) or 0.0)
+            self._operating[method.lower()] = (_num(t.get("operating")) or 0.0,
+                                               _num(t.get("operating_reset_at")) or 0.0)
 
     # ------------------------------------------------------------ internals
 
@@ -411,7 +413,13 @@ class BitrixClient:
         if self._access and not self._force_refresh:
             return self._access
         self._force_refresh = False
-        return await self._refresh()
+        try:
+            return await self._refresh()
+        except BaseException:
+            # the library clears this event before asking and sets it only on success: left
+            # cleared, every later request would wait for a token forever
+            self._bx.srh.token_received.set()
+            raise
 
     async def _refresh(self) -> str:
         """Exchange the refresh token (rotated one from the kv store first) for a new pair."""
@@ -425,7 +433,8 @@ class BitrixClient:
             async with self._session.get(o.token_url, params=params) as resp:
                 status, raw = resp.status, await resp.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-            raise TransientError(f"token refresh failed ({type(e).__name__})", system=SYSTEM, obj="oauth.token") from None
+            raise TransientError(f"token refresh failed ({type(e).__name__})", system=SYSTEM,
+                                 obj="oauth.token") from None
         data = _json(raw) or {}
         if status >= 400 or "error" in data or not data.get("access_token"):
             err = classify(status, data, what="oauth.token")
@@ -451,10 +460,17 @@ class BitrixClient:
             self.ctx.kv_set(name, value)
 
     def _run(self, coro: Any) -> Any:
+        """Run a coroutine on the client's loop; a request never blocks the caller for longer than
+        the HTTP timeout plus the client-side throttle."""
         if self._closed:
             coro.close()
             raise RuntimeError("bitrix24 client is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout=self.settings.timeout + 120)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise TransientError(f"no answer within {self.settings.timeout + 120:.0f} s", system=SYSTEM) from None
 
 
 def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, session: aiohttp.ClientSession) -> None:

@@ -32,9 +32,13 @@ SYSTEM = "bitrix24"
 OWNER_TYPES = {2: "deal", 3: "contact", 4: "company"}
 TYPE_IDS = {v: k for k, v in OWNER_TYPES.items()}
 BINDING_PREFIXES = {"CO": "company", "C": "contact", "D": "deal"}
-KIND_PREFIX = {v: k for k, v in BINDING_PREFIXES.items()}
-KIND_WORD = {"company": "COMPANY", "contact": "CONTACT", "deal": "DEAL"}  # trigger targets, bizproc ids
-BIZPROC_DOCUMENT = {"company": "CCrmDocumentCompany", "contact": "CCrmDocumentContact", "deal": "CCrmDocumentDeal"}
+# Writing: what a key may be bound to / fired on. Smart invoices (``SI_17``, ``SMART_INVOICE_17``)
+# take tasks, triggers and workflows; reading keeps only client and deal owners.
+KIND_PREFIX = {**{v: k for k, v in BINDING_PREFIXES.items()}, "invoice": "SI"}
+KIND_WORD = {"company": "COMPANY", "contact": "CONTACT", "deal": "DEAL", "invoice": "SMART_INVOICE"}
+BIZPROC_DOCUMENT = {"company": "CCrmDocumentCompany", "contact": "CCrmDocumentContact", "deal": "CCrmDocumentDeal",
+                    "invoice": "Bitrix\\Crm\\Integration\\BizProc\\Document\\SmartInvoice"}
+LEGACY_KINDS = ("company", "contact", "deal")  # crm.<kind>.get/update, timeline ENTITY_TYPE words
 
 SEMANTIC_OUTCOME = {"S": Outcome.WON, "F": Outcome.LOST}
 TASK_DONE = "5"
@@ -302,7 +306,8 @@ def activity(row: Mapping[str, Any]) -> Activity:
     start, end = parse_dt(row.get("START_TIME")), parse_dt(row.get("END_TIME"))
     happened = (end or parse_dt(row.get("LAST_UPDATED"))) if completed else None
     kind = activity_kind(row.get("TYPE_ID"), row.get("PROVIDER_ID"))
-    duration = int((end - start).total_seconds()) if kind is ActivityKind.CALL and start and end and end >= start else None
+    timed = kind is ActivityKind.CALL and start and end and end >= start
+    duration = int((end - start).total_seconds()) if timed else None
     direction = {"1": "in", "2": "out"}.get(str(row.get("DIRECTION") or ""))
     return Activity(
         key=key("activity", aid), system=SYSTEM, source_id=aid, kind=kind, owner_keys=owner_keys(pairs),
@@ -320,7 +325,7 @@ def comment(row: Mapping[str, Any]) -> Activity:
     text = str(row.get("COMMENT") or "").strip()
     return Activity(
         key=key("comment", cid), system=SYSTEM, source_id=cid, kind=ActivityKind.COMMENT,
-        owner_keys=(key(kind, owner),) if kind in KIND_WORD and owner else (), completed=True,
+        owner_keys=(key(kind, owner),) if kind in LEGACY_KINDS and owner else (), completed=True,
         happened_at=parse_dt(row.get("CREATED")), responsible_key=user_key(row.get("AUTHOR_ID")),
         subject=text.splitlines()[0][:200] if text else "",
     )
@@ -360,7 +365,8 @@ def invoice(item: Mapping[str, Any], semantics: Mapping[str, str]) -> Invoice:
         currency=str(item.get("currencyId") or ""), stage_id=stage, outcome=outcome,
         issued_at=parse_dt(item.get("begindate")) or parse_dt(item.get("createdTime")),
         due_date=parse_date(item.get("closedate")),
-        paid_at=(parse_dt(item.get("movedTime")) or parse_dt(item.get("updatedTime"))) if outcome is Outcome.WON else None,
+        paid_at=(parse_dt(item.get("movedTime")) or parse_dt(item.get("updatedTime")))
+        if outcome is Outcome.WON else None,
         responsible_key=user_key(item.get("assignedById")), deal_key=key("deal", deal_id) if deal_id else None,
         modified_at=parse_dt(item.get("updatedTime")),
     )
@@ -404,14 +410,14 @@ def task(row: Mapping[str, Any]) -> Task:
 
 
 def binding_of(entity_key: str) -> str:
-    """``bitrix24:company:12`` -> ``CO_12`` (for ``UF_CRM_TASK``)."""
+    """``bitrix24:company:12`` -> ``CO_12``, ``bitrix24:invoice:17`` -> ``SI_17`` (``UF_CRM_TASK``)."""
     kind, sid = entity_parts(entity_key)
     return f"{KIND_PREFIX[kind]}_{sid}"
 
 
 def entity_parts(entity_key: str) -> tuple[str, str]:
-    """Split a bitrix24 client/deal key into (kind, id); anything else is a caller bug."""
-    system, kind, sid = entity_key.split(":", 2)
-    if system != SYSTEM or kind not in KIND_PREFIX:
-        raise ValueError(f"not a bitrix24 company/contact/deal key: {entity_key}")
-    return kind, sid
+    """Split a bitrix24 company/contact/deal/invoice key into (kind, id)."""
+    parts = str(entity_key).split(":", 2)
+    if len(parts) != 3 or parts[0] != SYSTEM or parts[1] not in KIND_PREFIX or not parts[2].isdigit():
+        raise ValueError(f"not a bitrix24 company/contact/deal/invoice key: {entity_key}")
+    return parts[1], parts[2]

@@ -14,12 +14,17 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterator, Mapping
 
-from connector.config import Bitrix24
-from connector.errors import NotFound, PermanentError, RateLimited, Rejected, TransientError
-from connector.ports import ActionResult, Context, PlannedAction
-
 from bitrix import mapping as m
 from bitrix.client import SYSTEM, BitrixClient
+from connector.config import Bitrix24
+from connector.errors import (
+    NotFound,
+    PermanentError,
+    RateLimited,
+    Rejected,
+    TransientError,
+)
+from connector.ports import ActionResult, Context, PlannedAction
 
 log = logging.getLogger("bitrix.sink")
 
@@ -35,12 +40,27 @@ def _manager_id(manager_key: Any) -> int:
     return int(sid)
 
 
-def _entity(entity_key: Any) -> tuple[str, int]:
+def _entity(entity_key: Any, kinds: tuple[str, ...] = tuple(m.KIND_PREFIX)) -> tuple[str, int]:
+    """``bitrix24:company:12`` -> ("company", 12); a key this action cannot target is Rejected."""
     try:
         kind, sid = m.entity_parts(str(entity_key))
-        return kind, int(sid)
     except ValueError as e:
         raise Rejected(str(e), system=SYSTEM) from None
+    if kind not in kinds:
+        raise Rejected(f"{kind} is not supported here: {entity_key}", system=SYSTEM)
+    return kind, int(sid)
+
+
+def _bindings(keys: Any) -> list[str]:
+    """``UF_CRM_TASK`` values of the Bitrix24 keys among ``keys`` (other systems' keys skipped)."""
+    out: list[str] = []
+    for k in keys or []:
+        if str(k).startswith(SYSTEM + ":"):
+            _entity(k)
+            b = m.binding_of(str(k))
+            if b not in out:
+                out.append(b)
+    return out
 
 
 def comment_text(text: str, marker: str) -> str:
@@ -94,7 +114,7 @@ class BitrixSink:
         }
         if p.get("deadline"):
             fields["DEADLINE"] = str(p["deadline"])
-        bindings = [m.binding_of(str(k)) for k in p.get("bindings") or [] if str(k).startswith(SYSTEM + ":")]
+        bindings = _bindings(p.get("bindings"))
         if bindings:
             fields["UF_CRM_TASK"] = bindings
         res = self._create(action, "tasks.task.add", {"fields": fields})
@@ -105,7 +125,7 @@ class BitrixSink:
         return ActionResult(remote_id=str(tid) if tid is not None else None, detail="task created")
 
     def _do_field(self, action: PlannedAction, p: Mapping[str, Any]) -> ActionResult:
-        kind, eid = _entity(p.get("entity"))
+        kind, eid = _entity(p.get("entity"), m.LEGACY_KINDS)
         fields = dict(p.get("fields") or {})
         if not fields:
             raise Rejected("no fields to set", system=SYSTEM, obj=f"crm.{kind}.update id={eid}")
@@ -116,7 +136,7 @@ class BitrixSink:
     def _do_reassign(self, action: PlannedAction, p: Mapping[str, Any]) -> ActionResult:
         """Every entity in one ``batch``; an entity deleted meanwhile is skipped, not fatal."""
         to = _manager_id(p.get("to"))
-        entities = [_entity(k) for k in p.get("entities") or []]
+        entities = [_entity(k, m.LEGACY_KINDS) for k in p.get("entities") or []]
         if not entities:
             raise Rejected("nothing to reassign", system=SYSTEM)
         moved, missing = [], []
@@ -142,7 +162,7 @@ class BitrixSink:
         return ActionResult(remote_id=str(to), detail=detail)
 
     def _do_comment(self, action: PlannedAction, p: Mapping[str, Any]) -> ActionResult:
-        kind, eid = _entity(p.get("entity"))
+        kind, eid = _entity(p.get("entity"), m.LEGACY_KINDS)
         text = str(p.get("text") or "").strip()
         if not text:
             raise Rejected("empty comment", system=SYSTEM, obj=f"crm.timeline.comment.add {kind}={eid}")
@@ -200,7 +220,7 @@ class BitrixSink:
 
     def _find_task(self, action: PlannedAction) -> ActionResult | None:
         p = action.payload
-        bindings = [m.binding_of(str(k)) for k in p.get("bindings") or [] if str(k).startswith(SYSTEM + ":")]
+        bindings = _bindings(p.get("bindings"))
         # by binding when there is one (the task may have been delegated since), else by person + title
         if bindings:
             filt: dict[str, Any] = {"UF_CRM_TASK": bindings[0]}
@@ -215,7 +235,7 @@ class BitrixSink:
         return None
 
     def _find_comment(self, action: PlannedAction) -> ActionResult | None:
-        kind, eid = _entity(action.payload.get("entity"))
+        kind, eid = _entity(action.payload.get("entity"), m.LEGACY_KINDS)
         filt = {"ENTITY_ID": eid, "ENTITY_TYPE": kind}
         start = 0
         for _ in range(RECONCILE_PAGES):
@@ -263,14 +283,14 @@ class BitrixSink:
 
     def _check_assigned(self, action: PlannedAction) -> ActionResult | None:
         to = _manager_id(action.payload.get("to"))
-        entities = [_entity(k) for k in action.payload.get("entities") or []]
+        entities = [_entity(k, m.LEGACY_KINDS) for k in action.payload.get("entities") or []]
         rows = self._read(entities)
         if all(r is None or m.to_int(r.get("ASSIGNED_BY_ID")) == to for r in rows.values()):
             return ActionResult(remote_id=str(to), detail="already assigned")
         return None
 
     def _check_fields(self, action: PlannedAction) -> ActionResult | None:
-        kind, eid = _entity(action.payload.get("entity"))
+        kind, eid = _entity(action.payload.get("entity"), m.LEGACY_KINDS)
         row = self._read([(kind, eid)]).get((kind, eid))
         if row is None:
             raise NotFound("entity is gone", system=SYSTEM, obj=f"crm.{kind}.get id={eid}")

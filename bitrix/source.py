@@ -5,22 +5,27 @@ How rows are read (reference §2.3, §2.4, §6; ``settings/performance/huge-data
 * No offset paging on big tables: every page with ``start >= 0`` recomputes COUNT. Lists are
   read with ``start=-1``, ``order ID ASC`` and ID filters only.
 * A full read is a set of **ID-range windows** packed 50 per ``batch``:
-  ``filter[>=ID]=a & filter[<ID]=b``, one command per window. The first batch also asks for the
-  largest ID (``order ID DESC``) so the scan knows where to stop. Windows start 50 IDs wide (a
+  ``filter[>=ID]=a & filter[<ID]=b``, one command per window. The cycle's first request (users)
+  also asks every table for its largest ID (``order ID DESC``), so each scan knows where to stop
+  (a stream read on its own asks in its first batch). Windows start 50 IDs wide (a
   window that wide can never overflow a 50-row page), widen when IDs are sparse, and a window
-  that comes back with a full page is continued from its last ID in the next batch. Only
-  documented filters are used (no ``$result`` chaining). Dense IDs give 2,500 rows a request.
+  that comes back with a full page is continued from its last ID in the next batch. Paging uses
+  documented filters only (no ``$result`` chaining between pages, whose behaviour on a short page
+  is undocumented). Dense IDs give 2,500 rows a request.
 * An incremental cycle asks only for rows changed since the cursor (``DATE_MODIFY``,
   ``LAST_UPDATED``, ``updatedTime``, ``CHANGED_DATE``; minus ``overlap_seconds``), keyset on ID
   inside the changed set. The first stream pulled (users) sends the first change page of every
-  stream in ONE batch; later streams use it when their cursor agrees, so a quiet cycle costs one
-  request plus the users page.
+  stream in the same batch as the users page; later streams use it when their cursor agrees
+  (every stream's cursor starts at that request), so a quiet cycle costs ONE request.
+* Timeline comments can only be listed per company: a full read asks for every company's (one
+  command each, 50 per batch), a cycle only for companies whose timeline moved
+  (``LAST_ACTIVITY_TIME``) or that changed.
 * Deletions: every ``sweep_every_hours`` a stream re-reads its live IDs (``select ID`` windows)
   and yields ``Sweep``; a full read yields one for free.
 
 The cursor is JSON: ``{"v":1, "mode": "full"|"inc", "since": <server ISO time>, "after": <ID
 read up to, full mode>, "swept": <unix>}`` (+ ``"stages"`` for invoices). ``since`` is the
-portal's own clock (``time.date_start`` of the first request of the read), never ours.
+portal's own clock (``time.date_start`` of the cycle's first request), never ours.
 """
 
 from __future__ import annotations
@@ -32,13 +37,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from bitrix import mapping as m
+from bitrix.client import BitrixClient
 from connector.config import Bitrix24
 from connector.domain import Batch, Record, Sweep
 from connector.errors import NotFound, PermanentError
 from connector.ports import Context
-
-from bitrix import mapping as m
-from bitrix.client import BitrixClient
 
 log = logging.getLogger("bitrix.source")
 
@@ -117,6 +121,11 @@ def _entities(cfg: Bitrix24) -> dict[str, Entity]:
     }
 
 
+def _label(name: str) -> str:
+    """Batch command label of a table's largest-ID probe."""
+    return "max_" + name.replace(":", "_")
+
+
 class Windows:
     """ID-range windows over one list, 50 commands per ``batch``; yields ``(rows, watermark)``.
 
@@ -144,7 +153,8 @@ class Windows:
             def add(lo: int, hi: int) -> None:
                 label = f"w{len(windows)}"
                 windows[label] = (lo, hi)
-                cmds[label] = (ent.method, ent.query(filt={**self.filt, f">={fid}": lo, f"<{fid}": hi}, select=self.select))
+                window = {**self.filt, f">={fid}": lo, f"<{fid}": hi}
+                cmds[label] = (ent.method, ent.query(filt=window, select=self.select))
 
             while pending and len(cmds) < BATCH:
                 add(*pending.popleft())
@@ -304,10 +314,13 @@ class BitrixSource:
     def _users(self, state: _State | None) -> Iterator[Batch]:
         """All users every cycle (a portal has tens, not thousands); on an incremental cycle the
         same request carries every other stream's first change page."""
+        known = int((state.extra.get("users") or 0) if state else 0)  # how many there were last time
         cmds: dict[str, tuple[str, dict]] = {
             "users": ("user.get", {"sort": "ID", "order": "ASC", "start": 0}),
             "departments": ("department.get", {"START": 0}),
         }
+        for start in range(PAGE, known + 1, PAGE):
+            cmds[f"u{start}"] = ("user.get", {"sort": "ID", "order": "ASC", "start": start})
         probe_since = state.since if state and state.mode == "inc" and state.since else None
         if probe_since:
             for name in WINDOWED + ("touched",):
@@ -315,29 +328,47 @@ class BitrixSource:
         else:  # a full read: learn every table's largest ID now, so no read starts blind
             for name in WINDOWED:
                 ent = self.ent[name]
-                cmds[f"max:{name}"] = (ent.method, ent.query(select=[ent.fid], order="DESC"))
+                select = [ent.fid, "categoryId"] if name == "invoices" else [ent.fid]
+                cmds[_label(name)] = (ent.method, ent.query(select=select, order="DESC"))
+            # and the stage semantics of the newest invoice's funnel (a documented $result
+            # reference; with no invoices it resolves to nothing and the lazy loader takes over)
+            cmds["stages"] = ("crm.status.list", {
+                "filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_$result[{_label('invoices')}][items][0][categoryId]"},
+                "order": {"SORT": "ASC"}})
         reply = self.client.batch(cmds)
         since_now = self._server_iso()
         self._cycle_since = since_now
+        user_pages = {"users", *(f"u{start}" for start in range(PAGE, known + 1, PAGE))}
         for label, err in reply.errors.items():
+            if label in user_pages:
+                raise err
             if label == "departments" and isinstance(err, PermanentError):
                 log.warning("bitrix24: department names unavailable (%s); using department ids", err)
-            else:
+            elif not isinstance(err, PermanentError):
                 raise err
+            # a failed look-ahead for another stream: that stream asks again and reports it itself
         if probe_since:
             self._probe = {"since": probe_since, "new_since": since_now,
-                           "pages": {n: reply.results.get(n) for n in cmds if n not in ("users", "departments")}}
+                           "pages": {n: reply.results[n] for n in cmds
+                                     if n not in user_pages and n != "departments" and n in reply.results}}
         else:
             for name in WINDOWED:
-                top = self.ent[name].rows(reply.results.get(f"max:{name}"))
-                self._max_ids[name] = self.ent[name].row_id(top[0]) if top else 0
+                if _label(name) in reply.results:
+                    top = self.ent[name].rows(reply.results[_label(name)])
+                    self._max_ids[name] = self.ent[name].row_id(top[0]) if top else 0
+            self._stages.update(m.stage_semantics(
+                r for r in reply.results.get("stages") or []
+                if str(r.get("ENTITY_ID", "")).startswith("SMART_INVOICE_STAGE_")))
         users = list(reply.results.get("users") or [])
+        for start in range(PAGE, known + 1, PAGE):
+            users.extend(reply.results.get(f"u{start}") or [])
         total = reply.totals.get("users", len(users))
         depts = list(reply.results.get("departments") or [])
         dept_total = reply.totals.get("departments", len(depts))
         more: dict[str, tuple[str, dict]] = {}
         for start in range(PAGE, total, PAGE):
-            more[f"u{start}"] = ("user.get", {"sort": "ID", "order": "ASC", "start": start})
+            if f"u{start}" not in cmds:
+                more[f"u{start}"] = ("user.get", {"sort": "ID", "order": "ASC", "start": start})
         if "departments" not in reply.errors:
             for start in range(PAGE, dept_total, PAGE):
                 more[f"d{start}"] = ("department.get", {"START": start})
@@ -348,8 +379,10 @@ class BitrixSource:
             for k in labels[i:i + BATCH]:
                 (users if k.startswith("u") else depts).extend(r2.results.get(k) or [])
         names = {str(d.get("ID")): str(d.get("NAME") or d.get("ID")) for d in depts if isinstance(d, Mapping)}
-        records = self._map(users, lambda r: m.manager(r, names))
-        yield Batch("users", records, cursor=_State(mode="inc", since=since_now).encode(), total_hint=len(records))
+        unique = {str(u.get("ID")): u for u in users if isinstance(u, Mapping)}  # pages may overlap if users came
+        records = self._map(unique.values(), lambda r: m.manager(r, names))
+        cur = _State(mode="inc", since=since_now, extra={"users": len(unique)})
+        yield Batch("users", records, cursor=cur.encode(), total_hint=len(records))
 
     # ------------------------------------------------------------ windowed tables
 
@@ -482,46 +515,64 @@ class BitrixSource:
         env = self.client.call(method, q)
         return ent.rows(env.get("result")), self._cycle_since or self._server_iso()
 
-    def _changed_rows(self, name: str, since: str) -> tuple[list[dict], str]:
+    def _changed_pages(self, name: str, since: str) -> tuple[Iterator[list[dict]], str]:
+        """Pages of rows changed since ``since`` (first page, then keyset windows) and the new
+        ``since``; pages are produced lazily, so a mass update is never held in memory at once."""
         ent = self.ent[name]
         first, new_since = self._first_changes(name, since)
-        rows = list(first)
-        for page in keyset(self.client, ent, first, filt={f">={ent.changed}": self._since_filter(since)}):
-            rows.extend(page)
-        return rows, new_since
+
+        def pages() -> Iterator[list[dict]]:
+            yield first
+            yield from keyset(self.client, ent, first, filt={f">={ent.changed}": self._since_filter(since)})
+
+        return pages(), new_since
+
+    def _changed_rows(self, name: str, since: str) -> tuple[list[dict], str]:
+        pages, new_since = self._changed_pages(name, since)
+        return [r for page in pages for r in page], new_since
 
     def _incremental(self, stream: str, state: _State) -> Iterator[Batch]:
         ent = self.ent[stream]
         since = state.since or ""
         if stream == "invoices":
             self._stages.update(state.extra.get("stages") or {})
-        rows, new_since = self._changed_rows(stream, since)
-        deleted: list[str] = []
+        pages, new_since = self._changed_pages(stream, since)
         if stream in ("companies", "contacts"):
-            etype = 4 if stream == "companies" else 3
-            req_rows, _ = self._changed_rows(f"requisites:{etype}", since)
-            have = {ent.row_id(r) for r in rows}
-            extra_ids = sorted({i for i in (m.to_int(r.get("ENTITY_ID")) for r in req_rows) if i} - have)
-            if extra_ids:
-                rows.extend(self._by_ids(ent, "ID", extra_ids))
-            taxes = self._tax_ids(etype, [ent.row_id(r) for r in rows]) if rows else {}
-            records = self._mapper(stream, taxes)(rows)
-            if stream == "companies":
-                self._companies_changed.update(ent.row_id(r) for r in rows)
-        else:
-            if stream == "invoices":
-                self._stage_map(rows)
-            records = self._mapper(stream)(rows)
-            if stream == "tasks":  # unbound from the CRM since: no longer ours
-                deleted = [m.key("task", ent.row_id(r)) for r in rows if not m.task_bindings(r)]
+            pages = self._with_requisite_changes(stream, pages, since)
+        for rows in pages:
+            if not rows:
+                continue
+            deleted: list[str] = []
+            if stream in ("companies", "contacts"):
+                taxes = self._tax_ids(4 if stream == "companies" else 3, [ent.row_id(r) for r in rows])
+                records = self._mapper(stream, taxes)(rows)
+                if stream == "companies":
+                    self._companies_changed.update(ent.row_id(r) for r in rows)
+            else:
+                if stream == "invoices":
+                    self._stage_map(rows)
+                records = self._mapper(stream)(rows)
+                if stream == "tasks":  # unbound from the CRM since: no longer ours
+                    deleted = [m.key("task", ent.row_id(r)) for r in rows if not m.task_bindings(r)]
+            yield Batch(stream, records, deleted=deleted)
         cur = _State(mode="inc", since=new_since, swept=state.swept, extra=self._extra(stream))
-        if not self._sweep_due(state):
-            yield Batch(stream, records, deleted=deleted, cursor=cur.encode())
-            return
-        yield Batch(stream, records, deleted=deleted)
-        live = self._live_ids(stream)
-        cur.swept = self.client.server_now()
-        yield Batch(stream, [], cursor=cur.encode(), sweep=Sweep(self.system, ent.kind, live))
+        sweep = None
+        if self._sweep_due(state):
+            sweep = Sweep(self.system, ent.kind, self._live_ids(stream))
+            cur.swept = self.client.server_now()
+        yield Batch(stream, [], cursor=cur.encode(), sweep=sweep)
+
+    def _with_requisite_changes(self, stream: str, pages: Iterator[list[dict]], since: str) -> Iterator[list[dict]]:
+        """The changed clients, then the clients whose requisites (tax ids) changed without them."""
+        ent = self.ent[stream]
+        seen: set[int] = set()
+        for rows in pages:
+            seen.update(ent.row_id(r) for r in rows)
+            yield rows
+        req_rows, _ = self._changed_rows(f"requisites:{4 if stream == 'companies' else 3}", since)
+        extra = sorted({i for i in (m.to_int(r.get("ENTITY_ID")) for r in req_rows) if i} - seen)
+        if extra:
+            yield self._by_ids(ent, "ID", extra)
 
     def _live_ids(self, stream: str) -> set[str]:
         """Every live ID of a stream (``select ID`` windows); tasks: only CRM-bound ones."""
@@ -575,7 +626,7 @@ class BitrixSource:
                 cmds[label] = ("crm.timeline.comment.list", {
                     "filter": {"ENTITY_ID": cid, "ENTITY_TYPE": "company"},
                     "select": ["ID", "ENTITY_ID", "ENTITY_TYPE", "CREATED", "AUTHOR_ID", "COMMENT"],
-                    "order": {"ID": "ASC"}, "start": start if start else -1})
+                    "order": {"ID": "ASC"}, "start": start})  # per company: a COUNT is cheap here
             reply = self.client.batch(cmds)
             for err in reply.errors.values():
                 if not isinstance(err, NotFound):

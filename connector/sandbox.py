@@ -256,8 +256,9 @@ def generate(
         return ids[kind]
 
     def ago(days: float, hour: int = 11) -> datetime:
+        """A moment ``days`` before the anchor at about ``hour``; never after the anchor itself."""
         d = anchor - timedelta(days=days)
-        return d.replace(hour=hour, minute=rng.randint(0, 59), second=0)
+        return min(d.replace(hour=hour, minute=rng.randint(0, 59), second=0), anchor - timedelta(minutes=1))
 
     used_phones: set[str] = set()
 

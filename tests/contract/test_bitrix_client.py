@@ -195,7 +195,32 @@ def test_oauth_token_still_rejected_after_refresh_is_an_auth_error(portal):
 def test_dead_refresh_token_is_an_auth_error_without_secrets(portal):
     portal.issue_oauth("local.app", "appsecret-123456")
     client, _, _ = make(portal, oauth=_oauth(portal, "deadrefreshtoken42", None))
-    with client, pytest.raises(AuthError) as ei:
-        client.call("crm.company.get", {"id": 1})
+    with client:
+        with pytest.raises(AuthError) as ei:
+            client.call("crm.company.get", {"id": 1})
+        with pytest.raises(AuthError):  # and again: a failed refresh must not wedge the client
+            client.call("crm.company.get", {"id": 1})
     text = str(ei.value)
     assert "invalid_grant" in text and "deadrefreshtoken42" not in text and "appsecret-123456" not in text
+
+
+def test_adapter_check_reports_scopes_and_read_access_without_the_secret(company):
+    from types import SimpleNamespace
+
+    from bitrix.adapter import ADAPTER
+
+    p = Portal.from_company(company, webhook_code=CODE, scopes=("crm", "user", "im"))
+    with EmulatorServer(p) as srv:
+        settings = SimpleNamespace(bitrix24=Bitrix24(webhook_url=srv.webhook_url))
+        rows = {r.what: r for r in ADAPTER.check(settings, Context(clock=SystemClock()))}
+        assert rows["reach portal"].ok
+        assert rows["scope crm"].ok and rows["scope user"].ok
+        assert not rows["scope task"].ok and "tasks" in rows["scope task"].detail
+        assert not rows["scope bizproc"].ok and not rows["scope department"].ok
+        assert rows["read companies"].ok and not rows["read tasks"].ok
+        assert "insufficient_scope" in rows["read tasks"].detail
+        assert rows["administrator"].detail == "yes"
+        bad = SimpleNamespace(bitrix24=Bitrix24(webhook_url=srv.webhook_url.replace(CODE, "notthecode77")))
+        (reach,) = ADAPTER.check(bad, Context(clock=SystemClock()))
+    assert not reach.ok and "NO_AUTH_FOUND" in reach.detail
+    assert all(CODE not in r.detail and "notthecode77" not in r.detail for r in [*rows.values(), reach])

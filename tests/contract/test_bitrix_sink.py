@@ -163,3 +163,18 @@ def test_unknown_entity_is_not_found_and_names_the_object(sink):
         sink.execute(action("field", {"entity": "bitrix24:company:999999", "fields": {"UF_CRM_TEMPERATURE": "x"}}))
     with pytest.raises(Rejected):
         sink.execute(action("task", {"title": "x", "responsible": "onec:user:abc", "bindings": []}))
+
+
+def test_an_unpaid_invoice_takes_a_bound_task_a_trigger_and_a_workflow(portal, sink, company):
+    inv = next(i for i in company.invoices if i.company_id == company.stories["unpaid"])
+    key = f"bitrix24:invoice:{inv.id}"
+    res = sink.execute(action("task", {"title": "Unpaid", "description": "", "responsible": "bitrix24:user:5",
+                                       "bindings": [key, f"bitrix24:company:{inv.company_id}"]}))
+    assert portal.table("task")[int(res.remote_id)]["UF_CRM_TASK"] == [f"SI_{inv.id}", f"CO_{inv.company_id}"]
+    assert sink.execute(action("trigger", {"entity": key, "code": "pay"})).remote_id == f"SMART_INVOICE_{inv.id}"
+    sink.execute(action("workflow", {"entity": key, "template_id": 7}))
+    (wf,) = portal.table("workflow").values()
+    assert wf["DOCUMENT_ID"] == ["crm", "Bitrix\\Crm\\Integration\\BizProc\\Document\\SmartInvoice",
+                                 f"SMART_INVOICE_{inv.id}"]
+    with pytest.raises(Rejected, match="invoice is not supported"):
+        sink.execute(action("comment", {"entity": key, "text": "x"}))

@@ -165,8 +165,11 @@ def test_manager_inactive_and_departments():
 def test_binding_of_and_entity_parts():
     assert m.binding_of("bitrix24:company:12") == "CO_12"
     assert m.binding_of("bitrix24:contact:5") == "C_5"
-    with pytest.raises(ValueError):
-        m.entity_parts("onec:counterparty:abc")
+    assert m.binding_of("bitrix24:invoice:17") == "SI_17"  # tasks may be bound to a smart invoice
+    assert m.binding_keys(["SI_17", "CO_12"]) == ("bitrix24:company:12",)  # but owners are clients/deals
+    for bad in ("onec:counterparty:abc", "bitrix24:user:5", "bitrix24:company:", "bitrix24"):
+        with pytest.raises(ValueError):
+            m.entity_parts(bad)
 
 
 # ---------------------------------------------------------------- the client's pure parts
