@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
 
 import pytest
 
@@ -14,14 +12,7 @@ from connector.errors import AuthError, NotFound, RateLimited, TransientError
 from connector.ports import Context, SystemClock
 from connector.sandbox import generate
 
-CODE = "sandboxsecret0001"
-
-
-def portal_clock(company):
-    """Portal time that runs from the end of the synthetic company's "today": its rows are stamped
-    up to that evening, and a real portal never holds a row modified in the future."""
-    start, base = time.monotonic(), company.anchor.replace(hour=23, minute=59, second=0)
-    return lambda: base + timedelta(seconds=time.monotonic() - start)
+from tests.contract.conftest import CODE
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +20,6 @@ def company():
     return generate(companies=30, activities_per_company=2)
 
 
-@pytest.fixture
-def portal(company):
-    p = Portal.from_company(company, webhook_user=1, webhook_code=CODE, plan="standard", rate_limit=True,
-                            time_scale=0.0)
-    p.clock = portal_clock(company)
-    srv = EmulatorServer(p).start()
-    p.server = srv  # type: ignore[attr-defined]
-    yield p
-    srv.stop()
 
 
 class Sleeps(list):

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
 
 import pytest
 
 from bitrix.client import BitrixClient
-from bitrix.emulator import EmulatorServer, Portal
 from bitrix.sink import BitrixSink
 from connector.config import Bitrix24
 from connector.errors import NotFound, PermanentError, Rejected, TransientError
 from connector.ports import Context, PlannedAction, SystemClock
 from connector.sandbox import generate
 
-CODE = "sandboxsecret0001"
-
-
-def portal_clock(company):
-    """Portal time that runs from the end of the synthetic company's "today": its rows are stamped
-    up to that evening, and a real portal never holds a row modified in the future."""
-    start, base = time.monotonic(), company.anchor.replace(hour=23, minute=59, second=0)
-    return lambda: base + timedelta(seconds=time.monotonic() - start)
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +19,6 @@ def company():
     return generate(companies=25, activities_per_company=2)
 
 
-@pytest.fixture
-def portal(company):
-    p = Portal.from_company(company, webhook_user=1, webhook_code=CODE, plan="standard", rate_limit=True,
-                            time_scale=0.0)
-    p.clock = portal_clock(company)
-    with EmulatorServer(p) as srv:
-        p.server = srv  # type: ignore[attr-defined]
-        yield p
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from datetime import date, timedelta
+from datetime import date
 
 import pytest
 
@@ -19,14 +18,7 @@ from connector.domain import ActivityKind, Outcome
 from connector.ports import Context, SystemClock
 from connector.sandbox import generate
 
-CODE = "sandboxsecret0001"
-
-
-def portal_clock(company):
-    """Portal time that runs from the end of the synthetic company's "today": its rows are stamped
-    up to that evening, and a real portal never holds a row modified in the future."""
-    start, base = time.monotonic(), company.anchor.replace(hour=23, minute=59, second=0)
-    return lambda: base + timedelta(seconds=time.monotonic() - start)
+from tests.contract.conftest import CODE, portal_clock
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +26,6 @@ def company():
     return generate(companies=150, activities_per_company=4)
 
 
-@pytest.fixture
-def portal(company):
-    p = Portal.from_company(company, webhook_user=1, webhook_code=CODE, plan="standard", rate_limit=True,
-                            time_scale=0.0)
-    p.clock = portal_clock(company)
-    srv = EmulatorServer(p).start()
-    p.server = srv  # type: ignore[attr-defined]
-    yield p
-    srv.stop()
 
 
 class Cycle:
