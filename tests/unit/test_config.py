@@ -123,3 +123,9 @@ def test_example_configs_validate(monkeypatch):
     assert configs
     for c in configs:
         load_settings(c)
+
+
+def test_money_filter_groups_thousands():
+    from connector.templates import render
+
+    assert render("{{ a | money }} / {{ b | money(0) }}", {"a": 42000, "b": 1234567.891}) == "42 000.00 / 1 234 568"
