@@ -126,3 +126,14 @@ def test_validate_reports_file_line_and_field_and_exits_2(sandbox):
     assert f"{bad}:" in r.stderr and "rules[0].inactive_dayz: unknown key" in r.stderr
     r = sandbox.cli("run", str(bad), "--once")
     assert r.returncode == 2
+
+
+def test_debug_logs_of_a_whole_run_never_contain_a_secret(sandbox):
+    r = sandbox.cli("-v", "run", str(DEMO), "--once", "--now", ANCHOR)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout + r.stderr
+    assert "DEBUG" in out  # the debug log was really on
+    for name in ("BITRIX24_WEBHOOK_URL", "ONEC_PASSWORD", "BINOTEL_SECRET", "TURBOSMS_TOKEN"):
+        value = sandbox.env[name]
+        secret = value.rstrip("/").rsplit("/", 1)[-1] if name == "BITRIX24_WEBHOOK_URL" else value
+        assert secret not in out, name
