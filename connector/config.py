@@ -522,6 +522,14 @@ class Settings(Model):
 # ---------------------------------------------------------------- loading
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# `${VAR}` is not valid inside a YAML flow mapping (`{token: ${X}}`: braces are flow indicators),
+# yet admins write it there. Before parsing, each reference becomes a token of plain-scalar-safe
+# characters on the same line (so error lines stay right); it is decoded after parsing.
+_TOKEN = re.compile(r"zzENV([0-9a-f]+)zz")
+
+
+def _protect_env_refs(text: str) -> str:
+    return _ENV.sub(lambda m: "zzENV" + m.group(0).encode("utf-8").hex() + "zz", text)
 SECRET_KEYS = {"webhook_url", "password", "secret", "token", "client_secret", "refresh_token", "access_token", "key", "smtp"}
 
 
@@ -587,6 +595,8 @@ def _substitute(node: Any, env: dict[str, str], path: tuple, problems: list[tupl
         for i in range(len(node)):
             node[i] = _substitute(node[i], env, path + (i,), problems)
         return node
+    if isinstance(node, str) and "zzENV" in node:
+        node = _TOKEN.sub(lambda m: bytes.fromhex(m.group(1)).decode("utf-8"), node)
     if isinstance(node, str) and "${" in node:
         def repl(m: re.Match) -> str:
             name, default = m.group(1), m.group(2)
@@ -689,7 +699,7 @@ def load_settings(path: str | Path) -> Settings:
         raise ConfigError([f"{file}:1: (file): cannot read: {e.strerror}"]) from None
     yaml = YAML(typ="rt")
     try:
-        doc = yaml.load(text)
+        doc = yaml.load(_protect_env_refs(text))
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = (mark.line + 1) if mark else 1

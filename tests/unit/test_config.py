@@ -129,3 +129,78 @@ def test_money_filter_groups_thousands():
     from connector.templates import render
 
     assert render("{{ a | money }} / {{ b | money(0) }}", {"a": 42000, "b": 1234567.891}) == "42 000.00 / 1 234 568"
+
+
+def test_env_references_inside_flow_mappings_as_the_issues_write_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("BINOTEL_PUSH_TOKEN", "tok{en}:#x")
+    monkeypatch.setenv("SMTP_URL", "smtp://u:p@127.0.0.1:2525")
+    monkeypatch.setenv("BINOTEL_KEY", "k123")
+    monkeypatch.setenv("BINOTEL_SECRET", "s123")
+    monkeypatch.setenv("BITRIX24_WEBHOOK_URL", "https://x/rest/1/abcdef123/")
+    p = write(tmp_path, GOOD + """\
+binotel:
+  key: ${BINOTEL_KEY}
+  secret: ${BINOTEL_SECRET}
+  push: {listen: "127.0.0.1:8085", token: ${BINOTEL_PUSH_TOKEN}, allow_from: []}   # optional
+messaging:
+  email: {smtp: ${SMTP_URL}, from: "shop@example.com"}
+store2: ${NOT_SET_ANYWHERE}
+""")
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    assert any(x.startswith(f"{p}:14: store2: environment variable NOT_SET_ANYWHERE is not set") for x in e.value.problems)
+    p.write_text(p.read_text().replace("store2: ${NOT_SET_ANYWHERE}\n", ""), encoding="utf-8")
+    s = load_settings(p)
+    assert s.binotel.push.token == "tok{en}:#x" and s.messaging.email.smtp == "smtp://u:p@127.0.0.1:2525"
+
+
+ISSUE_5_AND_6 = """\
+phone_region: UA                  # default region for numbers without a country code
+binotel:
+  key: ${BINOTEL_KEY}
+  secret: ${BINOTEL_SECRET}
+  url: https://api.binotel.com/api/4.0    # the default; overridable for sandboxes
+  push: {listen: "127.0.0.1:8085", token: ${BINOTEL_PUSH_TOKEN}, allow_from: []}   # optional
+messaging:
+  sms:
+    provider: turbosms            # turbosms | bitrix24 | log
+    token: ${TURBOSMS_TOKEN}
+    sender: MyShop
+    url: https://api.turbosms.ua  # the default; overridable for sandboxes
+  email: {smtp: ${SMTP_URL}, from: "shop@example.com"}
+  quiet_hours: "21:00-09:00"      # client messages wait outside allowed hours and non-workdays
+onec:
+  odata:
+    url: ${ONEC_ODATA_URL}        # .../<base>/odata/standard.odata
+    user: ${ONEC_USER}
+    password: ${ONEC_PASSWORD}
+  soap:                           # optional
+    wsdl: ${ONEC_WSDL_URL}        # .../<base>/ws/<name>.1cws?wsdl
+  preset: ut11                    # ut11 | unf | utp; any object or field name can be overridden:
+  objects: {}                     # e.g. {counterparties: Catalog_Контрагенты, receivables: ...}
+  match: [tax_id, guid_field, phone]
+rules:
+  - name: missed_call
+    type: missed_call
+    callback_within_minutes: 15
+    actions:
+      - sms: {text: "Sorry we missed your call. {{ manager.name }} will call you back today."}
+      - task: {title: "Call back {{ call.phone }}", deadline: 2 hours}
+  - name: debtors
+    type: debtors
+    min_amount: 1000              # receivable balance at least this
+    overdue_days: 7
+    actions:
+      - task: {title: "Debt {{ debt.amount }} {{ debt.currency }}: {{ client.title }}", deadline: 1 workdays}
+    escalate:
+      - after_days: 7
+        actions: [{notify: [supervisor]}]
+"""
+
+
+def test_the_contracts_of_issues_5_and_6_validate_verbatim(tmp_path, monkeypatch):
+    for name in ("BITRIX24_WEBHOOK_URL", "BINOTEL_KEY", "BINOTEL_SECRET", "BINOTEL_PUSH_TOKEN", "TURBOSMS_TOKEN", "SMTP_URL",
+                 "ONEC_ODATA_URL", "ONEC_USER", "ONEC_PASSWORD", "ONEC_WSDL_URL"):
+        monkeypatch.setenv(name, "https://x/rest/1/abcdef123/" if "URL" in name else "value1234")
+    s = load_settings(write(tmp_path, GOOD + ISSUE_5_AND_6))
+    assert s.binotel.push.token == "value1234" and s.onec.preset == "ut11" and [r.type for r in s.rules] == ["missed_call", "debtors"]

@@ -33,3 +33,17 @@ def test_readme_has_exactly_the_two_quick_start_commands():
 def test_schema_command_prints_json():
     r = CliRunner().invoke(main, ["schema"])
     assert r.exit_code == 0 and '"rules"' in r.output
+
+
+def test_the_configuration_reference_validates(tmp_path, monkeypatch):
+    from connector.config import load_settings
+
+    section = README.split("## Configuration reference", 1)[1]
+    header, rules = re.findall(r"```yaml\n(.+?)\n```", section, flags=re.S)[:2]
+    for name in set(re.findall(r"\$\{([A-Z0-9_]+)", header + rules)):
+        monkeypatch.setenv(name, "https://example.test/rest/1/abcd1234/" if "URL" in name else "value1234")
+    text = header.replace("rules: [...]", rules)
+    p = tmp_path / "reference.yaml"
+    p.write_text(text, encoding="utf-8")
+    s = load_settings(p)
+    assert {r.type for r in s.rules} == {"forgotten", "release", "lost", "unpaid", "debtors", "missed_call"}
