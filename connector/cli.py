@@ -222,8 +222,11 @@ def sandbox(companies: int, env_file: str | None) -> None:
     import time
 
     from connector.demo import Sandbox
+    from connector.sandbox import generate
 
-    with Sandbox(companies=companies) as sb:
+    # Seeded around the real "now", so configs can be tried with the real clock (the demo instead
+    # pins a fixed date for reproducible output).
+    with Sandbox(company=generate(companies=companies, anchor=datetime.now(timezone.utc))) as sb:
         lines = [f"{k}={v}" for k, v in sb.env.items()]
         console.print("Sandbox running on loopback. Point a config at it with:", markup=False)
         for line in lines:
