@@ -35,6 +35,17 @@ from onec.presets import Names, resolve
 FIND_WINDOW = timedelta(days=45)  # tasks are looked up by marker among those dated this recently
 
 
+
+def _reassign_args(action: PlannedAction) -> tuple[str, str | None, list[str]]:
+    """New manager, previous manager (or None) and the counterparties a reassign moves."""
+    p = action.payload
+    to = _user(p.get("to"), "reassign.to")
+    previous = _user(p["from"], "reassign.from") if p.get("from") else None
+    targets = _counterparties(p.get("entities"))
+    if not targets:
+        raise Rejected("nothing to reassign in 1C", system=SYSTEM)
+    return to, previous, targets
+
 def _user(key: Any, what: str) -> str:
     """A manager key of this system -> the 1C user GUID."""
     try:
@@ -192,12 +203,7 @@ class ODataSink:
         raise TransientError("the record kept changing while we tried to update it", system=SYSTEM, obj=obj)
 
     def _reassign(self, action: PlannedAction) -> ActionResult:
-        p = action.payload
-        to = _user(p.get("to"), "reassign.to")
-        previous = _user(p["from"], "reassign.from") if p.get("from") else None
-        targets = _counterparties(p.get("entities"))
-        if not targets:
-            raise Rejected("nothing to reassign in 1C", system=SYSTEM)
+        to, previous, targets = _reassign_args(action)
         moved, already, missing = [], [], []
         for cp in targets:
             try:
@@ -289,12 +295,7 @@ class SoapSink:
         if action.type in ("task", "notify"):
             return self._task(action)
         if action.type == "reassign":
-            p = action.payload
-            to = _user(p.get("to"), "reassign.to")
-            previous = _user(p["from"], "reassign.from") if p.get("from") else None
-            targets = _counterparties(p.get("entities"))
-            if not targets:
-                raise Rejected("nothing to reassign in 1C", system=SYSTEM)
+            to, previous, targets = _reassign_args(action)
             missing = []
             for cp in targets:
                 try:
