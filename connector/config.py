@@ -12,7 +12,7 @@ import os
 import re
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
     BaseModel,
@@ -675,9 +675,7 @@ def _all_field_names() -> set[str]:
 
 
 def _flatten(tp: Any) -> list:
-    import typing
-
-    args = typing.get_args(tp)
+    args = get_args(tp)
     if not args:
         return [tp]
     out = []

@@ -207,10 +207,6 @@ MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _bool(v: Any) -> Any:
-    return v
-
-
 class Store:
     """Thin, explicit SQL helpers; one instance per process."""
 
@@ -423,6 +419,7 @@ class Store:
 
 
 def _row(rec: Any, skip: tuple[str, ...] = ()) -> dict:
+    """A dataclass record as a table row: tuples become lists, enums plain strings, live unless deleted."""
     row = {}
     for f in dc_fields(rec):
         if f.name in skip:
@@ -433,6 +430,5 @@ def _row(rec: Any, skip: tuple[str, ...] = ()) -> dict:
         elif hasattr(v, "value") and isinstance(v, str):
             v = str(v)
         row[f.name] = v
-    if "deleted" not in row and "deleted" in ("deleted",):
-        row["deleted"] = False
+    row.setdefault("deleted", False)
     return row
