@@ -19,12 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connector.config import OneC, OneCOData  # noqa: E402
-from connector.ports import Context, FixedClock  # noqa: E402
-from connector.sandbox import generate  # noqa: E402
-from onec.client import ODataClient  # noqa: E402
-from onec.emulator import OneCSandbox  # noqa: E402
-from onec.source import ODataSource  # noqa: E402
+from connector.config import OneC, OneCOData
+from connector.ports import Context, FixedClock
+from connector.sandbox import generate
+from onec.client import ODataClient
+from onec.emulator import OneCSandbox
+from onec.source import ODataSource
 
 
 def cycle(src: ODataSource, ctx: Context, cursors: dict[str, str], emulator_log: list) -> tuple[int, int, dict, float]:

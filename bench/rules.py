@@ -15,19 +15,19 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connector.calendar import BusinessCalendar  # noqa: E402
-from connector.config import load_settings  # noqa: E402
-from connector.journal import Journal  # noqa: E402
-from connector.plan import Planner  # noqa: E402
-from connector.snapshot import load_snapshot  # noqa: E402
-from connector.store import Store, activities, clients, deal_clients, deals, invoices, managers  # noqa: E402
+from connector.calendar import BusinessCalendar
+from connector.config import load_settings
+from connector.journal import Journal
+from connector.plan import Planner
+from connector.snapshot import load_snapshot
+from connector.store import Store, activities, clients, deal_clients, deals, invoices, managers
 
-NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 CONFIG = """
 timezone: Europe/Kyiv

@@ -25,16 +25,17 @@ import re
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connector.config import Bitrix24  # noqa: E402
-from connector.ports import Context, SystemClock  # noqa: E402
-from connector.sandbox import generate  # noqa: E402
+from connector.config import Bitrix24
+from connector.ports import Context, SystemClock
+from connector.sandbox import generate
 
 CODE = "benchsecret0001"
 
@@ -117,7 +118,7 @@ def measured(emu: Emulator, run: Run, fn: Callable[[Run], None]) -> Run:
     t0 = time.monotonic()
     try:
         fn(run)
-    except Exception as e:  # the baseline may die on a 429 it does not handle: report, don't hide
+    except Exception as e:  # the baseline may die on a 429 it does not handle: report, don't hide  # noqa: BLE001
         run.note = f"stopped: {type(e).__name__}: {str(e)[:120]}"
     run.seconds = time.monotonic() - t0
     run.peak_mib = tracemalloc.get_traced_memory()[1] / 2**20
@@ -220,9 +221,9 @@ def table(runs: list[Run]) -> str:
     ]
     notes = [f"{r.name}: {r.note}" for r in runs if r.note]
     widths = [max(len(str(row[i])) for row in [head, *lines]) for i in range(len(head))]
-    out = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(head, widths)) + " |",
+    out = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(head, widths, strict=False)) + " |",
            "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += ["| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |" for row in lines]
+    out += ["| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)) + " |" for row in lines]
     return "\n".join(out + ([""] + notes if notes else []))
 
 

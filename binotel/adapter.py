@@ -7,20 +7,19 @@ receiver.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from binotel.client import SYSTEM, BinotelClient
+from binotel.source import BinotelSource
 from connector.domain import Call
 from connector.errors import ConnectorError
 from connector.ports import CheckResult, Context
 
-from binotel.client import SYSTEM, BinotelClient
-from binotel.source import BinotelSource
-
 if TYPE_CHECKING:
+    from binotel.push import PushServer
     from connector.config import Settings
     from connector.sandbox import SyntheticCompany
-
-    from binotel.push import PushServer
 
 
 class BinotelSandbox:

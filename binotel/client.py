@@ -17,8 +17,9 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -213,7 +214,7 @@ class BinotelClient:
             self.counter.add(f"{group}/{method}")
             try:
                 resp = self.session.post(url, json=body, timeout=self.timeout)
-                status, raw = resp.status_code, resp.content
+                status = resp.status_code
             except requests.RequestException as e:
                 raise TransientError(f"connection failed ({type(e).__name__})", system=SYSTEM, obj=what) from None
             finally:

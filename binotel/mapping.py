@@ -7,13 +7,13 @@ by e-mail (lower-cased), which is also how a call's ``employeeData`` names its e
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Mapping
-
-from connector.domain import Call, Manager, make_key
-from connector.errors import RecordError
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from binotel.client import SYSTEM, as_dict, as_int, as_str
+from connector.domain import Call, Manager, make_key
+from connector.errors import RecordError
 
 ANSWERED = {"ANSWER", "TRANSFER"}
 PROVISIONAL = {"", "ONLINE"}  # still ringing / talking: may change on the next fetch
@@ -60,7 +60,7 @@ def call_from_wire(rec: Mapping[str, Any]) -> Call:
         source_id=call_id,
         direction=direction,
         phone=as_str(rec.get("externalNumber")).strip(),
-        started_at=datetime.fromtimestamp(start, timezone.utc),
+        started_at=datetime.fromtimestamp(start, UTC),
         wait_s=as_int(rec.get("waitsec")),
         talk_s=billsec,
         disposition=disposition,

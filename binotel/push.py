@@ -19,17 +19,17 @@ import json
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from binotel.mapping import call_from_wire
+from connector import loopback
 from connector.config import BinotelPush
 from connector.domain import Call
 from connector.errors import RecordError
 from connector.redact import add_secret
-from connector import loopback
-
-from binotel.mapping import call_from_wire
 
 log = logging.getLogger("binotel.push")
 
@@ -242,7 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
         except BadRequest as e:
             self._refuse(400, f"malformed: {e}")
             return
-        except Exception as e:  # the store failed: no success body, so Binotel redelivers
+        except Exception as e:  # the store failed: no success body, so Binotel redelivers  # noqa: BLE001
             log.error("binotel push: could not store the call (%s); Binotel will redeliver", type(e).__name__)
             self._send(500, b'{"status":"error"}', close=True)
             return

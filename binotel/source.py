@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
+from binotel.client import SYSTEM, BinotelClient
+from binotel.mapping import call_from_wire, manager_from_wire
 from connector.config import Binotel
 from connector.domain import Batch, Call, Sweep
 from connector.errors import RecordError, Rejected
 from connector.ports import Context
-
-from binotel.client import SYSTEM, BinotelClient
-from binotel.mapping import call_from_wire, manager_from_wire
 
 log = logging.getLogger("binotel.source")
 

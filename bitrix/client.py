@@ -21,8 +21,9 @@ import re
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import aiohttp
 from fast_bitrix24 import BitrixAsync
@@ -180,7 +181,7 @@ class _Handler(ServerRequestHandler):
             try:
                 async with self.session.post(self.webhook + method, json=body, ssl=self.ssl) as resp:
                     status, raw = resp.status, await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 raise TransientError(f"connection failed ({type(e).__name__})", system=SYSTEM, obj=what) from None
             finally:
                 self.leaky_bucket_throttler.add_request_record()
@@ -432,7 +433,7 @@ class BitrixClient:
         try:
             async with self._session.get(o.token_url, params=params) as resp:
                 status, raw = resp.status, await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             raise TransientError(f"token refresh failed ({type(e).__name__})", system=SYSTEM,
                                  obj="oauth.token") from None
         data = _json(raw) or {}
@@ -479,7 +480,7 @@ def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, session
     if loop.is_running():
         try:
             asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=5)
-        except Exception:  # closing is best effort: the process may be exiting
+        except Exception:  # closing is best effort: the process may be exiting  # noqa: BLE001, S110
             pass
         loop.call_soon_threadsafe(loop.stop)
         if threading.current_thread() is not thread:

@@ -10,8 +10,9 @@ so a field that a portal leaves out degrades to "unknown" instead of crashing a 
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime, timezone
+from typing import Any
 
 from connector.domain import (
     Activity,
@@ -89,7 +90,7 @@ def to_bool(value: Any) -> bool:
 _DMY = re.compile(r"^(\d{2})\.(\d{2})\.(\d{4})(?:\s+(\d{2}):(\d{2})(?::(\d{2}))?)?$")
 
 
-def parse_dt(value: Any, default_tz: timezone = timezone.utc) -> datetime | None:
+def parse_dt(value: Any, default_tz: timezone = UTC) -> datetime | None:
     """ISO datetime with offset (the REST default) -> aware datetime; ``""``/None -> None.
 
     A value without an offset (``user.get`` local formats, ``LAST_ACTIVITY_DATE``) gets
@@ -98,7 +99,7 @@ def parse_dt(value: Any, default_tz: timezone = timezone.utc) -> datetime | None
     if empty(value):
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, timezone.utc)
+        return datetime.fromtimestamp(value, UTC)
     text = str(value).strip()
     m = _DMY.match(text)
     if m:

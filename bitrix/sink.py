@@ -12,7 +12,8 @@ looked up by its marker before the error goes back to the executor, so a retry n
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from bitrix import mapping as m
 from bitrix.client import SYSTEM, BitrixClient

@@ -33,9 +33,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bitrix import mapping as m
 from bitrix.client import BitrixClient
@@ -151,10 +152,10 @@ class Windows:
             windows: dict[str, tuple[int, int]] = {}
 
             def add(lo: int, hi: int) -> None:
-                label = f"w{len(windows)}"
-                windows[label] = (lo, hi)
+                label = f"w{len(windows)}"  # noqa: B023 - called within this iteration
+                windows[label] = (lo, hi)  # noqa: B023
                 window = {**self.filt, f">={fid}": lo, f"<{fid}": hi}
-                cmds[label] = (ent.method, ent.query(filt=window, select=self.select))
+                cmds[label] = (ent.method, ent.query(filt=window, select=self.select))  # noqa: B023
 
             while pending and len(cmds) < BATCH:
                 add(*pending.popleft())
@@ -282,7 +283,7 @@ class BitrixSource:
         """The portal's time of the last answered request, as the portal writes it."""
         if self.client.date_start:
             return self.client.date_start
-        return datetime.fromtimestamp(self.client.server_now(), timezone.utc).isoformat(timespec="seconds")
+        return datetime.fromtimestamp(self.client.server_now(), UTC).isoformat(timespec="seconds")
 
     def _since_filter(self, since: str) -> str:
         dt = m.parse_dt(since)
@@ -442,7 +443,7 @@ class BitrixSource:
                 cmds[label] = (ent.method, ent.query(filt={f"@{field_name}": chunk, f">{ent.fid}": after}))
             reply = self.client.batch(cmds)
             reply.raise_first()
-            for label, (chunk, after) in parts.items():
+            for label, (chunk, _after) in parts.items():
                 rows = ent.rows(reply.results.get(label))
                 out.extend(rows)
                 if len(rows) >= PAGE:

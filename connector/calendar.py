@@ -25,7 +25,7 @@ class BusinessCalendar:
         self.subdivision = cal.subdivision
         self.extra = {date.fromisoformat(x) for x in cal.extra_holidays}
 
-    @lru_cache(maxsize=64)
+    @lru_cache(maxsize=64)  # noqa: B019
     def _holidays(self, year: int) -> frozenset[date]:
         if not self.country:
             return frozenset()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -30,11 +30,11 @@ def _setup_logging(verbose: bool) -> None:
     install_logging_filter()
 
 
-def _now_option(f):  # noqa: ANN001, ANN201
+def _now_option(f):
     return click.option("--now", "now", default=None, help="Pretend it is this ISO 8601 moment (simulation, tests).")(f)
 
 
-def _clock(now: str | None):  # noqa: ANN201
+def _clock(now: str | None):
     if not now:
         return SystemClock()
     try:
@@ -42,7 +42,7 @@ def _clock(now: str | None):  # noqa: ANN201
     except ValueError:
         raise click.BadParameter(f"not an ISO 8601 datetime: {now!r}", param_hint="--now") from None
     if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
+        t = t.replace(tzinfo=UTC)
     return FixedClock(t)
 
 
@@ -123,7 +123,7 @@ def sync(config: str, full: bool, now: str | None) -> None:
     sys.exit(0 if rep.ok else 1)
 
 
-def _open(s: Settings):  # noqa: ANN202
+def _open(s: Settings):
     from connector.runner import open_store
 
     try:
@@ -226,7 +226,7 @@ def sandbox(companies: int, env_file: str | None) -> None:
 
     # Seeded around the real "now", so configs can be tried with the real clock (the demo instead
     # pins a fixed date for reproducible output).
-    with Sandbox(company=generate(companies=companies, anchor=datetime.now(timezone.utc))) as sb:
+    with Sandbox(company=generate(companies=companies, anchor=datetime.now(UTC))) as sb:
         lines = [f"{k}={v}" for k, v in sb.env.items()]
         console.print("Sandbox running on loopback. Point a config at it with:", markup=False)
         for line in lines:

@@ -12,7 +12,7 @@ import os
 import re
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -240,7 +240,7 @@ def parse_duration(text: str | int) -> tuple[int, str]:
     return n, unit
 
 
-PersonRef = Union[int, str]  # user id, or responsible | previous_responsible | supervisor | duty_manager
+PersonRef = int | str  # user id, or responsible | previous_responsible | supervisor | duty_manager
 PERSON_WORDS = {"responsible", "previous_responsible", "supervisor", "duty_manager"}
 
 
@@ -360,16 +360,7 @@ def _action_tag(v: Any) -> str | None:
 
 
 Action = Annotated[
-    Union[
-        Annotated[TaskAction, Tag("task")],
-        Annotated[FieldAction, Tag("field")],
-        Annotated[CommentAction, Tag("comment")],
-        Annotated[NotifyAction, Tag("notify")],
-        Annotated[TriggerAction, Tag("trigger")],
-        Annotated[WorkflowAction, Tag("workflow")],
-        Annotated[SmsAction, Tag("sms")],
-        Annotated[EmailAction, Tag("email")],
-    ],
+    Annotated[TaskAction, Tag("task")] | Annotated[FieldAction, Tag("field")] | Annotated[CommentAction, Tag("comment")] | Annotated[NotifyAction, Tag("notify")] | Annotated[TriggerAction, Tag("trigger")] | Annotated[WorkflowAction, Tag("workflow")] | Annotated[SmsAction, Tag("sms")] | Annotated[EmailAction, Tag("email")],
     Discriminator(
         _action_tag,
         custom_error_type="invalid_action",
@@ -463,7 +454,7 @@ class MissedCallRule(RuleBase):
 
 
 Rule = Annotated[
-    Union[ForgottenRule, ReleaseRule, LostRule, UnpaidRule, DebtorsRule, MissedCallRule],
+    ForgottenRule | ReleaseRule | LostRule | UnpaidRule | DebtorsRule | MissedCallRule,
     Field(discriminator="type"),
 ]
 
@@ -544,7 +535,7 @@ class _Located:
             for k in node:
                 try:
                     line = node.lc.key(k)[0] + 1
-                except Exception:
+                except Exception:  # noqa: BLE001
                     line = node.lc.line + 1
                 self.lines[path + (k,)] = line
                 self.walk(node[k], path + (k,))
@@ -552,7 +543,7 @@ class _Located:
             for i, item in enumerate(node):
                 try:
                     line = node.lc.item(i)[0] + 1
-                except Exception:
+                except Exception:  # noqa: BLE001
                     line = node.lc.line + 1
                 self.lines[path + (i,)] = line
                 self.walk(item, path + (i,))
@@ -568,8 +559,8 @@ class _Located:
 
 def _env_values(config_path: Path) -> dict[str, str]:
     """The process environment over a ``.env`` file beside the config (pydantic-settings' reader)."""
-    from pydantic_settings.sources import DotEnvSettingsSource
     from pydantic_settings import BaseSettings
+    from pydantic_settings.sources import DotEnvSettingsSource
 
     values: dict[str, str] = {}
     for candidate in (config_path.parent / ".env", Path.cwd() / ".env"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from croniter import croniter
 
@@ -95,7 +95,7 @@ class Daemon:
                 if max_cycles is not None and self.cycles >= max_cycles:
                     break
                 self.stop_wait.clear()
-                delay = self.next_delay(datetime.now(timezone.utc))
+                delay = self.next_delay(datetime.now(UTC))
                 while not self.stop.is_set() and not self.reload.is_set():
                     if self.stop_wait.wait(min(delay, 1.0)):
                         break

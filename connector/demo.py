@@ -52,7 +52,7 @@ class Sandbox:
         for service in reversed(self._services):
             try:
                 service.stop()
-            except Exception:  # stopping one emulator must not keep the others running
+            except Exception:  # stopping one emulator must not keep the others running  # noqa: BLE001, S110
                 pass
         self._services.clear()
         for k, v in self._saved.items():
@@ -126,7 +126,7 @@ def run_demo(config_path: str | None, *, companies: int = 40, console: Console |
         return 0 if ok else 1
 
 
-def _calls_as_contact(settings, store, now) -> list[str]:  # noqa: ANN001
+def _calls_as_contact(settings, store, now) -> list[str]:
     """Clients kept off the forgotten list only by their phone calls."""
     from connector.config import ForgottenRule
     from connector.snapshot import load_snapshot
@@ -148,7 +148,7 @@ def _fmt(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to do"
 
 
-def _highlights(store) -> list[str]:  # noqa: ANN001
+def _highlights(store) -> list[str]:
     from connector.journal import Journal
 
     out = []

@@ -8,9 +8,9 @@ executed. Inserting a key twice is a no-op, so a rerun can never plan a second c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable
 
 from sqlalchemy import and_, or_, select, update
 
@@ -126,7 +126,7 @@ class Journal:
             return {s: n for s, n in conn.execute(select(journal.c.state, func.count()).group_by(journal.c.state))}
 
 
-def _action(r) -> PlannedAction:  # noqa: ANN001 - a row
+def _action(r) -> PlannedAction:
     payload = dict(r.payload or {})
     title = payload.pop("_title", "")
     manager = payload.pop("_manager", "")

@@ -54,7 +54,7 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             msg = record.getMessage()
-        except Exception:  # a broken format string must not hide the log line
+        except Exception:  # a broken format string must not hide the log line  # noqa: BLE001
             msg = str(record.msg)
         record.msg = redact(msg)
         record.args = None

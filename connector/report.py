@@ -13,7 +13,7 @@ from connector.redact import redact
 console = Console(highlight=False)
 
 
-def print_sync(rep) -> None:  # noqa: ANN001
+def print_sync(rep) -> None:
     t = Table("source", "rows", "requests", "seconds", "status")
     for s in rep.sources:
         t.add_row(s.system, str(s.rows), str(s.requests), f"{s.seconds:.1f}", "ok" if not s.error else f"[red]FAILED[/] {redact(s.error)}")
@@ -23,7 +23,7 @@ def print_sync(rep) -> None:  # noqa: ANN001
                       f"{rep.links.get('unmatched', 0)} unmatched (see `connector status`)", markup=False)
 
 
-def _plan_rows(plan) -> list[dict]:  # noqa: ANN001
+def _plan_rows(plan) -> list[dict]:
     rows = []
     for rp in plan.rules:
         for a in rp.actions:
@@ -60,7 +60,7 @@ def _describe(a: dict) -> str:
     return t
 
 
-def print_plan(plan, *, as_json: bool = False) -> None:  # noqa: ANN001
+def print_plan(plan, *, as_json: bool = False) -> None:
     rows = _plan_rows(plan)
     if as_json:
         click.echo(json.dumps({"actions": rows, "refused_run": plan.refused_run,
@@ -84,7 +84,7 @@ def print_plan(plan, *, as_json: bool = False) -> None:  # noqa: ANN001
         console.print(f"[red]REFUSED[/]: {plan.refused_run}")
 
 
-def print_exec(rep) -> None:  # noqa: ANN001
+def print_exec(rep) -> None:
     e = rep.execution
     if rep.plan is not None:
         console.print(f"planned {len(rep.plan.actions)} action(s): {rep.recorded} new, {len(rep.plan.actions) - len(rep.plan.new_actions)} already in the journal; "

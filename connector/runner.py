@@ -46,7 +46,7 @@ def open_store(settings: Settings) -> Store:
     return Store(settings.store, phone_region=settings.phone_region)
 
 
-def make_context(store: Store, clock) -> Context:  # noqa: ANN001 - a Clock
+def make_context(store: Store, clock) -> Context:
     return Context(clock=clock, kv_get=store.kv_get, kv_set=store.kv_set)
 
 

@@ -415,7 +415,7 @@ def generate(
     # ---- the active majority
     n_story = len(co.companies)
     total_acts = int(companies * activities_per_company)
-    for i in range(max(0, companies - n_story)):
+    for _ in range(max(0, companies - n_story)):
         title = f"{rng.choice(WORDS)} {rng.choice(WORDS)} {rng.choice(SUFFIX)}"
         c = add_company(title, rng.choice(sales), days_old=rng.uniform(60, 1500))
         # recent contact for nearly everyone, so a default run acts on a small share

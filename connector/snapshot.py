@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
-from connector.matching import primary_system
 from connector.config import Settings
+from connector.matching import primary_system
 from connector.store import (
     Store,
     activities,
@@ -322,10 +322,9 @@ def load_snapshot(settings: Settings, store: Store, now: datetime, *, call_lookb
 
 def _aware(v: Any) -> datetime | None:
     """Raw SQL aggregates bypass the column type: parse and mark as UTC."""
-    from datetime import timezone
 
     if v is None:
         return None
     if isinstance(v, str):
         v = datetime.fromisoformat(v)
-    return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v
+    return v.replace(tzinfo=UTC) if v.tzinfo is None else v

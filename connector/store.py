@@ -8,10 +8,12 @@ and come back timezone-aware.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields as dc_fields
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from datetime import UTC as UTC_TZ
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -54,10 +56,10 @@ class UTC(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise StoreError(f"naive datetime {value!r} reached the store")
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC_TZ).replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return value.replace(tzinfo=timezone.utc) if value is not None else None
+        return value.replace(tzinfo=UTC_TZ) if value is not None else None
 
 
 class JSONText(TypeDecorator):
@@ -215,11 +217,11 @@ class Store:
         self.phone_region = phone_region
         try:
             self.engine: Engine = create_engine(url, future=True)
-        except Exception as e:  # bad URL or missing driver
+        except Exception as e:  # bad URL or missing driver  # noqa: BLE001
             raise StoreError(f"cannot open store {url!r}: {e}") from None
         if self.engine.dialect.name == "sqlite":
             @event.listens_for(self.engine, "connect")
-            def _pragmas(dbapi_conn, _rec):  # noqa: ANN001
+            def _pragmas(dbapi_conn, _rec):
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=NORMAL")

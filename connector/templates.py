@@ -8,8 +8,9 @@ rule will provide.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
@@ -101,7 +102,7 @@ def variables_for(rule_type: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1024)
-def _compiled(template: str):  # noqa: ANN202 - a jinja2 Template
+def _compiled(template: str):
     return _env.from_string(template)
 
 

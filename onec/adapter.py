@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from connector.errors import ConnectorError
 from connector.ports import CheckResult, Context
-
 from onec.client import SYSTEM, ODataClient
 from onec.mapping import doc_select
 from onec.presets import resolve

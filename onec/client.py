@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -37,7 +38,6 @@ from connector.errors import (
 )
 from connector.ports import RequestCounter
 from connector.redact import add_secret
-
 from onec.errors import UrlTooLong
 
 SYSTEM = "onec"
@@ -253,7 +253,7 @@ class ODataClient:
                 raise PermanentError(f"the same page came back twice at $skip={skip}: the server ignores $skip",
                                      system=SYSTEM, obj=obj)
             prev = ident
-            fresh = [r for r, i in zip(rows, ident) if i not in seen]
+            fresh = [r for r, i in zip(rows, ident, strict=False) if i not in seen]
             seen.update(ident)
             if fresh:
                 yield fresh

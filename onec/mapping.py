@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from connector.domain import Client, ClientKind, Debt, Document, DocumentType, Manager, make_key
-
 from onec.presets import Names
 
 SYSTEM = "onec"

@@ -17,8 +17,8 @@ override exists precisely for them. ``connector check`` probes every object a pr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from connector.errors import ConfigError
 

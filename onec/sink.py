@@ -19,15 +19,15 @@ Exactly-once support, since 1C has neither idempotency keys nor optimistic locki
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from connector.config import OneC
 from connector.domain import split_key
 from connector.errors import NotFound, Rejected, TransientError
 from connector.ports import ActionResult, Context, PlannedAction
-
 from onec.client import SYSTEM, ODataClient, lit_dt, lit_str
 from onec.mapping import ref, to_wall
 from onec.presets import Names, resolve

@@ -48,7 +48,8 @@ def classify(exc: BaseException, *, op: str, write: bool, status: int | None = N
     otherwise a ``Client`` fault is a refusal and a ``Server`` fault (a BSL exception) refuses a
     write or fails a read transiently. Fault texts echo inputs: they are shortened, not trusted.
     """
-    from zeep.exceptions import Fault, LookupError as ZeepLookupError, TransportError, XMLParseError, XMLSyntaxError
+    from zeep.exceptions import Fault, TransportError, XMLParseError, XMLSyntaxError
+    from zeep.exceptions import LookupError as ZeepLookupError
 
     obj = f"ws {op}"
     if isinstance(exc, UpstreamError):
@@ -159,7 +160,7 @@ class SoapClient:
         transport = Utf8Transport(session=self.session, timeout=self.timeout, operation_timeout=self.operation_timeout)
         try:
             client = zeep.Client(wsdl, transport=transport, settings=zeep.Settings(xml_huge_tree=True))
-        except Exception as e:  # zeep raises many types while loading; classify() re-raises what it does not know
+        except Exception as e:  # zeep raises many types while loading; classify() re-raises what it does not know  # noqa: BLE001
             raise classify(e, op="WSDL", write=False, status=self._last_status) from None
         binding = next((qn for qn, b in client.wsdl.bindings.items() if isinstance(b, Soap11Binding)), None)
         if binding is None:
@@ -169,7 +170,7 @@ class SoapClient:
 
     def binding_address(self) -> str | None:
         """The ``soap:address`` the WSDL declares (often an internal host; for ``check``)."""
-        self.service
+        _ = self.service
         for svc in self._client.wsdl.services.values():
             for port in svc.ports.values():
                 return port.binding_options.get("address")
@@ -187,7 +188,7 @@ class SoapClient:
                 result = getattr(self.service, name)(*args)
             except UpstreamError:
                 raise
-            except Exception as e:  # zeep/requests/lxml errors, classified or re-raised by classify()
+            except Exception as e:  # zeep/requests/lxml errors, classified or re-raised by classify()  # noqa: BLE001
                 raise classify(e, op=name, write=write, status=self._last_status) from None
             return serialize_object(result, dict)
 

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from connector.config import OneC
 from connector.domain import Batch, Sweep
 from connector.ports import Context
-
 from onec.client import SYSTEM, ODataClient, lit_dt, lit_str
 from onec.mapping import (
     counterparty_key,
@@ -311,7 +311,7 @@ class ODataSource:
         for doc_type, obj in self.names.doc_objects():
             for page in self.client.pages(obj, select=doc_select(self.names, doc_type), orderby="Date,Ref_Key"):
                 docs = self._map_docs(page, doc_type, cur)
-                for r, d in zip(page, docs):
+                for r, d in zip(page, docs, strict=False):
                     live.add(d.source_id)
                     when = _wall_of(r)
                     seen.setdefault(obj, []).append((d.source_id, str(r.get("DataVersion")), when))

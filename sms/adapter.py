@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from connector.errors import ConnectorError
 from connector.ports import CheckResult, Context
-
 from sms.sink import SYSTEM, MessageSink
 from sms.smtp import SmtpClient
 from sms.turbosms import TurboSmsClient

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ class LogProvider:
         """Record the message as sent; returns its id (derived from the action key)."""
         mid = self.message_id(action_key)
         entry = {"id": mid, "channel": channel, "to": to, "subject": subject, "text": text, "action": action_key,
-                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                 "at": datetime.now(UTC).isoformat(timespec="seconds")}
         with self._lock:
             self.outbox.append(entry)
             if self.outbox_path is not None:

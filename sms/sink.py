@@ -14,7 +14,6 @@ from connector.config import Messaging
 from connector.errors import PermanentError, Rejected
 from connector.phones import is_mobile, normalize
 from connector.ports import ActionResult, Context, PlannedAction
-
 from sms.log import LogProvider
 from sms.smtp import SmtpClient, valid_address
 from sms.turbosms import TurboSmsClient, delivery_state, sequence_id

@@ -152,7 +152,7 @@ class SmtpClient:
         self.counter.add("smtp send")
         try:
             conn = self._connect()
-        except Exception as e:  # classified below: connect/TLS/login failures send nothing
+        except Exception as e:  # classified below: connect/TLS/login failures send nothing  # noqa: BLE001
             raise classify(e, what=what, handed_over=False) from None
         try:
             conn.mail(sender)
@@ -163,7 +163,7 @@ class SmtpClient:
             code, resp = conn.data(msg.as_bytes(policy=SMTP_POLICY))  # CRLF line ends on the wire
             if code != 250:
                 raise smtplib.SMTPDataError(code, resp)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             if isinstance(e, smtplib.SMTPDataError):
                 handed_over = False  # the server answered: it refused the data, nothing was sent
             raise classify(e, what=what, handed_over=handed_over) from None
@@ -183,6 +183,6 @@ class SmtpClient:
                 code, _ = conn.noop()
             finally:
                 conn.quit()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             raise classify(e, what="noop", handed_over=False) from None
         return f"{self.url.host}:{self.url.port} answered {code}"

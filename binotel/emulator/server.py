@@ -20,17 +20,17 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
-from connector.sandbox import SyntheticCompany
-from connector import loopback
-
 from binotel.emulator.seed import COMPANY_ID, RECORDED, LiveCall, render_company, render_employees
+from connector import loopback
+from connector.sandbox import SyntheticCompany
 
 KYIV = ZoneInfo("Europe/Kyiv")
 SUCCESS_BODY = b'{"status":"success"}'

@@ -10,14 +10,39 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from bitrix.emulator.schema import ACTIVITY_EXPLICIT, ITEM_TABLE, STAMPS, TASK_UF, item_name, task_name
 from bitrix.emulator.tables import (
-    ANY, BOOL, DATE, DT, FLOAT, INT, LIST_INT, LIST_STR, MONEY, MULTI, STR, YN, ApiError, Compiled, Table,
-    as_list, cache_key_of, coerce, compile_filter, intval, iso, iso_date, parse_dt, parse_order, run_query, truthy,
+    ANY,
+    BOOL,
+    DATE,
+    DT,
+    FLOAT,
+    INT,
+    LIST_INT,
+    LIST_STR,
+    MONEY,
+    MULTI,
+    STR,
+    YN,
+    ApiError,
+    Compiled,
+    Table,
+    as_list,
+    cache_key_of,
+    coerce,
+    compile_filter,
+    intval,
+    iso,
+    iso_date,
+    parse_dt,
+    parse_order,
+    run_query,
+    truthy,
 )
 
 if TYPE_CHECKING:

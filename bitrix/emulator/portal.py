@@ -14,9 +14,10 @@ import secrets
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from bitrix.emulator.methods import Methods
 from bitrix.emulator.schema import ID_FIELD, PROVIDERS, SCHEMAS, STAMPS

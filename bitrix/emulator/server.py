@@ -32,7 +32,6 @@ import time
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from connector import loopback
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,6 +39,7 @@ from bitrix.emulator.methods import METHODS, Out, Params
 from bitrix.emulator.phpquery import json_encode, normalize, parse_pairs, parse_qs
 from bitrix.emulator.portal import Caller, Portal
 from bitrix.emulator.tables import ApiError, iso, truthy
+from connector import loopback
 
 BATCH_MAX = 50
 SCOPE_GRANTS = {"user": ("user", "user_basic", "user_brief")}  # scopes that open a method's scope
@@ -325,7 +325,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             status, payload = self.dispatcher.handle(self.command, self.path, body,
                                                      self.headers.get("Content-Type", ""))
-        except Exception as e:  # a bug in the emulator must look like a portal 500, not hang the client
+        except Exception as e:  # a bug in the emulator must look like a portal 500, not hang the client  # noqa: BLE001
             status, payload = 500, {"error": "INTERNAL_SERVER_ERROR", "error_description": f"Internal server error ({type(e).__name__}: {e})"}
         data = json_encode(payload)
         self.send_response(status)

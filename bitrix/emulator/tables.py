@@ -15,13 +15,14 @@ from __future__ import annotations
 import bisect
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timezone
-from typing import Any, Callable, Iterable
+from datetime import UTC, date, datetime, time
+from typing import Any
 from zoneinfo import ZoneInfo
 
 KYIV = ZoneInfo("Europe/Kyiv")
-UTC = timezone.utc
+UTC = UTC
 
 # Field types
 INT, STR, MONEY, FLOAT, DT, DATE, YN, BOOL, MULTI, LIST_INT, LIST_STR, ANY = (

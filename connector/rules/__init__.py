@@ -11,7 +11,7 @@ from connector.snapshot import Snapshot
 __all__ = ["evaluate", "Evaluation", "Finding"]
 
 
-def evaluate(rule, snap: Snapshot, cal: BusinessCalendar, settings: Settings) -> Evaluation:  # noqa: ANN001 - any Rule model
+def evaluate(rule, snap: Snapshot, cal: BusinessCalendar, settings: Settings) -> Evaluation:
     if rule.type == "forgotten":
         return forgotten.evaluate(rule, snap, cal)
     if rule.type == "release":

@@ -32,7 +32,7 @@ def purchase_days(c: ClientView, cal: BusinessCalendar) -> list:
 def threshold_days(rule: LostRule, purchases: list) -> int:
     if rule.after_days != "auto":
         return int(rule.after_days)
-    gaps = [(b[0] - a[0]).days for a, b in zip(purchases, purchases[1:])]
+    gaps = [(b[0] - a[0]).days for a, b in zip(purchases, purchases[1:], strict=False)]
     if not gaps:
         return rule.auto_max_days
     days = int(statistics.median(gaps) * rule.auto_factor)

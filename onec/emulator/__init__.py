@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from connector.sandbox import SyntheticCompany
-
 from onec.emulator.base import Infobase, seed
 from onec.emulator.odata import ODataEmulator
 from onec.emulator.soap import SoapEmulator

@@ -12,9 +12,10 @@ from __future__ import annotations
 import base64
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from connector.sandbox import SyntheticCompany, spell_phone
@@ -265,7 +266,7 @@ class Infobase:
         for k, acc in sums.items():
             if all(abs(v) < 0.005 for v in acc.values()):
                 continue  # 1C returns no row for a zero balance
-            row = dict(zip(cols, k))
+            row = dict(zip(cols, k, strict=False))
             row.update({f"{r}Balance": round(v, 2) for r, v in acc.items()})
             out.append(row)
         return out
@@ -424,7 +425,7 @@ def _seed_documents(ib: Infobase, co: SyntheticCompany, uah: str, org: str, anal
     for cp, debt in debts.items():
         cp_dim = fl["rec_cp"]
         want = analytics.get(cp, ZERO) if cp_dim == "АналитикаУчетаПоПартнерам_Key" else cp
-        have = sum(r[f"{fl['rec_res'][0]}Balance"] for r in ib.balance(fl["receivables"], period, lambda r: r.get(cp_dim) == want, [cp_dim]))
+        have = sum(r[f"{fl['rec_res'][0]}Balance"] for r in ib.balance(fl["receivables"], period, lambda r: r.get(cp_dim) == want, [cp_dim]))  # noqa: B023 - used at once
         diff = round(debt.amount - have, 2)
         if abs(diff) > 0.005:
             due = datetime.combine(debt.due, datetime.min.time(), anchor.tzinfo)

@@ -10,8 +10,9 @@ spells them: dates as ``YYYY-MM-DDTHH:MM:SS`` text, GUIDs case-insensitively, In
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 
 class FilterError(Exception):

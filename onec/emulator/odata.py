@@ -26,13 +26,13 @@ import json
 import re
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from connector import loopback
 from typing import Any
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
+from connector import loopback
 from onec.emulator.base import EDM, EMPTY_DATE, ZERO, EntitySet, Infobase
 from onec.emulator.filter import FilterError, UnknownProperty, evaluate, parse
 
@@ -111,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
     wbufsize = 1 << 16  # headers and body in one segment: no Nagle / delayed-ACK stall on keep-alive
     server_version = "Microsoft-IIS/10.0"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
@@ -153,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             body = ('<?xml version="1.0" encoding="utf-8"?><m:error xmlns:m="http://schemas.microsoft.com/ado/2007/08/'
                     f'dataservices/metadata"><m:code>{escape(e.code)}</m:code><m:message xml:lang="ru">{escape(e.message)}'
-                    '</m:message></m:error>').encode("utf-8")
+                    '</m:message></m:error>').encode()
             self._send(e.status, body, "application/xml;charset=utf-8")
 
     def _authorized(self) -> bool:
@@ -460,7 +460,7 @@ class _Handler(BaseHTTPRequestHandler):
             row["Date"] = self.emu.ib.now_wall()
         row["DataVersion"] = "AAAAAAAAAAA="
         s.rows[row["Ref_Key"]] = row
-        loc = f"{self.emu.origin}{ROOT}{s.name}(guid'{row['Ref_Key']}')".encode("utf-8")
+        loc = f"{self.emu.origin}{ROOT}{s.name}(guid'{row['Ref_Key']}')".encode()
         self._single(s, row, {}, as_json, nometa, status=201, headers={"Location": loc})
 
     def _patch(self, s: EntitySet, row: dict, payload: bytes, as_json: bool, nometa: bool) -> None:
@@ -517,7 +517,7 @@ def _atom_props(s: EntitySet | None, row: dict) -> str:
 
 def atom_entry(base: str, s: EntitySet, row: dict, *, root: bool = True) -> str:
     ident = f"{base}{s.name}(guid'{row.get('Ref_Key', ZERO)}')"
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = (f'<entry{" " + _ATOM_NS if root else ""}><id>{escape(ident)}</id>'
             f'<category term="StandardODATA.{s.name}" scheme="http://schemas.microsoft.com/ado/2007/08/dataservices/scheme"/>'
             f'<title type="text"/><updated>{now}</updated><author/><content type="application/xml">'
@@ -526,7 +526,7 @@ def atom_entry(base: str, s: EntitySet, row: dict, *, root: bool = True) -> str:
 
 
 def atom_feed(base: str, name: str, s: EntitySet | None, rows: list[dict]) -> str:
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if s is not None:
         entries = "".join(atom_entry(base, s, r, root=False) for r in rows)
     else:

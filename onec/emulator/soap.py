@@ -14,11 +14,11 @@ import base64
 import uuid
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from connector import loopback
 from typing import Any
 
 from lxml import etree
 
+from connector import loopback
 from onec.emulator.base import ZERO, Infobase
 from onec.soap import NS, REFERENCE_WSDL
 
@@ -309,7 +309,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     wbufsize = 1 << 16  # headers and body in one segment: no Nagle / delayed-ACK stall on keep-alive
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import email
 import socketserver
-from connector import loopback
 import threading
 from dataclasses import dataclass
 from email.message import Message
 from email.policy import default as default_policy
+
+from connector import loopback
 
 
 @dataclass

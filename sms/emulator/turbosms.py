@@ -21,9 +21,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from connector import loopback
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from connector import loopback
 
 KYIV = timezone(timedelta(hours=2))
 STATUS = {

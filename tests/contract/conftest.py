@@ -12,7 +12,7 @@ from bitrix.emulator import EmulatorServer, Portal
 CODE = "sandboxsecret0001"
 
 
-def portal_clock(company):  # noqa: ANN001, ANN201
+def portal_clock(company):
     """Portal time that runs from the end of the synthetic company's "today", so the portal never
     holds a row modified in its future (a real portal cannot)."""
     start, base = time.monotonic(), company.anchor.replace(hour=23, minute=59, second=0)
@@ -20,7 +20,7 @@ def portal_clock(company):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def portal(company):  # noqa: ANN001, ANN201 - each test module defines its own `company`
+def portal(company):
     """A Bitrix24 emulator on 127.0.0.1:0 seeded from the module's company, real rate limit."""
     p = Portal.from_company(company, webhook_user=1, webhook_code=CODE, plan="standard", rate_limit=True, time_scale=0.0)
     p.clock = portal_clock(company)

@@ -9,15 +9,14 @@ import pytest
 import requests
 import responses
 
-from connector.config import Binotel, Settings
-from connector.errors import AuthError, PermanentError, RateLimited, Rejected, TransientError
-from connector.ports import Context, FixedClock, SystemClock
-from connector.sandbox import generate
-
 from binotel.adapter import ADAPTER
 from binotel.client import BinotelClient
 from binotel.emulator import BinotelEmulator
 from binotel.source import DAY, BinotelSource, chunks
+from connector.config import Binotel, Settings
+from connector.errors import AuthError, PermanentError, RateLimited, Rejected, TransientError
+from connector.ports import Context, FixedClock, SystemClock
+from connector.sandbox import generate
 
 
 class FakeTime:

@@ -9,13 +9,12 @@ from urllib.parse import urlencode
 
 import pytest
 
-from connector.config import Binotel, BinotelPush, Settings
-from connector.sandbox import generate
-from connector.store import Store
-
 from binotel.adapter import ADAPTER
 from binotel.emulator import SUCCESS_BODY, BinotelEmulator, post_form
 from binotel.push import PushServer
+from connector.config import Binotel, BinotelPush, Settings
+from connector.sandbox import generate
+from connector.store import Store
 
 TOKEN = "push-token-3f9a1c77e2"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from bitrix.client import BitrixClient
@@ -11,7 +10,6 @@ from connector.config import Bitrix24, OAuth
 from connector.errors import AuthError, NotFound, RateLimited, TransientError
 from connector.ports import Context, SystemClock
 from connector.sandbox import generate
-
 from tests.contract.conftest import CODE
 
 

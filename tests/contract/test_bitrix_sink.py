@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from bitrix.client import BitrixClient
@@ -11,7 +10,6 @@ from connector.config import Bitrix24
 from connector.errors import NotFound, PermanentError, Rejected, TransientError
 from connector.ports import Context, PlannedAction, SystemClock
 from connector.sandbox import generate
-
 
 
 @pytest.fixture(scope="module")

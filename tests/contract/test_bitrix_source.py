@@ -17,7 +17,6 @@ from connector.config import Bitrix24
 from connector.domain import ActivityKind, Outcome
 from connector.ports import Context, SystemClock
 from connector.sandbox import generate
-
 from tests.contract.conftest import CODE, portal_clock
 
 

@@ -1,6 +1,5 @@
 """The daemon's Binotel push receiver writes calls into the store; a replay changes nothing."""
 
-from datetime import datetime, timezone
 
 from sqlalchemy import func, select
 

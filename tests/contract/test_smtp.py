@@ -7,7 +7,6 @@ import pytest
 from connector.config import Email, Messaging
 from connector.errors import AuthError, PermanentError, Rejected, TransientError
 from connector.ports import Context, PlannedAction, SystemClock
-
 from sms.emulator import SmtpSink
 from sms.sink import MessageSink
 from sms.smtp import SmtpClient, message_id, parse_smtp_url, valid_address

@@ -11,7 +11,6 @@ import responses
 from connector.config import Messaging, Settings, Sms
 from connector.errors import AuthError, PermanentError, Rejected, TransientError
 from connector.ports import Context, PlannedAction, SystemClock
-
 from sms.adapter import ADAPTER
 from sms.emulator import TurboSmsEmulator, sms_parts
 from sms.log import LogProvider

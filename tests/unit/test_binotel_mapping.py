@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
-from connector.errors import RecordError
 
 from binotel.client import as_int, keyed_records, records
 from binotel.mapping import call_from_wire, manager_from_wire
 from binotel.push import BadRequest, parse_php_form
+from connector.errors import RecordError
 
 # The captured stats record of reference §5 (anonymised): billsec a string, waitsec a number.
 CAPTURED = {
@@ -30,7 +29,7 @@ def test_captured_record_maps_to_an_answered_inbound_call() -> None:
     assert c.key == "binotel:call:432726635" and c.source_id == "432726635" and c.system == "binotel"
     assert c.direction == "in"
     assert c.phone == "0501234567"  # as Binotel spelled it; the core normalises
-    assert c.started_at == datetime(2017, 11, 14, 6, 58, 12, tzinfo=timezone.utc)
+    assert c.started_at == datetime(2017, 11, 14, 6, 58, 12, tzinfo=UTC)
     assert c.started_at.tzinfo is not None
     assert (c.wait_s, c.talk_s) == (56, 147)
     assert c.disposition == "ANSWER" and c.answered and c.final

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
@@ -19,7 +19,7 @@ def test_parse_dt_keeps_offset_and_treats_empty_as_unknown():
     assert m.parse_dt("") is None and m.parse_dt(None) is None and m.parse_dt([]) is None
     naive = m.parse_dt("2024-08-30T14:29:00")
     assert naive is not None and naive.tzinfo is not None  # never naive in the domain
-    assert m.parse_dt("24.08.2023 13:19:39") == datetime(2023, 8, 24, 13, 19, 39, tzinfo=timezone.utc)
+    assert m.parse_dt("24.08.2023 13:19:39") == datetime(2023, 8, 24, 13, 19, 39, tzinfo=UTC)
     assert m.parse_dt("not a date") is None
 
 

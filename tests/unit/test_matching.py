@@ -32,8 +32,9 @@ def test_links_by_tax_id_guid_and_phone_and_reports_the_rest(tmp_path):
     cp(w, "g5", "Nobody", tax="99999999", phones=("0991112233",))
     stats = link_clients(w.settings, w.store, NOW)
     assert stats == {"linked": 3, "ambiguous": 1, "unmatched": 1}
-    from connector.store import links
     from sqlalchemy import select
+
+    from connector.store import links
 
     with w.store.tx() as conn:
         got = {r.foreign_key: (r.client_key, r.method) for r in conn.execute(select(links))}

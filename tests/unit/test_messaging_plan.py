@@ -17,7 +17,7 @@ DEBT = """
 def _debtor(w, i: int, **kw):
     from tests.unit.test_rule_unpaid_debtors import _debt, _link
 
-    c = w.company(i, phones=("+380501234%03d" % i,), **kw)
+    c = w.company(i, phones=(f"+380501234{i:03d}",), **kw)
     _link(w, f"cp{i}", c)
     _debt(w, f"cp{i}", 5000, 10)
     return c

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -98,7 +98,7 @@ def test_invoice_maps_per_preset(preset, currency_field, manager_field):
            "ДокументОснование_Type": "StandardODATA.Document_ЗаказКлиента", "СрокОплаты": "2026-08-01T00:00:00"}
     d = map_document(row, "invoice", n, KYIV, {UAH: "UAH"})
     assert d.key == make_key("onec", "document", DOC) and d.doc_type is DocumentType.INVOICE
-    assert d.date == datetime(2026, 7, 19, 9, 15, tzinfo=timezone.utc)  # Kyiv summer time, +03:00
+    assert d.date == datetime(2026, 7, 19, 9, 15, tzinfo=UTC)  # Kyiv summer time, +03:00
     assert d.client_key == make_key("onec", "counterparty", CP) and d.amount == 18500.5 and d.currency == "UAH"
     assert d.number == "КП-0000001" and d.posted and not d.deleted and d.paid is None
     assert d.responsible_key == make_key("onec", "user", MGR) and d.basis_key == make_key("onec", "document", BASIS)
@@ -208,7 +208,7 @@ BOM = b"\xef\xbb\xbf"
     (400, '{"odata.error":{"code":"6","message":{"lang":"ru","value":"Сегмент пути X не найден!"}}}'.encode(), False, Rejected, "6"),
     (400, '{"odata.error":{"code":"14","message":{"lang":"ru","value":"Ошибка разбора"}}}'.encode(), False, Rejected, "14"),
     (500, '{"odata.error":{"code":"-1","message":{"lang":"ru","value":"Не удалось провести"}}}'.encode(), True, Rejected, "-1"),
-    (500, '{"odata.error":{"code":"-1","message":{"lang":"ru","value":"joins can have at most 32767 columns"}}}'.encode(), False, TransientError, "-1"),
+    (500, b'{"odata.error":{"code":"-1","message":{"lang":"ru","value":"joins can have at most 32767 columns"}}}', False, TransientError, "-1"),
     (502, b"<html>Bad Gateway</html>", False, TransientError, None),
     (503, b"", True, TransientError, None),
     (500, '<m:error xmlns:m="x"><m:code>-1</m:code><m:message xml:lang="ru">Ошибка</m:message></m:error>'.encode(), True, Rejected, "-1"),
@@ -221,6 +221,6 @@ def test_classify_is_the_one_error_table(status, body, write, expected, code):
 
 def test_error_text_is_shortened_and_control_characters_dropped():
     value = "echo of input\r\n" + "x" * 1000
-    code, text = parse_error(('{"odata.error":{"code":"6","message":{"lang":"ru","value":"%s"}}}' % value.replace("\r\n", "\\r\\n")).encode())
-    e = classify(400, ('{"odata.error":{"code":"6","message":{"lang":"ru","value":"%s"}}}' % value.replace("\r\n", "\\r\\n")).encode(), obj="X")
+    code, text = parse_error(('{{"odata.error":{{"code":"6","message":{{"lang":"ru","value":"{}"}}}}}}'.format(value.replace("\r\n", "\\r\\n"))).encode())
+    e = classify(400, ('{{"odata.error":{{"code":"6","message":{{"lang":"ru","value":"{}"}}}}}}'.format(value.replace("\r\n", "\\r\\n"))).encode(), obj="X")
     assert code == "6" and "\n" not in str(e) and len(e.message) <= 300

@@ -62,7 +62,6 @@ def test_sms_waits_for_quiet_hours_then_a_callback_cancels_it(tmp_path):
     assert sms.not_before is not None and sms.not_before.hour == 9
     assert [a.type for a in sink.done] == ["task"]
     w.call("0671112233", -(11 * 60) - 30 - 10 * 60, direction="out", answered=True, talk_s=30)  # called back at 08:30
-    from datetime import datetime
 
     _, sink = w.run(late + timedelta(hours=12))
     assert sink.done == []

@@ -1,4 +1,4 @@
-from datetime import date, datetime, timedelta, timezone
+from datetime import timedelta
 
 from connector import domain as d
 from tests.unit.builders import NOW, k, world

@@ -1,11 +1,9 @@
 from datetime import timedelta
 
-import pytest
-
 from connector.errors import Rejected, TransientError
 from connector.execute import Executor
 from connector.journal import Journal
-from connector.ports import ActionResult, FixedClock
+from connector.ports import FixedClock
 from tests.unit.builders import NOW, FakeSink, world
 
 RULE = """

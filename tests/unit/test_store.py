@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select, text
@@ -7,7 +7,7 @@ from connector import domain as d
 from connector.errors import StoreError
 from connector.store import SCHEMA_VERSION, Store, meta
 
-NOW = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
 
 def test_old_store_is_upgraded_in_place_and_keeps_its_data(tmp_path):
@@ -36,7 +36,7 @@ def test_newer_store_is_refused(tmp_path):
 
 def test_batch_cursor_is_written_with_its_records_and_sweep_marks_deletions(tmp_path):
     s = Store(f"sqlite:///{tmp_path / 's.db'}")
-    c = lambda i: d.Client(f"bitrix24:company:{i}", "bitrix24", str(i), d.ClientKind.COMPANY, f"C{i}", phones=("050 123 45 6%d" % i,))  # noqa: E731
+    c = lambda i: d.Client(f"bitrix24:company:{i}", "bitrix24", str(i), d.ClientKind.COMPANY, f"C{i}", phones=(f"050 123 45 6{i}",))  # noqa: E731
     s.apply("bitrix24", d.Batch("companies", [c(1), c(2), c(3)], cursor="c1"), NOW)
     assert s.cursor("bitrix24", "companies") == "c1"
     s.apply("bitrix24", d.Batch("companies", [], sweep=d.Sweep("bitrix24", "company", {"1", "3"})), NOW)
