@@ -294,6 +294,39 @@ class BitrixClient:
 
         return self._retrying(once)
 
+    def write_batch(self, commands: Mapping[str, tuple[str, Mapping[str, Any]]]) -> BatchReply:
+        """Up to 50 non-idempotent commands (creates, updates) in one request.
+
+        Retried here only when the portal refused the whole request before running any command
+        (503 request limit, 429 operating time). A timeout or a 5xx after sending is *ambiguous*
+        (some commands may have run): it is raised with ``ambiguous`` set, for the executor to
+        look for the effects before anything is resent. Per-command errors come back in
+        ``errors`` and are never retried here (the other commands of the batch did run)."""
+        if not commands:
+            return BatchReply()
+        if len(commands) > 50:
+            raise ValueError("a Bitrix24 batch holds at most 50 commands")
+        self._respect_budget({m for m, _ in commands.values()})
+        cmd = {label: command(m, p) for label, (m, p) in commands.items()}
+
+        def once() -> BatchReply:
+            return self._parse_batch(self._run(self._send("batch", {"halt": 0, "cmd": cmd})), commands)
+
+        try:
+            reply = self._retrying(once, RateLimited)
+        except TransientError as e:
+            if not isinstance(e, RateLimited):
+                e.ambiguous = True
+            raise
+        for err in reply.errors.values():
+            if isinstance(err, TransientError) and not isinstance(err, RateLimited):
+                err.ambiguous = True  # the command failed inside the portal: it may have been applied
+        return reply
+
+    def pause(self, seconds: float) -> None:
+        """Wait as the server asked (bounded by ``max_wait``), with the client's own sleep."""
+        self._sleep(min(self.max_wait, max(seconds, 0.5)))
+
     def scopes(self) -> list[str]:
         """Scopes granted to this webhook/application (``scope`` method)."""
         res = self.result("scope")

@@ -310,11 +310,15 @@ def activity(row: Mapping[str, Any]) -> Activity:
     timed = kind is ActivityKind.CALL and start and end and end >= start
     duration = int((end - start).total_seconds()) if timed else None
     direction = {"1": "in", "2": "out"}.get(str(row.get("DIRECTION") or ""))
+    # a task bound to the CRM shows up as a TYPE_ID 3 activity: it mirrors the task (the connector's own, maybe)
+    assoc = to_int(row.get("ASSOCIATED_ENTITY_ID"))
+    mirrors = key("task", assoc) if assoc and (str(row.get("TYPE_ID")) == "3" or str(row.get("PROVIDER_ID") or "").upper()
+                                               in ("TASKS", "TASKS_TASK", "CRM_TASKS_TASK")) else None
     return Activity(
         key=key("activity", aid), system=SYSTEM, source_id=aid, kind=kind, owner_keys=owner_keys(pairs),
         completed=completed, happened_at=happened, deadline=parse_dt(row.get("DEADLINE")),
         responsible_key=user_key(row.get("RESPONSIBLE_ID")), direction=direction,
-        subject=str(row.get("SUBJECT") or "").strip(), duration_s=duration,
+        subject=str(row.get("SUBJECT") or "").strip(), duration_s=duration, ref_key=mirrors,
     )
 
 
@@ -328,7 +332,7 @@ def comment(row: Mapping[str, Any]) -> Activity:
         key=key("comment", cid), system=SYSTEM, source_id=cid, kind=ActivityKind.COMMENT,
         owner_keys=(key(kind, owner),) if kind in LEGACY_KINDS and owner else (), completed=True,
         happened_at=parse_dt(row.get("CREATED")), responsible_key=user_key(row.get("AUTHOR_ID")),
-        subject=text.splitlines()[0][:200] if text else "",
+        subject=text.splitlines()[0][:200] if text else "", text=text,
     )
 
 

@@ -1,22 +1,27 @@
 """Write-back to Bitrix24: tasks, field changes, reassignment, comments, notifications,
-automation triggers and workflows.
+automation triggers, workflows and closing the connector's own tasks, up to 50 commands a request.
 
-Exactly-once support: a task or a comment carries ``action.marker`` in its text, so
-:meth:`BitrixSink.reconcile` can find it after a crash; reassignment and field changes are
-idempotent and reconciled by reading the entity back. Notifications, triggers and workflows
-leave nothing to search for, so they cannot be reconciled: the core then reports them and
-never resends. A create that fails ambiguously (5xx, timeout: the portal may have done it) is
-looked up by its marker before the error goes back to the executor, so a retry never doubles it.
+The executor hands over every due action of a wave; they are packed into ``batch`` requests
+(one command per action, one per entity for a reassignment), and each action's own outcome is
+read from ``result`` / ``result_error``. A rejected command fails alone.
+
+Exactly once: a task or a comment carries ``action.marker`` in its text, so it can be found
+again (``reconcile_batch``, also batched) after a crash or an ambiguous failure (a timeout or a
+5xx, after which the portal may still apply the write). Reassignment, field changes and closing
+a task are idempotent and reconciled by reading the entity back. Notifications, triggers and
+workflows leave nothing to search for: when their outcome is unknown they are reported, never
+resent.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from bitrix import mapping as m
-from bitrix.client import SYSTEM, BitrixClient
+from bitrix.client import SYSTEM, BatchReply, BitrixClient
 from connector.config import Bitrix24
 from connector.errors import (
     NotFound,
@@ -24,18 +29,22 @@ from connector.errors import (
     RateLimited,
     Rejected,
     TransientError,
+    UpstreamError,
 )
-from connector.ports import ActionResult, Context, PlannedAction
+from connector.ports import ActionResult, Context, Outcome, PlannedAction
 
 log = logging.getLogger("bitrix.sink")
 
-TYPES = frozenset({"task", "field", "reassign", "comment", "notify", "trigger", "workflow"})
+TYPES = frozenset({"task", "field", "reassign", "comment", "notify", "trigger", "workflow", "close_task"})
+BATCH = 50  # commands per batch request (the portal's limit)
+RATE_RETRIES = 3  # a command refused for load inside a batch is resent this many times before the executor waits
 RECONCILE_PAGES = 10  # newest 500 tasks/comments of one binding are searched for a marker
+TASK_DONE = 5
 
 
 def _manager_id(manager_key: Any) -> int:
     """``bitrix24:user:15`` -> 15 (a manager of another system cannot be assigned here)."""
-    system, kind, sid = str(manager_key).split(":", 2)
+    system, kind, sid = str(manager_key).split(":", 2) if str(manager_key).count(":") >= 2 else ("", "", "")
     if system != SYSTEM or kind != "user" or not sid.isdigit():
         raise Rejected(f"not a Bitrix24 user: {manager_key}", system=SYSTEM)
     return int(sid)
@@ -69,10 +78,30 @@ def comment_text(text: str, marker: str) -> str:
     return text if marker in text else f"{text.rstrip()}\n\n· {marker}"
 
 
+def _task_id(key: Any) -> int:
+    parts = str(key).split(":", 2)
+    if len(parts) != 3 or parts[0] != SYSTEM or parts[1] != "task" or not parts[2].isdigit():
+        raise Rejected(f"not a Bitrix24 task: {key}", system=SYSTEM)
+    return int(parts[2])
+
+
+@dataclass
+class _Plan:
+    """The commands of one action and how to turn their replies into its outcome."""
+
+    action: PlannedAction
+    commands: list[tuple[str, dict]] = field(default_factory=list)
+    finish: Callable[[list[Any]], ActionResult] | None = None  # results of the commands, in order -> result
+    tolerate_missing: bool = False  # a command on an entity deleted meanwhile is skipped (reassign)
+    at_most_once: bool = False  # leaves no trace: an unknown outcome is never resent
+    error: UpstreamError | None = None  # refused before any call (bad payload)
+
+
 class BitrixSink:
     """``connector.ports.Sink`` for Bitrix24."""
 
     system = SYSTEM
+    batch_size = BATCH
 
     def __init__(self, settings: Bitrix24, ctx: Context, client: BitrixClient | None = None):
         self.cfg = settings
@@ -87,27 +116,121 @@ class BitrixSink:
     # ------------------------------------------------------------ execute
 
     def execute(self, action: PlannedAction) -> ActionResult:
-        handler = getattr(self, f"_do_{action.type}", None)
-        if handler is None:
-            raise Rejected(f"action type {action.type} is not supported", system=SYSTEM)
-        return handler(action, action.payload)
+        """One action (tests, tools): its outcome, raised when it is an error."""
+        out = self.execute_batch([action])[action.key]
+        if isinstance(out, UpstreamError):
+            raise out
+        return out
 
-    def _create(self, action: PlannedAction, method: str, params: dict) -> Any:
-        """A non-idempotent create: on an ambiguous failure, look for the marker first."""
+    def execute_batch(self, actions: list[PlannedAction]) -> dict[str, Outcome]:
+        out: dict[str, Outcome] = {}
+        plans: list[_Plan] = []
+        for a in actions:
+            plan = self._plan(a)
+            if plan.error is not None:
+                out[a.key] = plan.error
+            else:
+                plans.append(plan)
+        for attempt in range(RATE_RETRIES + 1):
+            waits: list[float] = []
+            for group in self._pack(plans):
+                out.update(self._send(group))
+            # a command the portal refused for load (503 request limit, 429 operating time) did not run: resend it
+            again = [p for p in plans if isinstance(out.get(p.action.key), RateLimited) and not out[p.action.key].ambiguous]
+            if not again or attempt == RATE_RETRIES:
+                break
+            waits = [out[p.action.key].retry_after or 1.0 for p in again]
+            self.client.pause(max(waits))
+            plans = again
+        return out
+
+    def _pack(self, plans: list[_Plan]) -> list[list[_Plan]]:
+        """Whole actions per request, at most 50 commands; an action of more commands gets its own requests."""
+        groups: list[list[_Plan]] = []
+        cur: list[_Plan] = []
+        size = 0
+        for p in plans:
+            n = len(p.commands)
+            if cur and size + n > BATCH:
+                groups.append(cur)
+                cur, size = [], 0
+            cur.append(p)
+            size += n
+        if cur:
+            groups.append(cur)
+        return groups
+
+    def _send(self, group: list[_Plan]) -> dict[str, Outcome]:
+        cmds: dict[str, tuple[str, dict]] = {}
+        labels: dict[str, list[str]] = {}
+        for i, p in enumerate(group):
+            labels[p.action.key] = []
+            for j, cmd in enumerate(p.commands):
+                label = f"a{i}_{j}"
+                cmds[label] = cmd
+                labels[p.action.key].append(label)
+        replies: list[BatchReply] = []
         try:
-            return self.client.result(method, params, idempotent=False)
-        except TransientError as e:
-            if isinstance(e, RateLimited):
-                raise
-            found = self.reconcile(action)
-            if found is not None:
-                return found
-            raise
+            items = list(cmds.items())
+            for k in range(0, len(items), BATCH):  # one action of more than 50 commands spans requests
+                replies.append(self.client.write_batch(dict(items[k : k + BATCH])))
+        except UpstreamError as e:
+            if not replies:
+                return {p.action.key: self._whole_failure(p, e) for p in group}
+            # a later part of a long action failed: that action is half-applied, others are whole
+            replies.append(BatchReply(errors={lab: e for lab in cmds if not any(lab in r.results or lab in r.errors for r in replies)}))
+        reply = BatchReply()
+        for r in replies:
+            reply.results.update(r.results)
+            reply.errors.update(r.errors)
+        return {p.action.key: self._outcome(p, [(lab, reply) for lab in labels[p.action.key]]) for p in group}
 
-    def _do_task(self, action: PlannedAction, p: Mapping[str, Any]) -> ActionResult:
+    def _whole_failure(self, p: _Plan, e: UpstreamError) -> UpstreamError:
+        if p.at_most_once and e.ambiguous:
+            return PermanentError(f"outcome unknown, not resent: {e.message}", system=SYSTEM, obj=e.obj, code=e.code,
+                                  status=e.status, ambiguous=True)
+        return e
+
+    def _outcome(self, p: _Plan, parts: list[tuple[str, BatchReply]]) -> Outcome:
+        results: list[Any] = []
+        missing: list[str] = []
+        for label, reply in parts:
+            err = reply.errors.get(label)
+            if err is None:
+                if label not in reply.results:
+                    err = TransientError("no result for this command in the batch reply", system=SYSTEM,
+                                         obj=p.commands[int(label.split("_")[1])][0], ambiguous=True)
+                else:
+                    results.append(reply.results[label])
+                    continue
+            if isinstance(err, NotFound) and p.tolerate_missing:
+                missing.append(label)
+                results.append(None)
+                continue
+            return self._whole_failure(p, err)
+        if p.tolerate_missing and len(missing) == len(parts):
+            return NotFound("none of the entities exist any more", system=SYSTEM, obj=p.action.key)
+        assert p.finish is not None
+        try:
+            return p.finish(results)
+        except UpstreamError as e:
+            return e
+
+    # ------------------------------------------------------------ one action -> commands
+
+    def _plan(self, a: PlannedAction) -> _Plan:
+        try:
+            builder = getattr(self, f"_cmd_{a.type}", None)
+            if builder is None:
+                raise Rejected(f"action type {a.type} is not supported", system=SYSTEM)
+            return builder(a, a.payload)
+        except UpstreamError as e:
+            return _Plan(a, error=e)
+
+    def _cmd_task(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
         description = str(p.get("description") or "")
-        if action.marker not in description:
-            description = f"{description.rstrip()}\n\n{action.marker}".lstrip()
+        if a.marker not in description:
+            description = f"{description.rstrip()}\n\n{a.marker}".lstrip()
         fields: dict[str, Any] = {
             "TITLE": str(p.get("title") or "").strip() or "Follow up",
             "DESCRIPTION": description,
@@ -118,187 +241,241 @@ class BitrixSink:
         bindings = _bindings(p.get("bindings"))
         if bindings:
             fields["UF_CRM_TASK"] = bindings
-        res = self._create(action, "tasks.task.add", {"fields": fields})
-        if isinstance(res, ActionResult):
-            return res
-        task = (res or {}).get("task") if isinstance(res, Mapping) else None
-        tid = (task or {}).get("id", (task or {}).get("ID"))
-        return ActionResult(remote_id=str(tid) if tid is not None else None, detail="task created")
 
-    def _do_field(self, action: PlannedAction, p: Mapping[str, Any]) -> ActionResult:
+        def finish(res: list[Any]) -> ActionResult:
+            task = res[0].get("task") if isinstance(res[0], Mapping) else None
+            tid = (task or {}).get("id", (task or {}).get("ID"))
+            return ActionResult(remote_id=str(tid) if tid is not None else None, detail="task created",
+                                remote_key=m.key("task", tid) if tid is not None else None)
+
+        return _Plan(a, [("tasks.task.add", {"fields": fields})], finish)
+
+    def _cmd_field(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
         kind, eid = _entity(p.get("entity"), m.LEGACY_KINDS)
         fields = dict(p.get("fields") or {})
         if not fields:
             raise Rejected("no fields to set", system=SYSTEM, obj=f"crm.{kind}.update id={eid}")
-        self.client.result(f"crm.{kind}.update", {"id": eid, "fields": fields,
-                                                   "params": {"REGISTER_SONET_EVENT": "N"}})
-        return ActionResult(remote_id=str(eid), detail=f"{kind} {eid}: {', '.join(sorted(fields))} set")
+        cmd = (f"crm.{kind}.update", {"id": eid, "fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}})
+        return _Plan(a, [cmd], lambda res: ActionResult(remote_id=str(eid), detail=f"{kind} {eid}: {', '.join(sorted(fields))} set"))
 
-    def _do_reassign(self, action: PlannedAction, p: Mapping[str, Any]) -> ActionResult:
-        """Every entity in one ``batch``; an entity deleted meanwhile is skipped, not fatal."""
+    def _cmd_reassign(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
+        """Every entity in one request; an entity deleted meanwhile is skipped, not fatal. A
+        reassignment that half-applied (a command failed) is retried as a whole: it is idempotent."""
         to = _manager_id(p.get("to"))
         entities = [_entity(k, m.LEGACY_KINDS) for k in p.get("entities") or []]
         if not entities:
             raise Rejected("nothing to reassign", system=SYSTEM)
-        moved, missing = [], []
-        for i in range(0, len(entities), 50):
-            chunk = entities[i:i + 50]
-            cmds = {f"e{j}": (f"crm.{kind}.update", {"id": eid, "fields": {"ASSIGNED_BY_ID": to},
-                                                      "params": {"REGISTER_SONET_EVENT": "N"}})
-                    for j, (kind, eid) in enumerate(chunk)}
-            reply = self.client.batch(cmds)
-            for j, (kind, eid) in enumerate(chunk):
-                err = reply.errors.get(f"e{j}")
-                if err is None:
-                    moved.append(f"{kind} {eid}")
-                elif isinstance(err, NotFound):
-                    missing.append(f"{kind} {eid}")
-                else:
-                    raise err
-        if not moved:
-            raise NotFound(f"none of the entities exist: {', '.join(missing)}", system=SYSTEM, obj="reassign")
-        detail = f"assigned to user {to}: {', '.join(moved)}"
-        if missing:
-            detail += f"; not found: {', '.join(missing)}"
-        return ActionResult(remote_id=str(to), detail=detail)
+        cmds = [(f"crm.{kind}.update", {"id": eid, "fields": {"ASSIGNED_BY_ID": to}, "params": {"REGISTER_SONET_EVENT": "N"}})
+                for kind, eid in entities]
 
-    def _do_comment(self, action: PlannedAction, p: Mapping[str, Any]) -> ActionResult:
+        def finish(res: list[Any]) -> ActionResult:
+            moved = [f"{k} {e}" for (k, e), r in zip(entities, res, strict=True) if r is not None]
+            gone = [f"{k} {e}" for (k, e), r in zip(entities, res, strict=True) if r is None]
+            detail = f"assigned to user {to}: {', '.join(moved)}" + (f"; not found: {', '.join(gone)}" if gone else "")
+            return ActionResult(remote_id=str(to), detail=detail)
+
+        return _Plan(a, cmds, finish, tolerate_missing=True)
+
+    def _cmd_comment(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
         kind, eid = _entity(p.get("entity"), m.LEGACY_KINDS)
         text = str(p.get("text") or "").strip()
         if not text:
             raise Rejected("empty comment", system=SYSTEM, obj=f"crm.timeline.comment.add {kind}={eid}")
-        res = self._create(action, "crm.timeline.comment.add", {
-            "fields": {"ENTITY_ID": eid, "ENTITY_TYPE": kind, "COMMENT": comment_text(text, action.marker)}})
-        if isinstance(res, ActionResult):
-            return res
-        return ActionResult(remote_id=str(res), detail=f"comment on {kind} {eid}")
+        cmd = ("crm.timeline.comment.add", {"fields": {"ENTITY_ID": eid, "ENTITY_TYPE": kind, "COMMENT": comment_text(text, a.marker)}})
+        return _Plan(a, [cmd], lambda res: ActionResult(remote_id=str(res[0]), detail=f"comment on {kind} {eid}",
+                                                         remote_key=m.key("comment", res[0])))
 
-    def _do_notify(self, action: PlannedAction, p: Mapping[str, Any]) -> ActionResult:
+    def _cmd_notify(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
         uid = _manager_id(p.get("user"))
-        res = self._at_most_once("im.notify.system.add", {"USER_ID": uid, "MESSAGE": str(p.get("text") or "")})
-        if res is False:
-            raise Rejected("notification refused", system=SYSTEM, obj=f"im.notify.system.add user={uid}")
-        return ActionResult(remote_id=str(res), status="sent", detail=f"notified user {uid}")
+        text = str(p.get("text") or "").strip()
+        if not text:
+            raise Rejected("empty notification", system=SYSTEM, obj=f"im.notify.system.add user={uid}")
 
-    def _do_trigger(self, action: PlannedAction, p: Mapping[str, Any]) -> ActionResult:
+        def finish(res: list[Any]) -> ActionResult:
+            if res[0] is False:
+                raise Rejected("notification refused", system=SYSTEM, obj=f"im.notify.system.add user={uid}")
+            return ActionResult(remote_id=str(res[0]), status="sent", detail=f"notified user {uid}")
+
+        return _Plan(a, [("im.notify.system.add", {"USER_ID": uid, "MESSAGE": text})], finish, at_most_once=True)
+
+    def _cmd_trigger(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
         kind, eid = _entity(p.get("entity"))
         target = f"{m.KIND_WORD[kind]}_{eid}"
-        self._at_most_once("crm.automation.trigger", {"target": target, "code": str(p.get("code") or "")})
-        return ActionResult(remote_id=target, detail=f"trigger {p.get('code')} fired on {target}")
+        code = str(p.get("code") or "")
+        return _Plan(a, [("crm.automation.trigger", {"target": target, "code": code})],
+                     lambda res: ActionResult(remote_id=target, detail=f"trigger {code} fired on {target}"), at_most_once=True)
 
-    def _do_workflow(self, action: PlannedAction, p: Mapping[str, Any]) -> ActionResult:
+    def _cmd_workflow(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
         kind, eid = _entity(p.get("entity"))
         doc = ["crm", m.BIZPROC_DOCUMENT[kind], f"{m.KIND_WORD[kind]}_{eid}"]
         params: dict[str, Any] = {"TEMPLATE_ID": int(p.get("template_id") or 0), "DOCUMENT_ID": doc}
         if p.get("parameters"):
             params["PARAMETERS"] = dict(p["parameters"])
-        res = self._at_most_once("bizproc.workflow.start", params)
-        return ActionResult(remote_id=str(res), detail=f"workflow {params['TEMPLATE_ID']} started on {doc[2]}")
+        return _Plan(a, [("bizproc.workflow.start", params)],
+                     lambda res: ActionResult(remote_id=str(res[0]), detail=f"workflow {params['TEMPLATE_ID']} started on {doc[2]}"),
+                     at_most_once=True)
 
-    def _at_most_once(self, method: str, params: dict) -> Any:
-        """Calls that leave no searchable trace: a failure that may have run is not retried."""
-        try:
-            return self.client.result(method, params, idempotent=False)
-        except RateLimited:
-            raise
-        except TransientError as e:
-            raise PermanentError(f"outcome unknown, not resent: {e.message}", system=SYSTEM, obj=e.obj,
-                                 code=e.code, status=e.status) from None
+    def _cmd_close_task(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
+        """The episode ended: a result comment on the connector's own task, then the task completed."""
+        tid = _task_id(p.get("task"))
+        cmds = []
+        text = str(p.get("text") or "").strip()
+        if text:
+            cmds.append(("task.commentitem.add", {"TASKID": tid, "FIELDS": {"POST_MESSAGE": comment_text(text, a.marker)}}))
+        cmds.append(("tasks.task.complete", {"taskId": tid}))
+        return _Plan(a, cmds, lambda res: ActionResult(remote_id=str(tid), detail=f"task {tid} completed: the episode ended"),
+                     tolerate_missing=True)
 
     # ------------------------------------------------------------ reconcile
 
     def reconcile(self, action: PlannedAction) -> ActionResult | None:
-        if action.type == "task":
-            return self._find_task(action)
-        if action.type == "comment":
-            return self._find_comment(action)
-        if action.type == "reassign":
-            return self._check_assigned(action)
-        if action.type == "field":
-            return self._check_fields(action)
-        raise PermanentError(f"cannot reconcile a {action.type} action (it leaves no marker)", system=SYSTEM,
-                             obj=action.key)
-
-    def _find_task(self, action: PlannedAction) -> ActionResult | None:
-        p = action.payload
-        bindings = _bindings(p.get("bindings"))
-        # by binding when there is one (the task may have been delegated since), else by person + title
-        if bindings:
-            filt: dict[str, Any] = {"UF_CRM_TASK": bindings[0]}
-        else:
-            filt = {"RESPONSIBLE_ID": _manager_id(p.get("responsible")), "TITLE": str(p.get("title") or "")}
-        for rows in self._newest_first("tasks.task.list", filt, ["ID", "TITLE", "DESCRIPTION", "UF_CRM_TASK"],
-                                       wrap="tasks", rid="id"):
-            for r in rows:
-                if action.marker in str(r.get("description", r.get("DESCRIPTION")) or ""):
-                    tid = r.get("id", r.get("ID"))
-                    return ActionResult(remote_id=str(tid), detail="task found by marker")
-        return None
-
-    def _find_comment(self, action: PlannedAction) -> ActionResult | None:
-        kind, eid = _entity(action.payload.get("entity"), m.LEGACY_KINDS)
-        filt = {"ENTITY_ID": eid, "ENTITY_TYPE": kind}
-        start = 0
-        for _ in range(RECONCILE_PAGES):
-            env = self.client.call("crm.timeline.comment.list", {
-                "filter": filt, "select": ["ID", "COMMENT"], "order": {"ID": "DESC"}, "start": start})
-            rows = env.get("result") or []
-            for r in rows:
-                if action.marker in str(r.get("COMMENT") or ""):
-                    return ActionResult(remote_id=str(r.get("ID")), detail="comment found by marker")
-            if len(rows) < 50 or "next" not in env:
-                return None
-            start = int(env["next"])
-        raise PermanentError("marker not within the newest comments; cannot tell", system=SYSTEM,
-                             obj=f"crm.timeline.comment.list {kind}={eid}")
-
-    def _newest_first(self, method: str, filt: dict, select: list[str], *, wrap: str | None,
-                      rid: str) -> Iterator[list[dict]]:
-        """Keyset pages newest first (``order ID DESC`` + ``<ID``), at most RECONCILE_PAGES."""
-        last: int | None = None
-        for _ in range(RECONCILE_PAGES):
-            f = dict(filt)
-            if last is not None:
-                f["<ID"] = last
-            res = self.client.result(method, {"order": {"ID": "DESC"}, "filter": f, "select": select, "start": -1})
-            rows = (res or {}).get(wrap) if wrap and isinstance(res, Mapping) else res
-            rows = [r for r in rows or [] if isinstance(r, Mapping)]
-            yield rows
-            if len(rows) < 50:
-                return
-            last = min(int(r.get(rid, r.get(rid.upper()))) for r in rows)
-        raise PermanentError("marker not within the newest tasks; cannot tell", system=SYSTEM, obj=method)
-
-    def _read(self, entities: list[tuple[str, int]]) -> dict[tuple[str, int], Mapping[str, Any] | None]:
-        out: dict[tuple[str, int], Mapping[str, Any] | None] = {}
-        for i in range(0, len(entities), 50):
-            chunk = entities[i:i + 50]
-            reply = self.client.batch({f"e{j}": (f"crm.{k}.get", {"id": eid}) for j, (k, eid) in enumerate(chunk)})
-            for j, ent in enumerate(chunk):
-                err = reply.errors.get(f"e{j}")
-                if err is not None and not isinstance(err, NotFound):
-                    raise err
-                res = reply.results.get(f"e{j}")
-                out[ent] = res if isinstance(res, Mapping) else None
+        out = self.reconcile_batch([action])[action.key]
+        if isinstance(out, UpstreamError):
+            raise out
         return out
 
-    def _check_assigned(self, action: PlannedAction) -> ActionResult | None:
-        to = _manager_id(action.payload.get("to"))
-        entities = [_entity(k, m.LEGACY_KINDS) for k in action.payload.get("entities") or []]
-        rows = self._read(entities)
-        if all(r is None or m.to_int(r.get("ASSIGNED_BY_ID")) == to for r in rows.values()):
-            return ActionResult(remote_id=str(to), detail="already assigned")
-        return None
+    def reconcile_batch(self, actions: list[PlannedAction]) -> dict[str, ActionResult | None | UpstreamError]:
+        out: dict[str, ActionResult | None | UpstreamError] = {}
+        probes: list[_Probe] = []
+        for a in actions:
+            try:
+                probe = self._probe(a)
+            except UpstreamError as e:
+                out[a.key] = e
+                continue
+            probes.append(probe)
+        rounds = 0
+        while probes:
+            rounds += 1
+            cmds: dict[str, tuple[str, dict]] = {}
+            owners: dict[str, tuple[_Probe, int]] = {}
+            for i, pr in enumerate(probes):
+                for j, cmd in enumerate(pr.next_commands()):
+                    cmds[f"r{i}_{j}"] = cmd
+                    owners[f"r{i}_{j}"] = (pr, j)
+            replies: dict[int, list[Any]] = {}
+            errors: dict[int, UpstreamError] = {}
+            items = list(cmds.items())
+            for k in range(0, len(items), BATCH):
+                try:
+                    reply = self.client.batch(dict(items[k : k + BATCH]))
+                except UpstreamError as e:
+                    for label, _ in items[k : k + BATCH]:
+                        errors[id(owners[label][0])] = e
+                    continue
+                for label, _ in items[k : k + BATCH]:
+                    pr, j = owners[label]
+                    err = reply.errors.get(label)
+                    if err is not None and not isinstance(err, NotFound):
+                        errors[id(pr)] = err
+                    replies.setdefault(id(pr), []).append((j, None if err is not None else reply.results.get(label), reply))
+            still = []
+            for pr in probes:
+                if id(pr) in errors:
+                    out[pr.action.key] = errors[id(pr)]
+                    continue
+                parts = sorted(replies.get(id(pr), []), key=lambda t: t[0])
+                verdict = pr.feed([r for _, r, _ in parts])
+                if verdict is _MORE:
+                    if rounds >= RECONCILE_PAGES:
+                        out[pr.action.key] = PermanentError("marker not within the newest records; cannot tell",
+                                                            system=SYSTEM, obj=pr.action.key)
+                    else:
+                        still.append(pr)
+                else:
+                    out[pr.action.key] = verdict
+            probes = still
+        return out
 
-    def _check_fields(self, action: PlannedAction) -> ActionResult | None:
-        kind, eid = _entity(action.payload.get("entity"), m.LEGACY_KINDS)
-        row = self._read([(kind, eid)]).get((kind, eid))
-        if row is None:
-            raise NotFound("entity is gone", system=SYSTEM, obj=f"crm.{kind}.get id={eid}")
-        want = dict(action.payload.get("fields") or {})
-        if all(_same(row.get(k), v) for k, v in want.items()):
-            return ActionResult(remote_id=str(eid), detail="fields already set")
-        return None
+    def _probe(self, a: PlannedAction) -> _Probe:
+        p = a.payload
+        if a.type == "task":
+            bindings = _bindings(p.get("bindings"))
+            filt = {"UF_CRM_TASK": bindings[0]} if bindings else {"RESPONSIBLE_ID": _manager_id(p.get("responsible")),
+                                                                   "TITLE": str(p.get("title") or "")}
+            return _ListProbe(a, "tasks.task.list", filt, ["ID", "TITLE", "DESCRIPTION", "UF_CRM_TASK"], wrap="tasks", rid="id",
+                              text=("description", "DESCRIPTION"), kind="task")
+        if a.type == "comment":
+            kind, eid = _entity(p.get("entity"), m.LEGACY_KINDS)
+            return _ListProbe(a, "crm.timeline.comment.list", {"ENTITY_ID": eid, "ENTITY_TYPE": kind}, ["ID", "COMMENT"],
+                              wrap=None, rid="ID", text=("COMMENT",), kind="comment")
+        if a.type == "reassign":
+            to = _manager_id(p.get("to"))
+            entities = [_entity(k, m.LEGACY_KINDS) for k in p.get("entities") or []]
+            return _ReadProbe(a, [(f"crm.{k}.get", {"id": e}) for k, e in entities],
+                              lambda rows: all(r is None or m.to_int(r.get("ASSIGNED_BY_ID")) == to for r in rows),
+                              ActionResult(remote_id=str(to), detail="already assigned"))
+        if a.type == "field":
+            kind, eid = _entity(p.get("entity"), m.LEGACY_KINDS)
+            want = dict(p.get("fields") or {})
+            return _ReadProbe(a, [(f"crm.{kind}.get", {"id": eid})],
+                              lambda rows: rows[0] is None or all(_same(rows[0].get(k), v) for k, v in want.items()),
+                              ActionResult(remote_id=str(eid), detail="fields already set"))
+        if a.type == "close_task":
+            tid = _task_id(p.get("task"))
+            return _ReadProbe(a, [("tasks.task.get", {"taskId": tid, "select": ["ID", "STATUS"]})],
+                              lambda rows: rows[0] is None or m.to_int(((rows[0] or {}).get("task") or {}).get("status")) == TASK_DONE,
+                              ActionResult(remote_id=str(tid), detail="task already completed"))
+        raise PermanentError(f"cannot reconcile a {a.type} action (it leaves no marker)", system=SYSTEM, obj=a.key)
+
+
+_MORE = object()
+
+
+class _Probe:
+    action: PlannedAction
+
+    def next_commands(self) -> list[tuple[str, dict]]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def feed(self, results: list[Any]) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class _ListProbe(_Probe):
+    """Newest first (``order ID DESC`` + keyset ``<ID``), looking for the marker in a text field."""
+
+    def __init__(self, a: PlannedAction, method: str, filt: dict, select: list[str], *, wrap: str | None, rid: str,
+                 text: tuple[str, ...], kind: str):
+        self.action, self.method, self.filt, self.select = a, method, filt, select
+        self.wrap, self.rid, self.text, self.kind = wrap, rid, text, kind
+        self.last: int | None = None
+
+    def next_commands(self) -> list[tuple[str, dict]]:
+        f = dict(self.filt)
+        if self.last is not None:
+            f["<ID"] = self.last
+        params: dict[str, Any] = {"order": {"ID": "DESC"}, "filter": f, "select": self.select}
+        params["start"] = -1
+        return [(self.method, params)]
+
+    def feed(self, results: list[Any]) -> Any:
+        res = results[0] if results else None
+        rows = (res or {}).get(self.wrap) if self.wrap and isinstance(res, Mapping) else res
+        rows = [r for r in rows or [] if isinstance(r, Mapping)]
+        for r in rows:
+            body = next((str(r.get(t)) for t in self.text if r.get(t) is not None), "")
+            if self.action.marker in body:
+                rid = r.get(self.rid, r.get(self.rid.upper(), r.get(self.rid.lower())))
+                return ActionResult(remote_id=str(rid), detail=f"{self.kind} found by marker", remote_key=m.key(self.kind, rid))
+        if len(rows) < 50:
+            return None
+        self.last = min(int(r.get(self.rid, r.get(self.rid.upper(), r.get(self.rid.lower())))) for r in rows)
+        return _MORE
+
+
+class _ReadProbe(_Probe):
+    """Read the entities back; ``done(rows)`` says whether the action's effect is already there."""
+
+    def __init__(self, a: PlannedAction, commands: list[tuple[str, dict]], done: Callable[[list[Any]], bool], result: ActionResult):
+        self.action, self.commands, self.done, self.result = a, commands, done, result
+
+    def next_commands(self) -> list[tuple[str, dict]]:
+        return self.commands
+
+    def feed(self, results: list[Any]) -> Any:
+        rows = [r if isinstance(r, Mapping) else None for r in results]
+        return self.result if self.done(rows) else None
 
 
 def _same(have: Any, want: Any) -> bool:
@@ -311,5 +488,4 @@ def _same(have: Any, want: Any) -> bool:
     if want is None or want == "":
         return m.empty(have)
     return str(have) == str(want)
-
 

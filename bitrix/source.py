@@ -104,7 +104,7 @@ def _entities(cfg: Bitrix24) -> dict[str, Entity]:
             "CONTACT_ID", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "CLOSEDATE", "CLOSED"), "DATE_MODIFY"),
         "activities": Entity("activity", "crm.activity.list", (
             "ID", "OWNER_ID", "OWNER_TYPE_ID", "TYPE_ID", "PROVIDER_ID", "SUBJECT", "COMPLETED", "START_TIME",
-            "END_TIME", "DEADLINE", "LAST_UPDATED", "RESPONSIBLE_ID", "DIRECTION"), "LAST_UPDATED"),
+            "END_TIME", "DEADLINE", "LAST_UPDATED", "RESPONSIBLE_ID", "DIRECTION", "ASSOCIATED_ENTITY_ID"), "LAST_UPDATED"),
         "invoices": Entity("invoice", "crm.item.list", (
             "id", "title", "accountNumber", "stageId", "categoryId", "opportunity", "currencyId", "begindate",
             "closedate", "companyId", "contactId", "assignedById", "createdTime", "updatedTime", "movedTime",

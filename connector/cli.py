@@ -1,7 +1,7 @@
 """The ``connector`` command: validate, schema, check, sync, status, plan, run, sandbox, demo.
 
-Exit codes: 0 fine, 1 a source or an action failed, 2 bad config or usage, 3 refused by the
-safety brake.
+Exit codes: 0 fine, 1 a source or an action failed, 2 bad config or usage, 3 something was
+refused (the safety brake, an empty release pool), 4 the store is held by another process.
 """
 
 from __future__ import annotations
@@ -106,19 +106,41 @@ def check(config: str) -> None:
     sys.exit(1 if bad else 0)
 
 
+def _wait_option(f):
+    return click.option("--wait", "wait", type=float, default=None, metavar="SECONDS",
+                        help="Wait this long for another process to release the store (default: exit 4 at once).")(f)
+
+
+def _lease(s: Settings, store, wait: float | None):
+    """Take the store's runner lease or exit 4 naming its holder."""
+    from connector.lease import LeaseHeld
+    from connector.runner import make_lease
+
+    lease = make_lease(s, store, wait=wait)
+    try:
+        lease.acquire()
+    except LeaseHeld as e:
+        err.print(f"{e}", markup=False)
+        sys.exit(4)
+    return lease
+
+
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--full", is_flag=True, help="Ignore cursors and re-read everything.")
 @_now_option
-def sync(config: str, full: bool, now: str | None) -> None:
+@_wait_option
+def sync(config: str, full: bool, now: str | None, wait: float | None) -> None:
     """Pull every configured source into the local store."""
+    from connector.ports import CappedClock
     from connector.runner import make_context
     from connector.sync import sync_all
 
     s = _load(config)
     store = _open(s)
-    ctx = make_context(store, _clock(now))
-    rep = sync_all(s, store, ctx, full=full, progress=sys.stdout.isatty())
+    with _lease(s, store, wait):
+        ctx = make_context(store, CappedClock(_clock(now)))
+        rep = sync_all(s, store, ctx, full=full, progress=sys.stdout.isatty())
     print_sync(rep)
     sys.exit(0 if rep.ok else 1)
 
@@ -168,23 +190,54 @@ def status(config: str) -> None:
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (streamed).")
 @click.option("--force", is_flag=True, help="Override the safety brake (shown, not executed here).")
+@click.option("--no-sync", "no_sync", is_flag=True, help="Evaluate the store as it is, without syncing first.")
+@click.option("--rule", "rules", multiple=True, help="Evaluate only this rule (repeatable).")
+@click.option("--all", "show_all", is_flag=True, help="List every action, not the first --limit per rule.")
+@click.option("--limit", default=20, show_default=True, help="Actions listed per rule on a terminal.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Also write the whole plan as JSON to this file.")
 @_now_option
-def plan(config: str, as_json: bool, force: bool, now: str | None) -> None:
-    """Sync, evaluate and print every planned action with its reason. Writes to no external system."""
-    from connector.runner import cycle, make_context
+def plan(config: str, as_json: bool, force: bool, no_sync: bool, rules: tuple[str, ...], show_all: bool, limit: int,
+         out: str | None, now: str | None) -> None:
+    """Sync, evaluate and print every planned action with its reason. Writes to no external system.
+
+    A simulated --now never moves what a real run depends on: cursors are stamped with the real
+    clock at the latest. When another process holds the store, the store is evaluated as it is."""
+    from connector.lease import LeaseHeld
+    from connector.runner import cycle, make_context, make_lease
 
     s = _load(config)
+    unknown = [r for r in rules if r not in {x.name for x in s.rules}]
+    if unknown:
+        err.print(f"--rule: no rule named {', '.join(unknown)} in {config}", markup=False)
+        sys.exit(2)
     store = _open(s)
     ctx = make_context(store, _clock(now))
-    rep = cycle(s, store, ctx, execute=False, force=force, progress=not as_json and sys.stdout.isatty())
+    lease = None
+    if not no_sync:
+        lease = make_lease(s, store)
+        try:
+            lease.acquire()
+        except LeaseHeld as e:
+            err.print(f"{e}: evaluating the store as it is (no sync)", markup=False)
+            lease, no_sync = None, True
+    try:
+        rep = cycle(s, store, ctx, execute=False, force=force, progress=not as_json and sys.stdout.isatty(), lease=lease,
+                    sync=not no_sync, only=set(rules) or None)
+    finally:
+        if lease is not None:
+            lease.release()
     if not rep.sync.ok:
         if not as_json:
             print_sync(rep.sync)
         err.print("a source failed: no rule was evaluated", markup=False)
         sys.exit(1)
-    print_plan(rep.plan, as_json=as_json)
+    if out:
+        from connector.report import write_plan_json
+
+        write_plan_json(rep.plan, out)
+    print_plan(rep.plan, as_json=as_json, limit=None if (show_all or not sys.stdout.isatty()) else limit)
 
 
 @main.command()
@@ -192,24 +245,34 @@ def plan(config: str, as_json: bool, force: bool, now: str | None) -> None:
 @click.option("--once", is_flag=True, help="One cycle, then exit (non-zero if a source failed).")
 @click.option("--force", is_flag=True, help="Override the safety brake for this run.")
 @_now_option
-def run(config: str, once: bool, force: bool, now: str | None) -> None:
-    """Sync, evaluate, execute. Without --once: the daemon (SIGTERM stops, SIGHUP reloads)."""
+@_wait_option
+def run(config: str, once: bool, force: bool, now: str | None, wait: float | None) -> None:
+    """Sync, evaluate, execute. Without --once: the daemon (SIGTERM stops, SIGHUP reloads).
+
+    Exit 1 when a source or an action failed, 3 when anything was refused, 4 when another
+    process holds the store."""
     from connector.runner import cycle, make_context
 
+    s = _load(config)
+    store = _open(s)
     if not once:
         from connector.daemon import Daemon
 
-        s = _load(config)
-        sys.exit(Daemon(config, s, clock=_clock(now)).serve())
-    s = _load(config)
-    store = _open(s)
-    ctx = make_context(store, _clock(now))
-    rep = cycle(s, store, ctx, execute=True, force=force, progress=sys.stdout.isatty())
+        if logging.getLogger().level > logging.INFO:  # a service reports each cycle
+            logging.getLogger().setLevel(logging.INFO)
+        lease = _lease(s, store, wait)
+        try:
+            sys.exit(Daemon(config, s, clock=_clock(now), lease=lease).serve())
+        finally:
+            lease.release()
+    with _lease(s, store, wait) as lease:
+        ctx = make_context(store, _clock(now))
+        rep = cycle(s, store, ctx, execute=True, force=force, progress=sys.stdout.isatty(), lease=lease)
     print_sync(rep.sync)
     print_exec(rep)
     if not rep.sync.ok:
         sys.exit(1)
-    if rep.plan and rep.plan.refused_run:
+    if rep.refused:
         sys.exit(3)
     sys.exit(0 if rep.ok else 1)
 

@@ -370,8 +370,22 @@ Action = Annotated[
 
 
 class EscalationStep(Model):
-    after_days: int = Field(ge=0)
+    after_days: int | None = Field(None, ge=0, description="days after the episode's first action was done")
+    when: Literal["task_overdue"] | None = Field(None, description="task_overdue: the connector's task of the episode is past its deadline")
     actions: list[Action]
+
+    @model_validator(mode="after")
+    def _trigger(self) -> "EscalationStep":
+        if (self.after_days is None) == (self.when is None):
+            raise ValueError("set exactly one of after_days or when")
+        return self
+
+
+class OnClear(Model):
+    """What happens when an episode's condition clears (contact, purchase, payment, call-back)."""
+
+    close_tasks: bool = Field(True, description="complete the connector's still-open tasks of the episode, with a result comment")
+    field: dict[str, Any] | None = Field(None, description="reset the labels the rule set, e.g. {UF_CRM_STATE: ACTIVE}")
 
 
 ContactKind = Literal["call", "email", "meeting", "task", "comment", "document", "deal", "invoice", "other"]
@@ -391,6 +405,7 @@ class RuleBase(Model):
     where: Where | None = None
     actions: list[Action] = Field(default_factory=list)
     escalate: list[EscalationStep] = Field(default_factory=list)
+    on_clear: OnClear = Field(default_factory=OnClear)
     enabled: bool = True
 
 
@@ -471,6 +486,7 @@ class Settings(Model):
     people: People = Field(default_factory=People)
     safety: Safety = Field(default_factory=Safety)
     schedule: Schedule = Field(default_factory=Schedule)
+    lease_seconds: float = Field(60, gt=0, description="the store lease expires this long after its holder's last heartbeat")
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("timezone")
@@ -507,7 +523,25 @@ class Settings(Model):
         if not (self.bitrix24 or self.onec):
             if self.rules:
                 raise ValueError("configure bitrix24 or onec: rules need a CRM to read clients from")
+        if self.bitrix24 is not None:  # fields the rules read are pulled without being listed twice
+            for name in self.fields_read():
+                if name not in self.bitrix24.fields:
+                    self.bitrix24.fields.append(name)
         return self
+
+    def fields_read(self) -> list[str]:
+        """Custom CRM fields the rules and channels read: cadence, where filters, opt-out."""
+        names: list[str] = []
+        for r in self.rules:
+            if isinstance(r, LostRule) and r.cadence.field:
+                names.append(r.cadence.field)
+            if r.where is not None and r.where.field:
+                names.extend(r.where.field)
+        for opt in (self.messaging.opt_out_field if self.messaging else None,
+                    self.bitrix24.opt_out_field if self.bitrix24 else None):
+            if opt:
+                names.append(opt)
+        return list(dict.fromkeys(names))
 
 
 # ---------------------------------------------------------------- loading

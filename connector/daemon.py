@@ -24,10 +24,11 @@ log = logging.getLogger("connector.daemon")
 
 
 class Daemon:
-    def __init__(self, path: str, settings: Settings, *, clock: Clock | None = None):
+    def __init__(self, path: str, settings: Settings, *, clock: Clock | None = None, lease=None):
         self.path = path
         self.settings = settings
         self.clock = clock or SystemClock()
+        self.lease = lease
         self.stop = threading.Event()
         self.reload = threading.Event()
         self.cycles = 0
@@ -47,6 +48,9 @@ class Daemon:
             new = load_settings(self.path)
         except ConfigError as e:
             log.error("reload refused, keeping the running config:\n%s", "\n".join(e.problems))
+            return
+        if new.store != self.settings.store:
+            log.error("reload refused: the store cannot change while the daemon runs (restart it instead)")
             return
         self.settings = new
         self._restart_push()
@@ -84,11 +88,18 @@ class Daemon:
                 if self.reload.is_set():
                     self._reload()
                 try:
-                    store = open_store(self.settings)
-                    rep = cycle(self.settings, store, make_context(store, self.clock), execute=True)
+                    store = self.lease.store if self.lease is not None else open_store(self.settings)
+                    if self.lease is not None and not self.lease.held:
+                        self.lease.acquire()  # taken over while we stalled: take it back, or LeaseHeld skips the cycle
+                    rep = cycle(self.settings, store, make_context(store, self.clock), execute=True, lease=self.lease,
+                                should_stop=self.stop.is_set)
                     done = rep.execution.done if rep.execution else 0
-                    log.warning("cycle %d: sources %s, %d action(s) done%s", self.cycles + 1,
-                                "ok" if rep.sync.ok else "FAILED", done, "; " + "; ".join(rep.notes) if rep.notes else "")
+                    log.info("cycle %d: sources %s, %d action(s) done%s", self.cycles + 1,
+                             "ok" if rep.sync.ok else "FAILED", done, "; " + "; ".join(rep.notes) if rep.notes else "")
+                    for line in rep.refused:  # every refusal, by name, each cycle it happens
+                        log.warning("refused: %s", line)
+                    for line in (rep.execution.notes + rep.execution.problems) if rep.execution else []:
+                        log.warning("%s", line)
                 except ConnectorError as e:
                     log.error("cycle failed: %s", e)
                 self.cycles += 1

@@ -134,13 +134,20 @@ def _calls_as_contact(settings, store, now) -> list[str]:
     rule = next((r for r in settings.rules if isinstance(r, ForgottenRule)), None)
     if rule is None:
         return []
+    from datetime import timedelta
+
     out = []
-    for c in load_snapshot(settings, store, now).clients.values():
-        crm_last = c.crm_contact_at
-        if c.pbx_call_at and (crm_last is None or (now - crm_last).days > rule.inactive_days):
-            crm = f"nothing in the CRM or 1C for {(now - crm_last).days} days" if crm_last else "nothing in the CRM or 1C"
-            out.append(f"call counted as contact: {c.title}: {crm}, but a Binotel call on {c.pbx_call_at:%Y-%m-%d} "
-                       f"keeps it off the forgotten list")
+    with load_snapshot(settings, store, now) as snap:
+        pbx: dict[str, object] = {}
+        for call in snap.calls(since=now - timedelta(days=rule.inactive_days)):
+            if call.answered and call.talk_s > 0 and call.client_key:
+                pbx[call.client_key] = max(call.started_at, pbx.get(call.client_key, call.started_at))
+        for key, c in snap.clients(list(pbx)).items():
+            crm_last, _ = c.last_contact([k for k in rule.contact_kinds if k != "call"])
+            if crm_last is None or (now - crm_last).days > rule.inactive_days:
+                crm = f"nothing in the CRM or 1C for {(now - crm_last).days} days" if crm_last else "nothing in the CRM or 1C"
+                out.append(f"call counted as contact: {c.title}: {crm}, but a Binotel call on {pbx[key]:%Y-%m-%d} "
+                           f"keeps it off the forgotten list")
     return out
 
 

@@ -8,6 +8,7 @@ with the source's offset); a naive datetime never enters the domain.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -17,6 +18,19 @@ from typing import Any
 def make_key(system: str, kind: str, source_id: object) -> str:
     """Build a record key; the one place that knows the format."""
     return f"{system}:{kind}:{source_id}"
+
+
+MARKER = re.compile(r"\bcn-[0-9a-f]{12}\b")
+
+
+def find_marker(*texts: str | None) -> str | None:
+    """The connector's marker (``cn-`` + 12 hex) in a remote text: proof the record is its own."""
+    for t in texts:
+        if t:
+            m = MARKER.search(t)
+            if m:
+                return m.group(0)
+    return None
 
 
 def split_key(key: str) -> tuple[str, str, str]:
@@ -156,6 +170,8 @@ class Activity:
     direction: str | None = None  # "in" | "out"
     subject: str = ""
     duration_s: int | None = None
+    text: str = ""  # the whole text where it may carry the connector's marker (a comment); not stored
+    ref_key: str | None = None  # the record this activity mirrors (a CRM task activity -> its task)
 
 
 @dataclass(slots=True)

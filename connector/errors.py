@@ -37,7 +37,9 @@ class UpstreamError(ConnectorError):
         obj: str = "",
         code: str | int | None = None,
         status: int | None = None,
+        ambiguous: bool = False,
     ):
+        self.ambiguous = ambiguous  # the remote may have applied the request anyway (timeout, 5xx after sending)
         self.system = system
         self.obj = obj
         self.code = code

@@ -73,8 +73,12 @@ def link_clients(settings: Settings, store: Store, now: datetime) -> dict[str, i
             else:
                 stats["unmatched"] += 1
                 rows.append({"foreign_key": key, "client_key": None, "method": "unmatched", "candidates": None, "updated_at": now})
-        conn.execute(delete(links))
-        store._upsert(conn, links, rows, ["foreign_key"])
+        before = {r.foreign_key: (r.client_key, r.method, r.candidates) for r in conn.execute(select(links))}
+        after = {r["foreign_key"]: (r["client_key"], r["method"], r["candidates"]) for r in rows}
+        if before != after:  # rewritten only when a link changed: evidence derived from links is rebuilt then
+            conn.execute(delete(links))
+            store._upsert(conn, links, rows, ["foreign_key"])
+            store.mark_evidence_dirty(conn)
     return stats
 
 

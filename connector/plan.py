@@ -30,10 +30,11 @@ from connector.config import (
     WorkflowAction,
     WorkflowSpec,
 )
+from connector.journal import Journal
 from connector.ports import PlannedAction
-from connector.rules import evaluate
+from connector.rules import clear_reason, evaluate
 from connector.rules.base import DONE_STATES, FINAL_STATES, Finding, episode_of, person_key
-from connector.snapshot import ClientView, ManagerView, Snapshot
+from connector.snapshot import ClientView, EpisodeView, ManagerView, Snapshot, family_of, split_episode
 from connector.templates import pick_variant, render
 
 
@@ -46,6 +47,19 @@ class RulePlan:
     actions: list[PlannedAction] = field(default_factory=list)
     refused: str | None = None  # why the safety brake refused the rule's new actions
     errors: list[str] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)  # what the rule could not do (an empty pool), with names
+    notes: list[str] = field(default_factory=list)  # deliberate skips worth showing
+
+
+@dataclass
+class Cleared:
+    """An episode whose condition cleared: it is closed with its reason when the plan is recorded."""
+
+    episode: str  # the family (a lost client's call-backs share one)
+    rule: str
+    subject_key: str
+    client_key: str | None
+    reason: str
 
 
 @dataclass
@@ -53,7 +67,17 @@ class Plan:
     rules: list[RulePlan]
     known: dict[str, str]  # action key -> journal state, for actions already in the journal
     refused_run: str | None = None
-    cancel: list[str] = field(default_factory=list)  # pending journal keys whose condition cleared
+    cancel: list[tuple[str, str]] = field(default_factory=list)  # (pending journal key, why it is cancelled)
+    cleared: list[Cleared] = field(default_factory=list)
+
+    @property
+    def refusals(self) -> list[str]:
+        """Everything refused, by rule, for the run's output and exit code (3)."""
+        out = [f"{r.rule}: {r.refused}" for r in self.rules if r.refused]
+        out += [f"{r.rule}: {x}" for r in self.rules for x in r.refusals]
+        if self.refused_run:
+            out.append(self.refused_run)
+        return out
 
     @property
     def actions(self) -> list[PlannedAction]:
@@ -86,12 +110,18 @@ def _person_vars(m: ManagerView | None, key: str | None) -> dict[str, Any]:
 
 
 class Planner:
-    def __init__(self, settings: Settings, snap: Snapshot, cal: BusinessCalendar, *, known: dict[str, str] | None = None):
+    """Turns findings into planned actions; reads the journal by key, never whole."""
+
+    def __init__(self, settings: Settings, snap: Snapshot, cal: BusinessCalendar, *, journal: Journal | None = None,
+                 known: dict[str, str] | None = None):
         self.settings = settings
         self.snap = snap
         self.cal = cal
-        self.known = known or {}
+        self.journal = journal
+        self._known_fixed = known
+        self.known: dict[str, str] = dict(known or {})
         self._marketing_this_run: dict[str, str] = {}  # client key -> the marketing message key planned now
+        self._messages: dict[str, list] = {}
         sup = settings.people.supervisor
         self.supervisor_key = person_key(snap, sup) if sup is not None else None
 
@@ -99,43 +129,68 @@ class Planner:
 
     def plan(self, *, force: bool = False, only: set[str] | None = None) -> Plan:
         rule_plans: list[RulePlan] = []
-        planned_episodes: dict[str, set[str]] = {}
+        cleared: list[Cleared] = []
         for rule in self.settings.rules:
             if not rule.enabled or (only and rule.name not in only):
                 continue
             ev = evaluate(rule, self.snap, self.cal, self.settings)
-            rp = RulePlan(rule.name, rule.type, ev.scope, len(ev.findings))
+            rp = RulePlan(rule.name, rule.type, ev.scope, len(ev.findings), refusals=list(ev.refusals), notes=list(ev.notes))
+            clients = [f.client.key for f in ev.findings if f.client is not None]
+            self._messages.update(self.snap.messages_of([c for c in clients if c not in self._messages]))
+            episodes = self.snap.episode_entries([episode_of(rule.name, f.subject_key, f.period) for f in ev.findings])
+            self.known.update({e.key: e.state for es in episodes.values() for e in es})
             for f in ev.findings:
                 try:
-                    rp.actions.extend(self._expand(rule, f))
+                    rp.actions.extend(self._expand(rule, f, episodes))
                 except TemplateError as e:  # validated at load time; data can still surprise
                     rp.errors.append(f"{f.subject_key}: template error: {e}")
-            planned_episodes[rule.name] = {a.key.rsplit(":", 1)[0] for a in rp.actions}
-            self._brake(rule, rp, force)
+            current = {family_of(episode_of(rule.name, f.subject_key, f.period)) for f in ev.findings} | ev.holding
+            for ep in self.snap.open_episodes(rule.name):
+                if ep.episode in current:
+                    continue
+                why = clear_reason(rule, ep, self.snap, self.cal)
+                if why is not None:
+                    cleared.append(Cleared(ep.episode, rule.name, ep.subject_key, ep.client_key, why))
+                    rp.actions.extend(self._on_clear(rule, ep, why))
             rule_plans.append(rp)
-        plan = Plan(rule_plans, {a.key: self.known[a.key] for r in rule_plans for a in r.actions if a.key in self.known})
+        self._learn_known([a.key for r in rule_plans for a in r.actions])
+        for rp, rule in zip(rule_plans, [r for r in self.settings.rules if r.enabled and (not only or r.name in only)], strict=True):
+            self._brake(rule, rp, force)
+        plan = Plan(rule_plans, {a.key: self.known[a.key] for r in rule_plans for a in r.actions if a.key in self.known}, cleared=cleared)
         new = plan.new_actions
         limit = self.settings.safety.max_actions_per_run
         if not force and len(new) > limit:
             plan.refused_run = (
-                f"{len(new)} new actions exceed safety.max_actions_per_run={limit}; nothing will be executed "
+                f"{len(new)} new actions exceed safety.max_actions_per_run={limit}; nothing new will be executed "
                 f"(check the sources, raise the limit, or rerun with --force)"
             )
-        # pending entries of evaluated, unrefused rules whose condition no longer holds
+        # pending steps of episodes that ended are cancelled; a step the rule no longer plans for an
+        # episode that still holds (the config changed) too; absence that proves nothing cancels nothing
         planned_keys = {a.key for a in plan.actions}
+        ended = {c.episode for c in cleared}
         for rp in rule_plans:
             if rp.refused:
                 continue
-            for e in self.snap.journal_by_rule.get(rp.rule, []):
-                if e.state in ("planned", "retry_wait") and e.key not in planned_keys:
-                    plan.cancel.append(e.key)
+            live = {family_of(a.key.rsplit(":", 1)[0]) for a in rp.actions}
+            for key, episode in self.snap.pending_keys(rp.rule):
+                fam = family_of(episode)
+                if key in planned_keys:
+                    continue
+                if fam in ended:
+                    plan.cancel.append((key, next(c.reason for c in cleared if c.episode == fam)))
+                elif fam in live:
+                    plan.cancel.append((key, "no longer planned for this episode (the rule changed)"))
         return plan
+
+    def _learn_known(self, keys: list[str]) -> None:
+        if self.journal is not None:
+            self.known.update(self.journal.states_for([k for k in keys if k not in self.known]))
 
     # -- safety
 
     def _brake(self, rule: Any, rp: RulePlan, force: bool) -> None:
         s = self.settings.safety
-        new_subjects = {a.subject_key for a in rp.actions if a.key not in self.known}
+        new_subjects = {a.subject_key for a in rp.actions if a.key not in self.known and not _is_closing(a.key)}
         if force or rp.scope < s.min_clients_for_share or not new_subjects:
             return
         share = len(new_subjects) / max(rp.scope, 1)
@@ -147,8 +202,7 @@ class Planner:
 
     # -- expansion
 
-    def _expand(self, rule: Any, f: Finding) -> list[PlannedAction]:
-        episode = episode_of(rule.name, f.subject_key, f.period)
+    def _context(self, rule: Any, f: Finding) -> dict:
         c = f.client
         responsible = f.responsible_key or (c.responsible_key if c else None)
         ctx = {
@@ -165,31 +219,69 @@ class Planner:
         }
         if isinstance(rule, ReleaseRule):
             ctx["previous_manager"] = _person_vars(self.snap.manager(f.previous_key), f.previous_key)
+        return ctx
+
+    def _expand(self, rule: Any, f: Finding, episodes: dict[str, list]) -> list[PlannedAction]:
+        episode = episode_of(rule.name, f.subject_key, f.period)
+        c = f.client
+        responsible = f.responsible_key or (c.responsible_key if c else None)
+        ctx = self._context(rule, f)
         out: list[PlannedAction] = []
+        after: list[str] = []
         if isinstance(rule, ReleaseRule) and c is not None and f.reassign_to:
             entities = [c.key]
             if rule.reassign.move_deals:
                 entities += c.deal_keys
             if rule.reassign.move_contacts:
                 entities += c.contact_keys
-            out.append(self._action(rule, f, f"{episode}:r", "reassign", c.system,
-                                    {"entities": entities, "to": f.reassign_to, "from": f.previous_key,
-                                     "to_name": ctx["manager"]["name"], "from_name": ctx["previous_manager"]["name"]}, ctx))
+            r = self._action(rule, f, f"{episode}:r", "reassign", c.system,
+                             {"entities": entities, "to": f.reassign_to, "from": f.previous_key,
+                              "to_name": ctx["manager"]["name"], "from_name": ctx["previous_manager"]["name"]}, ctx)
+            out.append(r)
+            after = [r.key]  # the comment and messages about a reassignment wait for it, and are dropped if it fails
             if rule.reassign.comment:
                 out.append(self._action(rule, f, f"{episode}:rc", "comment", c.system,
                                         {"entity": c.key, "text": render(rule.reassign.comment, ctx)}, ctx))
         for i, a in enumerate(rule.actions):
             out.extend(self._render(rule, f, f"{episode}:{i}", a, ctx, responsible))
-        # escalation ladder: counted from when the episode's first action was done
+        # escalation ladder: after N days counted from the episode's first action, or when its task is overdue
         if rule.escalate:
-            entries = self.snap.journal.get(episode, [])
-            done = [e.done_at for e in entries if e.state in DONE_STATES and e.done_at and ":e" not in e.key.rsplit(":", 1)[-1]]
-            if done:
-                first = min(done)
-                for s, step in enumerate(rule.escalate):
-                    if self.snap.now >= first + timedelta(days=step.after_days):
-                        for j, a in enumerate(step.actions):
-                            out.extend(self._render(rule, f, f"{episode}:e{s}.{j}", a, ctx, responsible))
+            entries = episodes.get(episode, [])
+            done = [e for e in entries if e.state in DONE_STATES and e.done_at and not _is_step(e.key)]
+            first = min((e.done_at for e in done), default=None)
+            tasks = [e.remote_key for e in done if e.type == "task" and e.remote_key]
+            open_tasks = self.snap.open_tasks(tasks) if tasks and any(s.when == "task_overdue" for s in rule.escalate) else {}
+            overdue = [k for k, t in open_tasks.items() if t["deadline"] is not None and t["deadline"] < self.snap.now]
+            for s, step in enumerate(rule.escalate):
+                due = (step.after_days is not None and first is not None and self.snap.now >= first + timedelta(days=step.after_days)) or (
+                    step.when == "task_overdue" and bool(overdue))
+                if due:
+                    for j, a in enumerate(step.actions):
+                        out.extend(self._render(rule, f, f"{episode}:e{s}.{j}", a, ctx, responsible))
+        for a in out:
+            if after and a.key not in after:
+                a.depends_on = list(after)
+        return out
+
+    def _on_clear(self, rule: Any, ep: EpisodeView, why: str) -> list[PlannedAction]:
+        """The episode ended: complete the connector's open tasks of it, reset the labels it set."""
+        spec = rule.on_clear
+        out: list[PlannedAction] = []
+        c = self.snap.client(ep.client_key)
+        f = Finding(subject_key=ep.subject_key, client=c, period=split_episode(ep.episode)[2], reason=f"episode ended: {why}")
+        ctx = self._context(rule, f) if c is not None else {"client": _client_vars(None, ep.subject_key), "manager": _person_vars(None, None)}
+        if spec.close_tasks:
+            entries = self.snap.family_entries([ep.episode]).get(ep.episode, [])
+            tasks = sorted({e.remote_key for e in entries if e.type == "task" and e.state in DONE_STATES and e.remote_key})
+            still_open = self.snap.open_tasks(tasks)
+            for n, task in enumerate(tasks):
+                if task in still_open:
+                    text = f"Closed automatically: {why}."
+                    out.append(self._action(rule, f, f"{ep.episode}:x{n}", "close_task", task.split(":", 1)[0],
+                                            {"task": task, "text": text}, ctx))
+        if spec.field and c is not None:
+            values = {k: (render(v, ctx) if isinstance(v, str) else v) for k, v in spec.field.items()}
+            out.append(self._action(rule, f, f"{ep.episode}:xf", "field", c.system, {"entity": c.key, "fields": values}, ctx))
         return out
 
     def _people(self, refs: list, f: Finding, responsible: str | None) -> list[str]:
@@ -281,11 +373,20 @@ class Planner:
             if self._marketing_this_run.setdefault(c.key, key) != key:
                 return False
             since = self.snap.now - timedelta(days=m.max_per_client_days)
-            for e in self.snap.messages_by_client.get(c.key, []):
+            for e in self._messages.get(c.key, []):
                 when = e.done_at or e.created_at
                 if (e.payload or {}).get("marketing") and e.state in DONE_STATES and when and when >= since:
                     return False
         return True
+
+    def _variant(self, variants: list[str], rule: Any, f: Finding, key: str) -> str:
+        """Rotate: a client never gets the same text twice in a row from one rule's action."""
+        c = f.client
+        who = c.key if c else f.subject_key
+        index = key.rsplit(":", 1)[-1]
+        before = [e for e in self._messages.get(who, []) if e.rule == rule.name and e.key.rsplit(":", 1)[-1] == index
+                  and e.key != key and e.state in DONE_STATES]
+        return pick_variant(variants, who, len(before))
 
     def _sms(self, rule: Any, f: Finding, key: str, a: SmsAction, ctx: dict) -> list[PlannedAction]:
         c = f.client
@@ -296,8 +397,7 @@ class Planner:
             from connector.phones import is_mobile
 
             phone = next((p for p in c.phones if is_mobile(p)), c.phones[0] if c.phones else None)
-        year = self.cal.local(self.snap.now).year
-        text = render(a.sms.text if a.sms.text else pick_variant(a.sms.variants, f.subject_key, year), ctx)
+        text = render(a.sms.text if a.sms.text else self._variant(a.sms.variants, rule, f, key), ctx)
         payload = {"phone": phone, "text": text, "client_key": c.key if c else None, "marketing": a.sms.marketing}
         m = self.settings.messaging
         when = self._message_time()
@@ -323,8 +423,7 @@ class Planner:
             who = self._people([{"responsible": "responsible", "supervisor": "supervisor"}[a.email.to]], f, f.responsible_key or (c.responsible_key if c else None))
             m = self.snap.manager(who[0]) if who else None
             to = m.email if m else None
-        year = self.cal.local(self.snap.now).year
-        text = render(a.email.text if a.email.text else pick_variant(a.email.variants, f.subject_key, year), ctx)
+        text = render(a.email.text if a.email.text else self._variant(a.email.variants, rule, f, key), ctx)
         act = self._action(rule, f, key, "email", "sms", {"to": to, "subject": render(a.email.subject, ctx), "text": text}, ctx)
         if a.email.to == "client":
             when = self._message_time()
@@ -347,3 +446,13 @@ class Planner:
 
 def is_final(state: str) -> bool:
     return state in FINAL_STATES
+
+
+def _is_step(key: str) -> bool:
+    """An escalation step (``…:e0.1``) or an episode-closing action (``…:x0``, ``…:xf``)."""
+    last = key.rsplit(":", 1)[-1]
+    return last.startswith("e") or last.startswith("x")
+
+
+def _is_closing(key: str) -> bool:
+    return key.rsplit(":", 1)[-1].startswith("x")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from connector.domain import Batch
+from connector.errors import UpstreamError
 
 if TYPE_CHECKING:
     from connector.config import Settings
@@ -37,6 +38,17 @@ class FixedClock:
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+@dataclass
+class CappedClock:
+    """Never later than the real clock: what sources stamp cursors and sweeps with, so a simulated
+    ``--now`` in the future can never make the next real sync skip data."""
+
+    inner: Clock
+
+    def now(self) -> datetime:
+        return min(self.inner.now(), datetime.now(UTC))
 
 
 @dataclass
@@ -100,12 +112,18 @@ class PlannedAction:
     client_title: str = ""
     manager_name: str = ""
 
+    depends_on: list[str] = field(default_factory=list)  # keys that must be done first (a reassignment before its messages)
+
     @property
     def marker(self) -> str:
         """A short token written into the remote object so a crash can be reconciled."""
-        import hashlib
+        return marker_of(self.key)
 
-        return "cn-" + hashlib.sha1(self.key.encode()).hexdigest()[:12]
+
+def marker_of(key: str) -> str:
+    import hashlib
+
+    return "cn-" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -113,26 +131,78 @@ class ActionResult:
     remote_id: str | None = None
     status: str = "done"  # done | sent | delivered | failed
     detail: str = ""
+    remote_key: str | None = None  # the store key of the record the action created (the connector's own footprint)
+    at: datetime | None = None  # when it happened remotely, when known (reconciled or adopted actions)
+
+
+Outcome = ActionResult | UpstreamError  # per action in a batch: its result, or its own error
 
 
 @runtime_checkable
 class Sink(Protocol):
-    """Executes planned actions against one external system."""
+    """Executes planned actions against one external system, many per request where it can.
+
+    Per-action failures are returned, not raised: one rejected command must not fail its batch.
+    An error's ``ambiguous`` flag says the remote may have applied it anyway (a timeout, a 5xx):
+    the executor then looks for the action's effect again before any re-execution.
+    """
 
     system: str
+    batch_size: int  # actions per request; the executor claims them in_flight together
 
     def supports(self, action_type: str) -> bool: ...
 
-    def execute(self, action: PlannedAction) -> ActionResult:
-        """Do it. Raise :class:`TransientError` to retry later, :class:`PermanentError` to fail."""
+    def execute_batch(self, actions: list[PlannedAction]) -> dict[str, Outcome]:
+        """Do them, in order; the outcome of each by action key (a missing key counts as ambiguous)."""
 
-    def reconcile(self, action: PlannedAction) -> ActionResult | None:
-        """After a crash left the action ``in_flight``: find its marker remotely.
+    def reconcile_batch(self, actions: list[PlannedAction]) -> dict[str, ActionResult | None | UpstreamError]:
+        """After a crash or an ambiguous failure: find each action's effect remotely.
 
-        Return the result if the action already happened, None if it certainly did not.
-        Raise if it cannot tell (the executor then does not retry a client message)."""
+        The result if it already happened, None if it certainly did not, an error if the remote
+        cannot tell (the executor then never resends a message to a person)."""
+
+    def close(self) -> None: ...
 
 
+class OneByOneSink:
+    """Base for sinks without a batch form: ``execute_batch``/``reconcile_batch`` loop over
+    ``execute``/``reconcile``, each action's own upstream error becoming its outcome."""
+
+    system = ""
+    batch_size = 1  # claim each action just before its own call: a crash leaves at most one in doubt
+
+    def supports(self, action_type: str) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def execute(self, action: PlannedAction) -> ActionResult:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def reconcile(self, action: PlannedAction) -> ActionResult | None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def execute_batch(self, actions: list[PlannedAction]) -> dict[str, Outcome]:
+        out: dict[str, Outcome] = {}
+        for a in actions:
+            try:
+                out[a.key] = self.execute(a)
+            except UpstreamError as e:
+                out[a.key] = e
+        return out
+
+    def reconcile_batch(self, actions: list[PlannedAction]) -> dict[str, ActionResult | None | UpstreamError]:
+        out: dict[str, ActionResult | None | UpstreamError] = {}
+        for a in actions:
+            try:
+                out[a.key] = self.reconcile(a)
+            except UpstreamError as e:
+                out[a.key] = e
+        return out
+
+    def close(self) -> None:
+        return None
+
+
+@runtime_checkable
 class DeliveryTracking(Protocol):
     """Optional for message sinks: report delivery of what ``execute`` returned as ``sent``."""
 

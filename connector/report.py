@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from typing import IO
 
-import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from connector.redact import redact
@@ -23,17 +27,20 @@ def print_sync(rep) -> None:
                       f"{rep.links.get('unmatched', 0)} unmatched (see `connector status`)", markup=False)
 
 
-def _plan_rows(plan) -> list[dict]:
-    rows = []
+def _row(plan, rp, a) -> dict:
+    return {
+        "rule": a.rule, "type": a.type, "key": a.key, "system": a.system, "client": a.client_title,
+        "manager": a.manager_name, "reason": a.reason, "mode": a.mode,
+        "state": plan.known.get(a.key, "refused" if (rp.refused or plan.refused_run) else "new"),
+        "not_before": a.not_before.isoformat() if a.not_before else None, "payload": a.payload,
+        "depends_on": a.depends_on or None,
+    }
+
+
+def _plan_rows(plan) -> Iterator[dict]:
     for rp in plan.rules:
         for a in rp.actions:
-            rows.append({
-                "rule": a.rule, "type": a.type, "key": a.key, "system": a.system, "client": a.client_title,
-                "manager": a.manager_name, "reason": a.reason, "mode": a.mode,
-                "state": plan.known.get(a.key, "refused" if (rp.refused or plan.refused_run) else "new"),
-                "not_before": a.not_before.isoformat() if a.not_before else None, "payload": a.payload,
-            })
-    return rows
+            yield _row(plan, rp, a)
 
 
 def _describe(a: dict) -> str:
@@ -57,44 +64,109 @@ def _describe(a: dict) -> str:
         return "set " + ", ".join(f"{k}={v}" for k, v in p.get("fields", {}).items())
     if t == "workflow":
         return f"business process {p.get('template_id')}"
+    if t == "close_task":
+        return f"complete the connector's task {p.get('task')}"
     return t
 
 
-def print_plan(plan, *, as_json: bool = False) -> None:
-    rows = _plan_rows(plan)
+def _head(plan) -> dict:
+    return {"refused_run": plan.refused_run, "refusals": plan.refusals,
+            "rules": [{"rule": r.rule, "type": r.type, "scope": r.scope, "findings": r.findings, "refused": r.refused,
+                       "refusals": r.refusals, "notes": r.notes, "errors": r.errors} for r in plan.rules],
+            "cleared": [{"episode": c.episode, "rule": c.rule, "reason": c.reason} for c in plan.cleared],
+            "cancel": [{"key": k, "reason": why} for k, why in plan.cancel]}
+
+
+def stream_plan_json(plan, out: IO[str]) -> None:
+    """The plan as one JSON document, written action by action (thousands never sit in one string)."""
+    head = json.dumps(_head(plan), ensure_ascii=False, default=str)
+    out.write(head[:-1] + ', "actions": [\n')
+    first = True
+    for row in _plan_rows(plan):
+        out.write(("" if first else ",\n") + json.dumps(row, ensure_ascii=False, default=str))
+        first = False
+    out.write("\n]}\n")
+
+
+def write_plan_json(plan, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        stream_plan_json(plan, f)
+
+
+def _summary(plan) -> Table:
+    """New actions per rule and manager: what each manager will find in the CRM."""
+    per: dict[str, Counter] = {}
+    managers: Counter = Counter()
+    for rp in plan.rules:
+        c = per.setdefault(rp.rule, Counter())
+        for a in rp.actions:
+            state = plan.known.get(a.key, "refused" if (rp.refused or plan.refused_run) else "new")
+            c[state] += 1
+            if state == "new":
+                managers[a.manager_name or "-"] += 1
+    t = Table("rule", "in scope", "found", "new", "already done/pending", "refused", title="plan")
+    for rp in plan.rules:
+        c = per[rp.rule]
+        t.add_row(rp.rule, str(rp.scope), str(rp.findings), str(c["new"]), str(sum(v for k, v in c.items() if k not in ("new", "refused"))),
+                  str(c["refused"]))
+    if managers:
+        t.caption = "new actions by manager: " + ", ".join(f"{m} {n}" for m, n in managers.most_common())
+    return t
+
+
+def print_plan(plan, *, as_json: bool = False, limit: int | None = None) -> None:
     if as_json:
-        click.echo(json.dumps({"actions": rows, "refused_run": plan.refused_run,
-                               "rules": [{"rule": r.rule, "type": r.type, "scope": r.scope, "findings": r.findings, "refused": r.refused,
-                                          "errors": r.errors} for r in plan.rules]}, indent=2, ensure_ascii=False, default=str))
+        stream_plan_json(plan, sys.stdout)
         return
+    console.print(_summary(plan))
     for rp in plan.rules:
         n = len(rp.actions)
-        console.print(f"[bold]{rp.rule}[/] ({rp.type}): {rp.findings} of {rp.scope} in scope, {n} action{'s' if n != 1 else ''}")
+        console.print(f"[bold]{escape(rp.rule)}[/] ({rp.type}): {rp.findings} of {rp.scope} in scope, {n} action{'s' if n != 1 else ''}")
         if rp.refused:
-            console.print(f"  [red]REFUSED[/]: {rp.refused}", markup=True)
+            console.print(f"  [red]REFUSED[/]: {escape(rp.refused)}")
+        for x in rp.refusals:
+            console.print(f"  [red]REFUSED[/]: {escape(redact(x))}")
+        for x in rp.notes:
+            console.print(f"  note: {x}", markup=False)
         for e in rp.errors:
-            console.print(f"  [red]error[/]: {redact(e)}")
-        for r in rows:
-            if r["rule"] != rp.rule:
-                continue
+            console.print(f"  [red]error[/]: {escape(redact(e))}")
+        shown = 0
+        for a in rp.actions:
+            if limit is not None and shown >= limit:
+                console.print(f"  … and {n - shown} more (--all to list them, --out FILE or --json for everything)", markup=False)
+                break
+            r = _row(plan, rp, a)
             desc = _describe(r) + (f" (waits until {r['not_before'][:16]})" if r["not_before"] else "")
             console.print(f"  {r['state']:<9} {desc}", markup=False, soft_wrap=True)
             console.print(f"            {r['client']} · {r['manager']} · {r['reason']}", markup=False, soft_wrap=True)
+            shown += 1
+    for c in plan.cleared:
+        console.print(f"  ended: {c.rule}: {c.subject_key}: {c.reason}", markup=False, soft_wrap=True)
     if plan.refused_run:
-        console.print(f"[red]REFUSED[/]: {plan.refused_run}")
+        console.print(f"[red]REFUSED[/]: {escape(plan.refused_run)}")
 
 
 def print_exec(rep) -> None:
     e = rep.execution
     if rep.plan is not None:
-        console.print(f"planned {len(rep.plan.actions)} action(s): {rep.recorded} new, {len(rep.plan.actions) - len(rep.plan.new_actions)} already in the journal; "
-                      f"{rep.cancelled} cancelled", markup=False)
+        known = len(rep.plan.actions) - len(rep.plan.new_actions) if not rep.plan.refused_run else len(rep.plan.known)
+        console.print(f"planned {len(rep.plan.actions)} action(s): {rep.recorded} new, {known} already in the journal; "
+                      f"{rep.cancelled} cancelled; {rep.closed} episode(s) ended", markup=False)
+        for line in rep.plan.refusals:
+            console.print(f"[red]REFUSED[/]: {escape(redact(line))}")
+        for rp in rep.plan.rules:
+            for x in rp.notes:
+                console.print(f"  note: {rp.rule}: {x}", markup=False, soft_wrap=True)
     if e is not None:
-        console.print(f"executed: {e.done} done, {e.reconciled} reconciled after a crash, {e.retry} to retry, {e.failed} failed, "
-                      f"{e.uncertain} uncertain, {e.skipped} skipped (no channel), {e.delivered} delivered", markup=False)
+        console.print(f"executed: {e.done} done, {e.adopted} adopted (already there), {e.reconciled} reconciled after an "
+                      f"interruption, {e.retry} to retry, {e.failed} failed, {e.uncertain} uncertain, {e.skipped} skipped "
+                      f"(no channel), {e.cancelled} cancelled, {e.deferred} waiting, {e.delivered} delivered; "
+                      f"{e.requests} request(s)", markup=False)
         for rule, counts in sorted(e.by_rule.items()):
             console.print(f"  {rule}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), markup=False)
+        for p in e.notes:
+            console.print(f"  - {redact(p)}", markup=False, soft_wrap=True)
         for p in e.problems:
-            console.print(f"  [yellow]![/] {redact(p)}")
+            console.print(f"  [yellow]![/] {escape(redact(p))}")
     for n in rep.notes:
-        console.print(f"[red]{redact(n)}[/]")
+        console.print(f"[red]{escape(redact(n))}[/]")

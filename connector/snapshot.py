@@ -1,25 +1,27 @@
-"""A read-only view of the store shaped for rules: one row per client with its evidence.
+"""A read-only view of the store for one evaluation, shaped for rules.
 
-Contact evidence is gathered in a handful of set-based queries (not per client): activities,
-completed tasks, new deals and invoices bound to the client, its contacts or its deals; 1C
-documents of linked counterparties; answered PBX calls from any of its phone numbers. Rules then
-read plain Python objects and stay pure.
+Rules ask set-based questions (:mod:`connector.evidence`: which clients qualify) and get Python
+objects only for the candidates: :meth:`Snapshot.clients` loads a client with its phones, its
+latest contact of each kind, purchases, open deals and contacts in a few chunked queries. The
+journal is read by index (rule and subject, episode), never scanned whole. Everything is read
+in one transaction, so a concurrent sync cannot tear the view.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
-from connector.config import Settings
+from connector.config import Settings, Where
+from connector.evidence import Evidence, aware
 from connector.matching import primary_system
 from connector.store import (
     Store,
-    activities,
     calls,
     client_phones,
     clients,
@@ -27,12 +29,11 @@ from connector.store import (
     deals,
     debts,
     documents,
+    episodes,
     invoices,
     journal,
-    links,
     managers,
     payments,
-    task_owners,
     tasks,
 )
 
@@ -65,16 +66,15 @@ class ClientView:
     created_at: datetime | None = None
     contact: dict[str, datetime] = field(default_factory=dict)  # kind -> latest contact
     future_task: bool = False
-    pbx_call_at: datetime | None = None  # latest answered PBX call with talk time (already in contact["call"])
-    crm_contact_at: datetime | None = None  # latest contact of any kind that is not a PBX call
     purchases: list[tuple[datetime, float, str]] = field(default_factory=list)  # (when, amount, what)
     deal_keys: list[str] = field(default_factory=list)  # open deals
     contact_keys: list[str] = field(default_factory=list)  # the company's contacts
 
-    def last_contact(self, kinds: list[str] | None = None) -> tuple[datetime | None, str | None]:
+    def last_contact(self, kinds: Iterable[str] | None = None) -> tuple[datetime | None, str | None]:
         best: tuple[datetime | None, str | None] = (None, None)
+        wanted = set(kinds) if kinds is not None else None
         for kind, at in self.contact.items():
-            if kinds is not None and kind not in kinds:
+            if wanted is not None and kind not in wanted:
                 continue
             if best[0] is None or at > best[0]:
                 best = (at, kind)
@@ -133,198 +133,359 @@ class JournalEntry:
     done_at: datetime | None
     payload: dict | None = None
     client_key: str | None = None
+    remote_key: str | None = None
 
 
 @dataclass
+class EpisodeView:
+    episode: str
+    rule: str
+    subject_key: str
+    client_key: str | None
+    opened_at: datetime | None
+    data: dict
+
+
 class Snapshot:
-    now: datetime
-    primary: str
-    clients: dict[str, ClientView]
-    managers: dict[str, ManagerView]
-    invoices: list[InvoiceView]
-    debts: list[DebtView]
-    calls: list[CallView]
-    journal: dict[str, list[JournalEntry]]  # episode -> entries
-    journal_by_rule: dict[str, list[JournalEntry]]
-    messages_by_client: dict[str, list[JournalEntry]]  # client messages (sms, email) for per-client caps
-    load: dict[str, int]  # manager key -> clients owned
+    """One evaluation's view of the store; close it (or use ``with``) to end its read transaction."""
+
+    def __init__(self, settings: Settings, store: Store, now: datetime, *, call_lookback_hours: int = 48):
+        self.settings = settings
+        self.store = store
+        self.now = now
+        self.primary = primary_system(settings)
+        self.call_lookback_hours = call_lookback_hours
+        self.conn = store.engine.connect()
+        self._tx = self.conn.begin()
+        self.ev = Evidence(self.conn, self.primary, now)
+        self.managers: dict[str, ManagerView] = {
+            r.key: ManagerView(r.key, r.name or r.key, r.email, bool(r.active))
+            for r in self.conn.execute(select(managers.c.key, managers.c.name, managers.c.email, managers.c.active)
+                                       .where(managers.c.deleted.is_(False)))
+        }
+        self._clients: dict[str, ClientView | None] = {}
+        self._load: dict[str, int] | None = None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self._tx.rollback()
+            finally:
+                self.conn.close()
+                self.conn = None  # type: ignore[assignment]
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a forgotten close must not keep a SQLite read lock forever
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+            pass
+
+    # ------------------------------------------------------------------ people
 
     def manager(self, key: str | None) -> ManagerView | None:
         return self.managers.get(key) if key else None
 
+    @property
+    def load(self) -> dict[str, int]:
+        """Clients owned per manager (least-loaded release)."""
+        if self._load is None:
+            q = (select(clients.c.responsible_key, func.count()).where(clients.c.system == self.primary, clients.c.deleted.is_(False))
+                 .group_by(clients.c.responsible_key))
+            self._load = {k: n for k, n in self.conn.execute(q) if k}
+        return self._load
+
+    # ------------------------------------------------------------------ clients
+
+    def scope(self, where: Where | None, kind: str | None = None) -> list[Any]:
+        """SQL conditions on ``clients`` for a rule's scope (the primary CRM's live clients)."""
+        from connector.rules.base import person_key
+
+        conds: list[Any] = [clients.c.system == self.primary, clients.c.deleted.is_(False)]
+        if kind:
+            conds.append(clients.c.kind == kind)
+        if where is None:
+            return conds
+        if where.segment is not None:
+            conds.append(func.coalesce(clients.c.segment, "").in_(where.segment))
+        if where.responsible is not None:
+            conds.append(clients.c.responsible_key.in_([person_key(self, r) for r in where.responsible]))
+        if where.not_responsible is not None:
+            keys = [person_key(self, r) for r in where.not_responsible]
+            conds.append(func.coalesce(clients.c.responsible_key, "").not_in(keys))
+        for name, wanted in (where.field or {}).items():
+            values = [str(v) for v in (wanted if isinstance(wanted, list) else [wanted])]
+            conds.append(self._json_text(clients.c.fields, name).in_(values))
+        return conds
+
+    def _json_text(self, col: Any, name: str) -> Any:
+        if self.conn.dialect.name == "postgresql":
+            return func.cast(col, _jsonb()).op("->>")(name)
+        return func.cast(func.json_extract(col, f'$."{name}"'), _text())
+
+    def scope_count(self, where: Where | None, kind: str | None = None) -> int:
+        return self.conn.execute(select(func.count()).select_from(clients).where(*self.scope(where, kind))).scalar_one()
+
+    def client(self, key: str | None) -> ClientView | None:
+        if not key:
+            return None
+        if key not in self._clients:
+            self.clients([key])
+        return self._clients.get(key)
+
+    def clients(self, keys: Iterable[str], *, purchases: bool = False) -> dict[str, ClientView]:
+        """Load clients (primary CRM, live) with their evidence; cached for the snapshot's life."""
+        want = [k for k in dict.fromkeys(keys) if k and (k not in self._clients or (purchases and not self._has_purchases(k)))]
+        fresh = [k for k in want if k not in self._clients]
+        if fresh:
+            self._load_clients(fresh)
+        if purchases:
+            need = [k for k in want if self._clients.get(k) is not None]
+            found = self.ev.purchases(need)
+            for k in need:
+                c = self._clients[k]
+                assert c is not None
+                c.purchases = [(p.at, p.amount, p.what) for p in found.get(k, [])]
+                self._with_purchases.add(k)
+        return {k: c for k in keys if (c := self._clients.get(k)) is not None}
+
+    _with_purchases: set[str]
+
+    def _has_purchases(self, key: str) -> bool:
+        return key in getattr(self, "_with_purchases", set())
+
+    def _load_clients(self, keys: list[str]) -> None:
+        if not hasattr(self, "_with_purchases"):
+            self._with_purchases = set()
+        loaded: dict[str, ClientView] = {}
+        for chunk in _chunks(keys):
+            for r in self.conn.execute(select(clients).where(clients.c.key.in_(chunk), clients.c.system == self.primary,
+                                                             clients.c.deleted.is_(False))):
+                loaded[r.key] = ClientView(
+                    key=r.key, system=r.system, kind=r.kind, title=r.title or r.key, responsible_key=r.responsible_key,
+                    company_key=r.company_key, first_name=r.first_name, segment=r.segment, tax_id=r.tax_id,
+                    emails=list(r.emails or []), fields=dict(r.fields or {}), birthday=r.birthday, created_at=r.created_at,
+                )
+            for phone, ck in self.conn.execute(select(client_phones.c.phone, client_phones.c.client_key)
+                                               .where(client_phones.c.client_key.in_(chunk))):
+                if ck in loaded:
+                    loaded[ck].phones.append(phone)
+            for dk, ck in self.conn.execute(select(deal_clients.c.deal_key, deal_clients.c.client_key)
+                                            .join(deals, deals.c.key == deal_clients.c.deal_key)
+                                            .where(deal_clients.c.client_key.in_(chunk), deals.c.deleted.is_(False),
+                                                   deals.c.outcome == "open")
+                                            .order_by(deal_clients.c.deal_key)):
+                if ck in loaded:
+                    loaded[ck].deal_keys.append(dk)
+            for kk, co in self.conn.execute(select(clients.c.key, clients.c.company_key)
+                                            .where(clients.c.company_key.in_(chunk), clients.c.deleted.is_(False))
+                                            .order_by(clients.c.key)):
+                if co in loaded:
+                    loaded[co].contact_keys.append(kk)
+        present = list(loaded)
+        for ck, kinds in self.ev.contacts_of(present).items():
+            loaded[ck].contact = dict(kinds)
+        for ck in self.ev.kept(present):
+            loaded[ck].future_task = True
+        for k in keys:
+            self._clients[k] = loaded.get(k)
+
+    # ------------------------------------------------------------------ invoices, debts, calls
+
+    def invoices(self, *, due_before: date | None = None, keys: list[str] | None = None) -> list[InvoiceView]:
+        """Open invoices (Bitrix24 smart invoices, 1C invoices for payment) with a due date, mapped
+        onto primary clients; paid ones are included with ``paid=True``."""
+        out: list[InvoiceView] = []
+        o = self.ev.owners
+        paid = (select(payments.c.invoice_key, func.sum(payments.c.amount).label("paid"))
+                .where(payments.c.deleted.is_(False), payments.c.invoice_key.is_not(None)).group_by(payments.c.invoice_key).subquery())
+        q = (select(invoices, paid.c.paid, o.c.client_key.label("primary_client")).outerjoin(paid, paid.c.invoice_key == invoices.c.key)
+             .outerjoin(o, o.c.owner_key == invoices.c.client_key)
+             .where(invoices.c.deleted.is_(False), invoices.c.outcome != "lost", invoices.c.due_date.is_not(None)))
+        if due_before is not None:
+            q = q.where(invoices.c.due_date <= due_before)
+        if keys is not None:
+            q = q.where(invoices.c.key.in_(keys))
+        seen: set[str] = set()
+        for r in self.conn.execute(q.order_by(invoices.c.key)):
+            if r.key in seen:
+                continue
+            seen.add(r.key)
+            is_paid = r.outcome == "won" or bool(r.amount and (r.paid or 0) >= r.amount - 0.005)
+            out.append(InvoiceView(r.key, r.system, r.title or r.number or r.key, r.number or "", r.primary_client, r.amount or 0.0,
+                                   r.currency or "", r.due_date, r.issued_at, r.responsible_key, is_paid))
+        # 1C invoices for payment: paid when flagged or covered by posted payments; due on their date
+        # when 1C names no due date
+        dp = (select(documents.c.basis_key, func.sum(documents.c.amount).label("paid_sum"))
+              .where(documents.c.deleted.is_(False), documents.c.posted.is_(True), documents.c.doc_type == "payment",
+                     documents.c.basis_key.is_not(None)).group_by(documents.c.basis_key).subquery())
+        q = (select(documents, dp.c.paid_sum, o.c.client_key.label("primary_client"))
+             .outerjoin(dp, dp.c.basis_key == documents.c.key).outerjoin(o, o.c.owner_key == documents.c.client_key)
+             .where(documents.c.deleted.is_(False), documents.c.posted.is_(True), documents.c.doc_type == "invoice"))
+        if keys is not None:
+            q = q.where(documents.c.key.in_(keys))
+        for r in self.conn.execute(q.order_by(documents.c.key)):
+            due_d = r.due_date or (aware(r.date).date() if r.date else None)
+            if r.key in seen or (due_before is not None and (due_d is None or due_d > due_before)):
+                continue
+            seen.add(r.key)
+            is_paid = bool(r.paid) or (r.paid_sum or 0) >= (r.amount or 0) - 0.005
+            out.append(InvoiceView(r.key, r.system, f"Invoice {r.number}".strip(), r.number or "", r.primary_client, r.amount or 0.0,
+                                   r.currency or "", due_d, r.date, r.responsible_key, is_paid))
+        return out
+
+    def count_invoices(self) -> int:
+        """Invoices with a due date mapped onto a primary client (the unpaid rule's scope)."""
+        o = self.ev.owners
+        crm = (select(func.count(invoices.c.key.distinct())).join(o, o.c.owner_key == invoices.c.client_key)
+               .where(invoices.c.deleted.is_(False), invoices.c.outcome != "lost", invoices.c.due_date.is_not(None)))
+        onec = (select(func.count(documents.c.key.distinct())).join(o, o.c.owner_key == documents.c.client_key)
+                .where(documents.c.deleted.is_(False), documents.c.posted.is_(True), documents.c.doc_type == "invoice"))
+        return self.conn.execute(crm).scalar_one() + self.conn.execute(onec).scalar_one()
+
+    def debts(self) -> list[DebtView]:
+        o = self.ev.owners
+        out, seen = [], set()
+        for r in self.conn.execute(select(debts, o.c.client_key.label("primary_client")).outerjoin(o, o.c.owner_key == debts.c.client_key)
+                                   .where(debts.c.deleted.is_(False)).order_by(debts.c.key)):
+            if r.key in seen:
+                continue
+            seen.add(r.key)
+            out.append(DebtView(r.key, r.primary_client, r.client_key, r.amount or 0.0, r.currency or "", r.overdue_amount, r.overdue_since))
+        return out
+
+    def calls(self, since: datetime | None = None, phones: list[str] | None = None) -> list[CallView]:
+        """Calls since ``since`` (default: the lookback), each with the primary client holding the number."""
+        since = since or self.now - timedelta(hours=self.call_lookback_hours)
+        q = select(calls).where(calls.c.started_at >= since, calls.c.started_at <= self.now, calls.c.deleted.is_(False))
+        if phones is not None:
+            q = q.where(calls.c.phone_e164.in_(phones))
+        rows = self.conn.execute(q.order_by(calls.c.started_at, calls.c.key)).all()
+        owners_of = self._phone_clients([r.phone_e164 for r in rows if r.phone_e164])
+        out = []
+        for r in rows:
+            targets = sorted(owners_of.get(r.phone_e164 or "", ()))
+            out.append(CallView(r.key, r.phone_e164, r.phone or "", r.direction, r.started_at, bool(r.answered), r.talk_s or 0,
+                                r.wait_s or 0, bool(r.final), targets[0] if targets else None))
+        return out
+
+    def _phone_clients(self, phones: list[str]) -> dict[str, set[str]]:
+        o = self.ev.owners
+        out: dict[str, set[str]] = defaultdict(set)
+        for chunk in _chunks(sorted(set(phones))):
+            for phone, ck in self.conn.execute(select(client_phones.c.phone, o.c.client_key)
+                                               .join(o, o.c.owner_key == client_phones.c.client_key)
+                                               .where(client_phones.c.phone.in_(chunk))):
+                out[phone].add(ck)
+        return out
+
+    # ------------------------------------------------------------------ the journal and episodes
+
+    def journal_for(self, rule: str, subjects: Iterable[str] | None = None) -> dict[str, list[JournalEntry]]:
+        """A rule's journal entries by subject (all of the rule's when ``subjects`` is None)."""
+        out: dict[str, list[JournalEntry]] = defaultdict(list)
+        base = select(*_JCOLS).where(journal.c.rule == rule)
+        chunks = [None] if subjects is None else _chunks(list(dict.fromkeys(subjects)))
+        for chunk in chunks:
+            q = base if chunk is None else base.where(journal.c.subject_key.in_(chunk))
+            for r in self.conn.execute(q):
+                out[r.subject_key].append(_je(r))
+        return out
+
+    def episode_entries(self, episodes_: Iterable[str]) -> dict[str, list[JournalEntry]]:
+        out: dict[str, list[JournalEntry]] = defaultdict(list)
+        for chunk in _chunks(list(dict.fromkeys(episodes_))):
+            for r in self.conn.execute(select(*_JCOLS).where(journal.c.episode.in_(chunk))):
+                out[r.episode].append(_je(r))
+        return out
+
+    def family_entries(self, families: Iterable[str]) -> dict[str, list[JournalEntry]]:
+        """Entries of episode families (a lost episode's call-backs ``base#0``, ``base#1``... are one family)."""
+        fams = list(dict.fromkeys(families))
+        out: dict[str, list[JournalEntry]] = defaultdict(list)
+        by_rule_subject: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for f in fams:
+            rule, subject, _ = split_episode(f)
+            by_rule_subject[(rule, subject)].append(f)
+        for (rule, subject), fs in by_rule_subject.items():
+            for r in self.conn.execute(select(*_JCOLS).where(journal.c.rule == rule, journal.c.subject_key == subject)):
+                fam = family_of(r.episode)
+                if fam in fs:
+                    out[fam].append(_je(r))
+        return out
+
+    def open_episodes(self, rule: str) -> list[EpisodeView]:
+        q = select(episodes).where(episodes.c.rule == rule, episodes.c.closed_at.is_(None)).order_by(episodes.c.episode)
+        return [EpisodeView(r.episode, r.rule, r.subject_key, r.client_key, r.opened_at, dict(r.data or {})) for r in self.conn.execute(q)]
+
+    def pending_keys(self, rule: str) -> list[tuple[str, str]]:
+        """``(key, episode)`` of the rule's actions not yet started (planned or waiting to retry)."""
+        q = select(journal.c.key, journal.c.episode).where(journal.c.rule == rule, journal.c.state.in_(("planned", "retry_wait")))
+        return [(k, e) for k, e in self.conn.execute(q)]
+
+    def messages_of(self, client_keys: Iterable[str]) -> dict[str, list[JournalEntry]]:
+        """Client messages (sms, e-mail, SMS by trigger) per client, for per-client caps and variant rotation."""
+        out: dict[str, list[JournalEntry]] = defaultdict(list)
+        for chunk in _chunks(list(dict.fromkeys(client_keys))):
+            for r in self.conn.execute(select(*_JCOLS).where(journal.c.client_key.in_(chunk),
+                                                             journal.c.type.in_(("sms", "email", "trigger")))):
+                e = _je(r)
+                if e.type in ("sms", "email") or (e.payload or {}).get("sms"):
+                    out[r.client_key].append(e)
+        return out
+
+    def open_tasks(self, remote_keys: Iterable[str]) -> dict[str, dict]:
+        """The connector's tasks among ``remote_keys`` still open in the synced data, with deadline."""
+        out: dict[str, dict] = {}
+        for chunk in _chunks([k for k in dict.fromkeys(remote_keys) if k]):
+            for r in self.conn.execute(select(tasks.c.key, tasks.c.deadline, tasks.c.responsible_key)
+                                       .where(tasks.c.key.in_(chunk), tasks.c.completed.is_(False), tasks.c.deleted.is_(False))):
+                out[r.key] = {"deadline": r.deadline, "responsible": r.responsible_key}
+        return out
+
+
+_JCOLS = (journal.c.key, journal.c.rule, journal.c.subject_key, journal.c.episode, journal.c.state, journal.c.type,
+          journal.c.created_at, journal.c.done_at, journal.c.payload, journal.c.client_key, journal.c.remote_key)
+
+
+def _je(r: Any) -> JournalEntry:
+    return JournalEntry(r.key, r.rule, r.subject_key, r.episode, r.state, r.type, r.created_at, r.done_at, r.payload,
+                        r.client_key, r.remote_key)
+
+
+def split_episode(episode: str) -> tuple[str, str, str]:
+    """``rule:subject:period`` (the subject is a record key and contains colons)."""
+    rule, rest = episode.split(":", 1)
+    subject, period = rest.rsplit(":", 1)
+    return rule, subject, period
+
+
+def family_of(episode: str) -> str:
+    """The episode family: a lost client's call-backs (``…:2026-05-01#3``) share ``…:2026-05-01``."""
+    return episode.split("#", 1)[0]
+
 
 def load_snapshot(settings: Settings, store: Store, now: datetime, *, call_lookback_hours: int = 48) -> Snapshot:
-    primary = primary_system(settings)
-    with store.tx() as conn:
-        mgrs = {
-            r.key: ManagerView(r.key, r.name or r.key, r.email, bool(r.active))
-            for r in conn.execute(select(managers.c.key, managers.c.name, managers.c.email, managers.c.active).where(managers.c.deleted.is_(False)))
-        }
-        cl: dict[str, ClientView] = {}
-        for r in conn.execute(select(clients).where(clients.c.system == primary, clients.c.deleted.is_(False))):
-            cl[r.key] = ClientView(
-                key=r.key, system=r.system, kind=r.kind, title=r.title or r.key, responsible_key=r.responsible_key,
-                company_key=r.company_key, first_name=r.first_name, segment=r.segment, tax_id=r.tax_id,
-                emails=list(r.emails or []), fields=dict(r.fields or {}), birthday=r.birthday, created_at=r.created_at,
-            )
-        for phone, key in conn.execute(select(client_phones.c.phone, client_phones.c.client_key)):
-            if key in cl:
-                cl[key].phones.append(phone)
-
-        # owner -> clients it counts for
-        owner: dict[str, set[str]] = defaultdict(set)
-        for k, c in cl.items():
-            owner[k].add(k)
-            if c.company_key and c.company_key in cl:
-                owner[k].add(c.company_key)
-                cl[c.company_key].contact_keys.append(k)
-        for dk, ck, outcome in conn.execute(
-            select(deal_clients.c.deal_key, deal_clients.c.client_key, deals.c.outcome).join(deals, deals.c.key == deal_clients.c.deal_key).where(deals.c.deleted.is_(False))
-        ):
-            for target in owner.get(ck, ()):
-                owner[dk].add(target)
-            if ck in cl and outcome == "open":
-                cl[ck].deal_keys.append(dk)
-        for fk, ck in conn.execute(select(links.c.foreign_key, links.c.client_key).where(links.c.client_key.is_not(None))):
-            for target in owner.get(ck, ()):
-                owner[fk].add(target)
-
-        def bump(keys: set[str] | None, kind: str, at: datetime | None, pbx: bool = False) -> None:
-            if at is None or not keys or at > now:
-                return
-            for k in keys:
-                cur = cl[k].contact.get(kind)
-                if cur is None or at > cur:
-                    cl[k].contact[kind] = at
-                if not pbx and (cl[k].crm_contact_at is None or at > cl[k].crm_contact_at):
-                    cl[k].crm_contact_at = at
-
-        # 1) activities: latest completed per owner and kind, aggregated in SQL
-        q = (
-            select(activities.c.owner_key, activities.c.kind, func.max(activities.c.happened_at))
-            .where(activities.c.completed.is_(True), activities.c.deleted.is_(False))
-            .group_by(activities.c.owner_key, activities.c.kind)
-        )
-        for owner_key, kind, at in conn.execute(q):
-            bump(owner.get(owner_key), kind, _aware(at))
-        # planned (not completed) activities with a future deadline keep a client
-        for (owner_key,) in conn.execute(
-            select(activities.c.owner_key).where(activities.c.completed.is_(False), activities.c.deleted.is_(False), activities.c.deadline > now).distinct()
-        ):
-            for k in owner.get(owner_key, ()):
-                cl[k].future_task = True
-        # 2) tasks: completed ones are contact; open future ones (not ours) keep a client
-        for owner_key, completed, closed_at, deadline, desc in conn.execute(
-            select(task_owners.c.owner_key, tasks.c.completed, tasks.c.closed_at, tasks.c.deadline, tasks.c.description)
-            .join(tasks, tasks.c.key == task_owners.c.task_key).where(tasks.c.deleted.is_(False))
-        ):
-            targets = owner.get(owner_key)
-            if not targets:
-                continue
-            ours = MARKER_PREFIX in (desc or "")
-            if completed and not ours:  # closing the connector's own reminder is not contact
-                bump(targets, "task", closed_at)
-            elif not completed and not ours and deadline is not None and deadline > now:
-                for k in targets:
-                    cl[k].future_task = True
-        # 3) new deals, won deals (purchases)
-        for dk, created_at, closed_at, modified_at, outcome, amount in conn.execute(
-            select(deals.c.key, deals.c.created_at, deals.c.closed_at, deals.c.modified_at, deals.c.outcome, deals.c.amount).where(deals.c.deleted.is_(False))
-        ):
-            targets = owner.get(dk)
-            bump(targets, "deal", created_at)
-            if outcome == "won" and targets:
-                when = closed_at or modified_at
-                if when and when <= now:
-                    for k in targets:
-                        if cl[k].kind == "company" or cl[k].company_key is None:
-                            cl[k].purchases.append((when, amount or 0.0, "deal"))
-        # 4) invoices: new invoice is contact; paid invoices not tied to a deal are purchases
-        inv_views: list[InvoiceView] = []
-        paid_by_payments: dict[str, float] = defaultdict(float)
-        for ik, amount in conn.execute(select(payments.c.invoice_key, payments.c.amount).where(payments.c.deleted.is_(False), payments.c.invoice_key.is_not(None))):
-            paid_by_payments[ik] += amount or 0
-        for r in conn.execute(select(invoices).where(invoices.c.deleted.is_(False))):
-            targets = owner.get(r.client_key or "")
-            bump(targets, "invoice", r.issued_at)
-            paid = r.outcome == "won" or (r.amount and paid_by_payments.get(r.key, 0) >= r.amount - 0.005)
-            paid_when = r.paid_at or r.modified_at or r.issued_at
-            if paid and not r.deal_key and targets and paid_when and paid_when <= now:
-                for k in targets:
-                    cl[k].purchases.append((paid_when, r.amount or 0.0, "invoice"))
-            if r.outcome != "lost":
-                primary_client = next(iter(targets)) if targets and len(targets) == 1 else (r.client_key if r.client_key in cl else None)
-                inv_views.append(InvoiceView(r.key, r.system, r.title or r.number or r.key, r.number or "", primary_client, r.amount or 0.0,
-                                             r.currency or "", r.due_date, r.issued_at, r.responsible_key, bool(paid)))
-        # 5) 1C documents: contact, sales (and paid orders) are purchases, invoices feed unpaid
-        doc_paid: dict[str, float] = defaultdict(float)
-        doc_rows = conn.execute(select(documents).where(documents.c.deleted.is_(False), documents.c.posted.is_(True))).all()
-        for r in doc_rows:
-            if r.doc_type == "payment" and r.basis_key:
-                doc_paid[r.basis_key] += r.amount or 0
-        for r in doc_rows:
-            targets = owner.get(r.client_key or "")
-            bump(targets, "document", r.date)
-            if not targets:
-                continue
-            if r.date and r.date <= now and (r.doc_type == "sale" or (r.doc_type == "order" and (r.paid or doc_paid.get(r.key, 0) >= (r.amount or 0) > 0))):
-                for k in targets:
-                    cl[k].purchases.append((r.date, r.amount or 0.0, "1c " + r.doc_type))
-            if r.doc_type == "invoice":
-                paid = bool(r.paid) or doc_paid.get(r.key, 0) >= (r.amount or 0) - 0.005
-                inv_views.append(InvoiceView(r.key, r.system, f"Invoice {r.number}".strip(), r.number or "", next(iter(targets)),
-                                             r.amount or 0.0, r.currency or "", r.due_date or (r.date.date() if r.date else None),
-                                             r.date, r.responsible_key, paid))
-        # 6) calls: answered with talk time count as contact for the clients owning the number
-        by_phone: dict[str, set[str]] = defaultdict(set)
-        for phone, key in conn.execute(select(client_phones.c.phone, client_phones.c.client_key)):
-            for target in owner.get(key, ()):
-                by_phone[phone].add(target)
-        for phone, at in conn.execute(
-            select(calls.c.phone_e164, func.max(calls.c.started_at)).where(calls.c.answered.is_(True), calls.c.talk_s > 0, calls.c.deleted.is_(False), calls.c.phone_e164.is_not(None)).group_by(calls.c.phone_e164)
-        ):
-            at = _aware(at)
-            bump(by_phone.get(phone), "call", at, pbx=True)
-            for k in by_phone.get(phone, ()):
-                if at <= now and (cl[k].pbx_call_at is None or at > cl[k].pbx_call_at):
-                    cl[k].pbx_call_at = at
-        recent = []
-        since = now - timedelta(hours=call_lookback_hours)
-        for r in conn.execute(select(calls).where(calls.c.started_at >= since, calls.c.deleted.is_(False)).order_by(calls.c.started_at)):
-            targets = by_phone.get(r.phone_e164 or "", set())
-            recent.append(CallView(r.key, r.phone_e164, r.phone or "", r.direction, r.started_at, bool(r.answered), r.talk_s or 0,
-                                   r.wait_s or 0, bool(r.final), sorted(targets)[0] if len(targets) == 1 else (sorted(targets)[0] if targets else None)))
-        # 7) receivables, mapped onto primary clients
-        dv = []
-        for r in conn.execute(select(debts).where(debts.c.deleted.is_(False))):
-            targets = owner.get(r.client_key or "")
-            dv.append(DebtView(r.key, next(iter(targets)) if targets else None, r.client_key, r.amount or 0.0, r.currency or "",
-                               r.overdue_amount, r.overdue_since))
-        # 8) the journal, grouped by episode
-        jr: dict[str, list[JournalEntry]] = defaultdict(list)
-        jbr: dict[str, list[JournalEntry]] = defaultdict(list)
-        msgs: dict[str, list[JournalEntry]] = defaultdict(list)
-        for r in conn.execute(select(journal.c.key, journal.c.rule, journal.c.subject_key, journal.c.episode, journal.c.state,
-                                     journal.c.type, journal.c.created_at, journal.c.done_at, journal.c.payload, journal.c.client_key)):
-            e = JournalEntry(r.key, r.rule, r.subject_key, r.episode, r.state, r.type, r.created_at, r.done_at, r.payload, r.client_key)
-            jr[r.episode].append(e)
-            jbr[r.rule].append(e)
-            if r.client_key and (r.type in ("sms", "email") or (r.payload or {}).get("sms")):
-                msgs[r.client_key].append(e)
-    load: dict[str, int] = defaultdict(int)
-    for c in cl.values():
-        if c.responsible_key:
-            load[c.responsible_key] += 1
-    for c in cl.values():
-        c.purchases.sort()
-    return Snapshot(now, primary, cl, mgrs, inv_views, dv, recent, dict(jr), dict(jbr), dict(msgs), dict(load))
+    return Snapshot(settings, store, now, call_lookback_hours=call_lookback_hours)
 
 
-def _aware(v: Any) -> datetime | None:
-    """Raw SQL aggregates bypass the column type: parse and mark as UTC."""
+def _chunks(items: list[str], n: int = 500) -> list[list[str]]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
 
-    if v is None:
-        return None
-    if isinstance(v, str):
-        v = datetime.fromisoformat(v)
-    return v.replace(tzinfo=UTC) if v.tzinfo is None else v
+
+def _jsonb() -> Any:
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    return JSONB()
+
+
+def _text() -> Any:
+    from sqlalchemy import Text
+
+    return Text()
+

@@ -8,11 +8,13 @@ and come back timezone-aware.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields as dc_fields
 from datetime import UTC as UTC_TZ
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -127,14 +129,19 @@ activities = Table(
     "activities", metadata, Column("key", String(200), primary_key=True), Column("owner_key", String(200), primary_key=True),
     *_common(), Column("kind", String(20)), Column("completed", Boolean), Column("happened_at", UTC), Column("deadline", UTC),
     Column("responsible_key", String(200)), Column("direction", String(5)), Column("subject", String(500)), Column("duration_s", Integer),
-    # covers the contact query: latest completed activity per (owner, kind), an index-only scan
-    Index("ix_activities_contact", "owner_key", "kind", "completed", "deleted", "happened_at"),
+    # the connector's own footprint: a marker in its text, or the mirror of a task the connector created
+    Column("marker", String(20)), Column("ref_key", String(200)), Column("own", Boolean, nullable=False, default=False),
+    # covers the contact query: latest completed activity per (owner, kind) that is not ours, an index-only scan
+    Index("ix_activities_evidence", "owner_key", "kind", "completed", "deleted", "own", "happened_at"),
     Index("ix_activities_key", "key"),
+    Index("ix_activities_marker", "marker"),
+    Index("ix_activities_ref", "ref_key"),
 )
 tasks = Table(
     "tasks", metadata, K(), *_common(),
     Column("title", String(500)), Column("responsible_key", String(200)), Column("deadline", UTC), Column("completed", Boolean),
     Column("created_at", UTC), Column("closed_at", UTC), Column("changed_at", UTC), Column("description", Text),
+    Column("marker", String(20), index=True), Column("own", Boolean, nullable=False, default=False),
 )
 task_owners = Table(
     "task_owners", metadata, Column("task_key", String(200), primary_key=True), Column("owner_key", String(200), primary_key=True),
@@ -176,6 +183,31 @@ journal = Table(
     Column("state", String(20), index=True), Column("attempts", Integer, default=0), Column("next_attempt_at", UTC),
     Column("not_before", UTC), Column("remote_id", String(100)), Column("detail", Text), Column("created_at", UTC),
     Column("updated_at", UTC), Column("done_at", UTC), Column("run_id", Integer), Column("episode", String(200), index=True),
+    # who claimed an in_flight row (lease owner + claim id), the store key of what the action created, the keys it
+    # waits for, and whether the last failure may have been applied remotely (then a retry looks for the marker first)
+    Column("holder", String(120)), Column("remote_key", String(200), index=True), Column("depends_on", JSONText),
+    Column("ambiguous", Boolean, nullable=False, default=False),
+    Index("ix_journal_rule_subject", "rule", "subject_key"),
+)
+# Derived evidence (connector.evidence rebuilds them after a sync that changed anything): whose each
+# record owner is, and each client's latest contact of each kind.
+ev_owner = Table(
+    "ev_owner", metadata, Column("owner_key", String(200), primary_key=True), Column("client_key", String(200), primary_key=True),
+    Index("ix_ev_owner_client", "client_key"),
+)
+ev_contact = Table(
+    "ev_contact", metadata, Column("client_key", String(200), primary_key=True), Column("kind", String(20), primary_key=True),
+    Column("at", UTC),
+)
+lease = Table(
+    "lease", metadata, Column("name", String(50), primary_key=True), Column("owner", String(120), nullable=False),
+    Column("pid", Integer), Column("host", String(200)), Column("acquired_at", UTC), Column("heartbeat_at", UTC),
+    Column("expires_at", UTC),
+)
+episodes = Table(
+    "episodes", metadata, Column("episode", String(300), primary_key=True), Column("rule", String(100), index=True),
+    Column("subject_key", String(200)), Column("client_key", String(200), index=True), Column("opened_at", UTC),
+    Column("closed_at", UTC), Column("close_reason", Text), Column("data", JSONText),
 )
 rule_state = Table(
     "rule_state", metadata, Column("rule", String(100), primary_key=True), Column("subject_key", String(200), primary_key=True),
@@ -205,7 +237,29 @@ def _m2(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_journal_state_due ON journal (state, not_before)"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2]
+def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
+    if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+
+
+def _m3(conn: Connection) -> None:
+    """Trust: the runner lease, CAS journal columns, own-footprint markers, episodes, evidence index."""
+    boolean = "BOOLEAN NOT NULL DEFAULT FALSE" if conn.dialect.name == "postgresql" else "BOOLEAN NOT NULL DEFAULT 0"
+    for col, ddl in [("marker", "VARCHAR(20)"), ("ref_key", "VARCHAR(200)"), ("own", boolean)]:
+        _add_column(conn, "activities", col, ddl)
+    for col, ddl in [("marker", "VARCHAR(20)"), ("own", boolean)]:
+        _add_column(conn, "tasks", col, ddl)
+    for col, ddl in [("holder", "VARCHAR(120)"), ("remote_key", "VARCHAR(200)"), ("depends_on", "TEXT"), ("ambiguous", boolean)]:
+        _add_column(conn, "journal", col, ddl)
+    for t in (lease, episodes, ev_owner, ev_contact):
+        t.create(conn, checkfirst=True)
+    conn.execute(text("DROP INDEX IF EXISTS ix_activities_contact"))
+    for ix in [*activities.indexes, *tasks.indexes, *journal.indexes, *episodes.indexes, *ev_owner.indexes]:
+        ix.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3]
+MIGRATION_LOCK_ID = 0x636E6D67  # "cnmg": the advisory lock that serialises migrations on PostgreSQL
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -232,9 +286,14 @@ class Store:
     # -- schema
 
     def migrate(self) -> int:
-        """Bring the schema to this release's version, in place; refuse a newer store."""
+        """Bring the schema to this release's version, in place; refuse a newer store.
+
+        Two processes starting on one new store must not both create it: migrations run under a
+        lock (a file lock beside a SQLite file, an advisory lock on PostgreSQL)."""
         try:
-            with self.engine.begin() as conn:
+            with self._migration_lock(), self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
                 has_meta = inspect(conn).has_table("meta")
                 version = 0
                 if has_meta:
@@ -248,6 +307,30 @@ class Store:
                 return SCHEMA_VERSION
         except OperationalError as e:
             raise StoreError(f"store {self.engine.url.render_as_string(hide_password=True)}: {e.orig}") from None
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        path = self.sqlite_path()
+        if path is None:
+            yield
+            return
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def sqlite_path(self) -> Path | None:
+        """The database file of a file-backed SQLite store (None for memory or other engines)."""
+        if self.engine.dialect.name != "sqlite":
+            return None
+        db = self.engine.url.database
+        return Path(db).resolve() if db and db != ":memory:" and not db.startswith("file:") else None
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
@@ -308,8 +391,9 @@ class Store:
             n = self._write_records(conn, batch.records)
             for key in batch.deleted:
                 self._mark_deleted(conn, key)
-            if batch.sweep is not None:
-                self._apply_sweep(conn, batch.sweep)
+            gone = self._apply_sweep(conn, batch.sweep) if batch.sweep is not None else 0
+            if n or batch.deleted or gone:
+                self.mark_evidence_dirty(conn)
             if batch.cursor is not None or n:
                 prev = conn.execute(
                     select(cursors.c.rows, cursors.c.cursor).where(cursors.c.system == system, cursors.c.stream == batch.stream)
@@ -324,7 +408,16 @@ class Store:
     def write(self, records: Iterable[d.Record]) -> int:
         """Upsert records outside a source cycle (push receivers, tests)."""
         with self.tx() as conn:
-            return self._write_records(conn, list(records))
+            n = self._write_records(conn, list(records))
+            if n:
+                self.mark_evidence_dirty(conn)
+            return n
+
+    EVIDENCE_DIRTY = "evidence.dirty"
+
+    def mark_evidence_dirty(self, conn: Connection) -> None:
+        """Something evidence is derived from changed: the next evaluation rebuilds it first."""
+        self._upsert(conn, kv, [{"name": self.EVIDENCE_DIRTY, "value": "1"}], ["name"])
 
     def _write_records(self, conn: Connection, records: list[d.Record]) -> int:
         by_type: dict[type, list] = {}
@@ -373,7 +466,13 @@ class Store:
                      ["deal_key", "client_key"])
 
     def _write_tasks(self, conn: Connection, items: list[d.Task]) -> None:
-        self._upsert(conn, tasks, [_row(x, skip=("owner_keys",)) for x in items], ["key"])
+        rows = []
+        for x in items:
+            row = _row(x, skip=("owner_keys",))
+            row["marker"] = d.find_marker(x.description)
+            row["own"] = row["marker"] is not None
+            rows.append(row)
+        self._upsert(conn, tasks, rows, ["key"])
         keys = [x.key for x in items]
         for i in range(0, len(keys), 500):
             conn.execute(delete(task_owners).where(task_owners.c.task_key.in_(keys[i : i + 500])))
@@ -386,7 +485,9 @@ class Store:
             conn.execute(delete(activities).where(activities.c.key.in_(keys[i : i + 500])))
         rows = []
         for a in items:
-            base = _row(a, skip=("owner_keys",))
+            base = _row(a, skip=("owner_keys", "text"))
+            base["marker"] = d.find_marker(a.text, a.subject)
+            base["own"] = base["marker"] is not None
             for owner in set(a.owner_keys) or {""}:
                 rows.append({**base, "owner_key": owner})
         if rows:
@@ -399,7 +500,7 @@ class Store:
         if table is not None:
             conn.execute(update(table).where(table.c.key == key).values(deleted=True))
 
-    def _apply_sweep(self, conn: Connection, sweep: d.Sweep) -> None:
+    def _apply_sweep(self, conn: Connection, sweep: d.Sweep) -> int:
         table = KIND_TABLES[sweep.kind]
         prefix = d.make_key(sweep.system, sweep.kind, "")
         live = {d.make_key(sweep.system, sweep.kind, i) for i in sweep.live_ids}
@@ -407,6 +508,37 @@ class Store:
         gone = sorted(stored - live)
         for i in range(0, len(gone), 500):
             conn.execute(update(table).where(table.c.key.in_(gone[i : i + 500])).values(deleted=True))
+        return len(gone)
+
+    # -- the connector's own footprint
+
+    def refresh_own(self) -> None:
+        """Mark what the connector wrote so no rule takes it for a person's work: records carrying
+        a marker (set on write), the CRM activities mirroring its tasks, and every record whose key
+        the journal holds as the result of an action (a manager may have edited the marker out)."""
+        with self.tx() as conn:
+            own_tasks = select(tasks.c.key).where(tasks.c.own.is_(True))
+            remote = select(journal.c.remote_key).where(journal.c.remote_key.is_not(None))
+            n = conn.execute(update(tasks).where(tasks.c.own.is_(False), tasks.c.key.in_(remote)).values(own=True)).rowcount
+            n += conn.execute(update(activities).where(activities.c.own.is_(False), activities.c.ref_key.in_(own_tasks))
+                              .values(own=True)).rowcount
+            n += conn.execute(update(activities).where(activities.c.own.is_(False), activities.c.key.in_(remote)).values(own=True)).rowcount
+            if n:
+                self.mark_evidence_dirty(conn)
+
+    def find_markers(self, markers: Iterable[str]) -> dict[str, tuple[str, datetime | None]]:
+        """Records already carrying these markers in the synced data: marker -> (record key, when made)."""
+        wanted = sorted(set(markers))
+        out: dict[str, tuple[str, datetime | None]] = {}
+        with self.tx() as conn:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                q1 = select(tasks.c.marker, tasks.c.key, tasks.c.created_at).where(tasks.c.marker.in_(chunk), tasks.c.deleted.is_(False))
+                q2 = select(activities.c.marker, activities.c.key, activities.c.happened_at).where(
+                    activities.c.marker.in_(chunk), activities.c.deleted.is_(False))
+                for marker, key, at in [*conn.execute(q1), *conn.execute(q2)]:
+                    out.setdefault(marker, (key, at))
+        return out
 
     # -- counts for status
 

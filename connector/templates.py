@@ -111,10 +111,11 @@ def render(template: str, context: dict[str, Any]) -> str:
     return _compiled(template).render(**context)
 
 
-def pick_variant(variants: list[str], client_key: str, year: int) -> str:
-    """Same client, same year -> same text; next year a (probably) different one."""
-    h = int(hashlib.sha1(f"{client_key}:{year}".encode()).hexdigest(), 16)
-    return variants[h % len(variants)]
+def pick_variant(variants: list[str], client_key: str, sent_before: int) -> str:
+    """A client's own starting text, then the next one each time: with two or more variants a
+    client never gets the same text twice in a row (``sent_before`` counts earlier sends)."""
+    h = int(hashlib.sha1(client_key.encode()).hexdigest(), 16)
+    return variants[(h + sent_before) % len(variants)]
 
 
 def _texts(obj: Any, loc: tuple) -> Iterable[tuple[tuple, str]]:

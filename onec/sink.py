@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 from connector.config import OneC
 from connector.domain import split_key
 from connector.errors import NotFound, Rejected, TransientError
-from connector.ports import ActionResult, Context, PlannedAction
+from connector.ports import ActionResult, Context, OneByOneSink, PlannedAction
 from onec.client import SYSTEM, ODataClient, lit_dt, lit_str
 from onec.mapping import ref, to_wall
 from onec.presets import Names, resolve
@@ -83,7 +83,7 @@ def _with_marker(text: str, marker: str) -> str:
     return text if marker in text else f"{text.rstrip()}\n\n[{marker}]".lstrip()
 
 
-class ODataSink:
+class ODataSink(OneByOneSink):
     system = SYSTEM
 
     def __init__(self, cfg: OneC, ctx: Context, *, timezone: str = "Europe/Kyiv", client: ODataClient | None = None):
@@ -275,7 +275,7 @@ class ODataSink:
         return None
 
 
-class SoapSink:
+class SoapSink(OneByOneSink):
     """The same actions through the reference web service (``CreateTask``, ``SetResponsible``)."""
 
     system = SYSTEM

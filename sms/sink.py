@@ -13,7 +13,7 @@ import logging
 from connector.config import Messaging
 from connector.errors import PermanentError, Rejected
 from connector.phones import is_mobile, normalize
-from connector.ports import ActionResult, Context, PlannedAction
+from connector.ports import ActionResult, Context, OneByOneSink, PlannedAction
 from sms.log import LogProvider
 from sms.smtp import SmtpClient, valid_address
 from sms.turbosms import TurboSmsClient, delivery_state, sequence_id
@@ -22,7 +22,7 @@ SYSTEM = "sms"
 log = logging.getLogger("sms.sink")
 
 
-class MessageSink:
+class MessageSink(OneByOneSink):
     system = SYSTEM
 
     def __init__(self, messaging: Messaging, ctx: Context, *, phone_region: str = "UA",

@@ -934,7 +934,67 @@ class Methods:
         row["STATUS_CHANGED_DATE"] = row["CREATED_DATE"]
         tid = self.tables["task"].insert(row)
         row["GUID"] = self.task_guid(tid)
+        self._mirror_task(tid, row, caller)
         return Out({"task": self._task_row(row, self._task_fields(None))}, returned=1)
+
+    def _mirror_task(self, tid: int, row: dict, caller: "Caller") -> None:
+        """A task bound to CRM records appears in their activity list as a TYPE_ID 3 ``TASKS`` activity
+        (``ASSOCIATED_ENTITY_ID`` = the task; subject and description copied), completed with the task."""
+        owners = []
+        for b in row.get("UF_CRM_TASK") or []:
+            prefix, _, num = str(b).partition("_")
+            ot = {"CO": 4, "C": 3, "D": 2, "L": 1}.get(prefix)
+            if ot and num.isdigit():
+                owners.append((ot, int(num)))
+        acts = self.tables["activity"]
+        existing = next((a for a in acts.rows.values() if a.get("PROVIDER_ID") == "TASKS" and a.get("ASSOCIATED_ENTITY_ID") == tid), None)
+        if not owners and existing is None:
+            return
+        now = self.now()
+        done = row.get("STATUS") == 5
+        if existing is None:
+            acts.insert({
+                "OWNER_TYPE_ID": owners[0][0], "OWNER_ID": owners[0][1], "TYPE_ID": 3, "PROVIDER_ID": "TASKS",
+                "PROVIDER_TYPE_ID": "TASK", "ASSOCIATED_ENTITY_ID": tid, "SUBJECT": row.get("TITLE"),
+                "DESCRIPTION": row.get("DESCRIPTION") or "", "DESCRIPTION_TYPE": 1, "CREATED": now, "LAST_UPDATED": now,
+                "START_TIME": now, "END_TIME": row.get("DEADLINE"), "DEADLINE": row.get("DEADLINE"),
+                "COMPLETED": "Y" if done else "N", "STATUS": 2 if done else 1, "RESPONSIBLE_ID": row.get("RESPONSIBLE_ID"),
+                "PRIORITY": 2, "DIRECTION": 0, "AUTHOR_ID": caller.user_id, "EDITOR_ID": caller.user_id, "BINDINGS": owners,
+            })
+        else:
+            existing.update({"SUBJECT": row.get("TITLE"), "DESCRIPTION": row.get("DESCRIPTION") or "", "LAST_UPDATED": now,
+                             "COMPLETED": "Y" if done else "N", "STATUS": 2 if done else 1, "RESPONSIBLE_ID": row.get("RESPONSIBLE_ID"),
+                             "DEADLINE": row.get("DEADLINE"), "END_TIME": now if done else row.get("DEADLINE")})
+            acts.touched()
+
+    def m_tasks_task_complete(self, p: Params, caller: "Caller") -> Out:
+        """``tasks.task.complete {taskId}`` -> ``{"task": {...}}`` with status 5 (completed)."""
+        tid = self._task_id(p)
+        row = self._task_or_denied(tid)
+        self._task_apply(row, {"STATUS": 5}, caller, creating=False)
+        self.tables["task"].touched()
+        self._mirror_task(tid, row, caller)
+        return Out({"task": self._task_row(row, self._task_fields(None))}, returned=1)
+
+    def m_task_commentitem_add(self, p: Params, caller: "Caller") -> Out:
+        """``task.commentitem.add {TASKID, FIELDS: {POST_MESSAGE}}`` -> the new comment's id."""
+        v = p.get("TASKID", exact=True)
+        if v is None or not re.match(r"^\s*\d+\s*$", str(v)):
+            raise ApiError(400, "ERROR_CORE", 'TASKS_ERROR_EXCEPTION_#256; Param #0 (taskId) for method ctaskcommentitem::add() '
+                           'expected to be of type "integer", but given something else.; 256/TE/WRONG_ARGUMENTS')
+        row = self.tables["task"].rows.get(int(str(v).strip()))
+        if row is None:
+            raise ApiError(400, "ERROR_CORE", "Insufficient permissions to add a comment.<br>")
+        fields = p.get("FIELDS", exact=True)
+        text = fields.get("POST_MESSAGE") if isinstance(fields, dict) else None
+        if text is None or str(text).strip() == "":
+            raise ApiError(400, "ERROR_CORE", "Comment text not specified<br>")
+        with self.lock:
+            self.task_comments.append({"TASK_ID": row["ID"], "POST_MESSAGE": str(text), "AUTHOR_ID": caller.user_id,
+                                       "POST_DATE": self.now()})
+            cid = len(self.task_comments)
+        row["COMMENTS_COUNT"] = (row.get("COMMENTS_COUNT") or 0) + 1
+        return Out(cid)
 
     def m_tasks_task_update(self, p: Params, caller: "Caller") -> Out:
         tid = self._task_id(p)
@@ -944,6 +1004,7 @@ class Methods:
             raise ApiError(400, "100", "Could not find value for parameter {fields} (internal error)")
         self._task_apply(row, fields, caller, creating=False)
         self.tables["task"].touched()
+        self._mirror_task(tid, row, caller)
         return Out({"task": self._task_row(row, self._task_fields(None))}, returned=1)
 
     def m_tasks_task_delete(self, p: Params, caller: "Caller") -> Out:

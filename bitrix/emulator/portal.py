@@ -136,6 +136,10 @@ class Portal(Methods):
         self.tokens: dict[str, Token] = {}  # access token -> Token
         self.refresh_tokens: dict[str, Token] = {}
         self.app_state: dict[str, list] = defaultdict(list)  # robots, triggers, event bindings, senders
+        self.task_comments: list[dict] = []  # task.commentitem.add
+        # test hook: called after a request was handled, before the answer leaves; it may sleep (a write
+        # that lands but answers late), kill the caller, or return (status, body) to answer instead
+        self.after_request: Callable[[str, int, Any], tuple[int, Any] | None] | None = None
 
     # ------------------------------------------------------------ construction
 

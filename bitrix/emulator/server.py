@@ -88,8 +88,14 @@ class Dispatcher:
             return self.reject(e)
         params.pop("auth", None)
         if method == "batch":
-            return 200, self.batch(params, caller, started)
-        status, body_out, _ = self.call(method, params, caller, started, in_batch=False)
+            status, body_out = 200, self.batch(params, caller, started)
+        else:
+            status, body_out, _ = self.call(method, params, caller, started, in_batch=False)
+        hook = portal.after_request
+        if hook is not None:
+            replaced = hook(method, status, body_out)
+            if replaced is not None:
+                return replaced
         return status, body_out
 
     def reject(self, e: ApiError) -> tuple[int, dict]:

@@ -1,4 +1,4 @@
-"""One module per rule; :func:`evaluate` dispatches on the rule type."""
+"""One module per rule; :func:`evaluate` and :func:`clear_reason` dispatch on the rule type."""
 
 from __future__ import annotations
 
@@ -6,24 +6,27 @@ from connector.calendar import BusinessCalendar
 from connector.config import ForgottenRule, Settings
 from connector.rules import debtors, forgotten, lost, missed_call, release, unpaid
 from connector.rules.base import Evaluation, Finding, person_key
-from connector.snapshot import Snapshot
+from connector.snapshot import EpisodeView, Snapshot
 
-__all__ = ["evaluate", "Evaluation", "Finding"]
+__all__ = ["Evaluation", "Finding", "clear_reason", "evaluate"]
+
+MODULES = {"forgotten": forgotten, "release": release, "lost": lost, "unpaid": unpaid, "debtors": debtors,
+           "missed_call": missed_call}
 
 
 def evaluate(rule, snap: Snapshot, cal: BusinessCalendar, settings: Settings) -> Evaluation:
-    if rule.type == "forgotten":
-        return forgotten.evaluate(rule, snap, cal)
     if rule.type == "release":
         target = next(r for r in settings.rules if r.name == rule.after and isinstance(r, ForgottenRule))
         return release.evaluate(rule, snap, cal, target)
-    if rule.type == "lost":
-        return lost.evaluate(rule, snap, cal)
-    if rule.type == "unpaid":
-        return unpaid.evaluate(rule, snap, cal)
-    if rule.type == "debtors":
-        return debtors.evaluate(rule, snap, cal)
     if rule.type == "missed_call":
         duty = settings.people.duty_manager or (settings.binotel.duty_manager if settings.binotel else None) or settings.people.supervisor
         return missed_call.evaluate(rule, snap, cal, person_key(snap, duty) if duty is not None else None)
-    raise ValueError(f"unknown rule type {rule.type}")
+    module = MODULES.get(rule.type)
+    if module is None:
+        raise ValueError(f"unknown rule type {rule.type}")
+    return module.evaluate(rule, snap, cal)
+
+
+def clear_reason(rule, ep: EpisodeView, snap: Snapshot, cal: BusinessCalendar) -> str | None:
+    """Why an open episode the rule no longer finds has ended; None when its absence proves nothing."""
+    return MODULES[rule.type].clear_reason(rule, ep, snap, cal)

@@ -1,8 +1,13 @@
 """What every rule returns, and the small helpers rules share.
 
-A rule is a pure function ``evaluate(rule, snapshot, calendar) -> Evaluation``: it decides *who*
-and *why* and names the episode (``period``); the planner turns findings into actions, keys,
-texts, deadlines and escalation steps. No rule touches the store or an API.
+A rule is ``evaluate(rule, snapshot, calendar) -> Evaluation``: it decides *who* and *why* and
+names the episode (``period``); the planner turns findings into actions, keys, texts, deadlines
+and escalation steps. Rules ask the snapshot set-based questions (:mod:`connector.evidence`) and
+build objects only for candidates. No rule touches an API or writes the store.
+
+``clear_reason`` answers, for an open episode the rule no longer finds, *why* it ended (the
+contact, the purchase, the payment) — or ``None`` when absence proves nothing (a missed call that
+merely left the lookback window), so that nothing pending is cancelled by mistake.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ from typing import Any
 from connector.calendar import BusinessCalendar
 from connector.config import Where
 from connector.domain import make_key
-from connector.snapshot import ClientView, JournalEntry, Snapshot
+from connector.journal import DONE_STATES as _DONE
+from connector.journal import FINAL_STATES as _FINAL
+from connector.snapshot import ClientView, EpisodeView, Snapshot, family_of
 
-FINAL_STATES = {"done", "sent", "delivered", "failed", "dead", "cancelled", "skipped", "uncertain", "refused"}
-DONE_STATES = {"done", "sent", "delivered"}
+FINAL_STATES = {str(s) for s in _FINAL}
+DONE_STATES = {str(s) for s in _DONE}
 
 
 @dataclass
@@ -37,6 +44,9 @@ class Finding:
 class Evaluation:
     findings: list[Finding]
     scope: int  # how many subjects the rule looked at (for the safety brake's share)
+    refusals: list[str] = field(default_factory=list)  # what the rule could not do, with names (never silent)
+    notes: list[str] = field(default_factory=list)  # deliberate skips worth showing (a client moved by hand)
+    holding: set[str] = field(default_factory=set)  # episode families that still hold with nothing to do now (between call-backs)
 
 
 def episode_of(rule_name: str, subject: str, period: str) -> str:
@@ -50,6 +60,7 @@ def person_key(snap: Snapshot, ident: int | str) -> str:
 
 
 def in_scope(c: ClientView, where: Where | None, snap: Snapshot) -> bool:
+    """The Python twin of :meth:`Snapshot.scope`, for rules whose subjects are few (invoices, debts, calls)."""
     if where is None:
         return True
     if where.segment is not None and (c.segment or "") not in where.segment:
@@ -58,25 +69,27 @@ def in_scope(c: ClientView, where: Where | None, snap: Snapshot) -> bool:
         return False
     if where.not_responsible is not None and c.responsible_key in {person_key(snap, r) for r in where.not_responsible}:
         return False
-    if where.field:
-        for name, wanted in where.field.items():
-            have = c.fields.get(name)
-            if isinstance(wanted, list):
-                if have not in wanted and str(have) not in map(str, wanted):
-                    return False
-            elif have != wanted and str(have) != str(wanted):
-                return False
+    for name, wanted in (where.field or {}).items():
+        have = c.fields.get(name)
+        values = wanted if isinstance(wanted, list) else [wanted]
+        if str(have) not in {str(v) for v in values}:
+            return False
     return True
 
 
-def clients_of_kind(snap: Snapshot, which: str) -> list[ClientView]:
-    kind = "company" if which == "companies" else "contact"
-    return [c for c in snap.clients.values() if c.kind == kind]
+def kind_of(which: str) -> str:
+    return "company" if which == "companies" else "contact"
 
 
 def local_date(cal: BusinessCalendar, t: datetime) -> str:
     return cal.local(t).date().isoformat()
 
 
-def entries_for(snap: Snapshot, rule_name: str, subject: str) -> list[JournalEntry]:
-    return [e for e in snap.journal_by_rule.get(rule_name, []) if e.subject == subject]
+def default_clear_reason(ep: EpisodeView, snap: Snapshot) -> str | None:
+    c = snap.client(ep.client_key) if ep.client_key else None
+    if ep.client_key and c is None:
+        return "the client was deleted or merged"
+    return "the condition no longer holds"
+
+
+__all__ = ["DONE_STATES", "FINAL_STATES", "Evaluation", "Finding", "episode_of", "family_of", "in_scope", "person_key"]

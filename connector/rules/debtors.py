@@ -1,6 +1,6 @@
-"""Debtors: a receivable balance (1C accumulation register) of at least ``min_amount`` overdue
-``overdue_days`` or more. The episode is the date the debt became overdue; when the balance is
-paid the debt disappears from the snapshot and the ladder stops.
+"""Debtors: a receivable balance (1C) of at least ``min_amount`` overdue ``overdue_days`` or more.
+The episode is the date the debt became overdue; when the balance is paid the debt disappears
+from the store, the ladder stops and the connector's task about it is closed.
 """
 
 from __future__ import annotations
@@ -8,14 +8,16 @@ from __future__ import annotations
 from connector.calendar import BusinessCalendar
 from connector.config import DebtorsRule
 from connector.rules.base import Evaluation, Finding, in_scope
-from connector.snapshot import Snapshot
+from connector.snapshot import EpisodeView, Snapshot
 
 
 def evaluate(rule: DebtorsRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation:
     findings, scope = [], 0
     today = cal.today(snap.now)
-    for debt in snap.debts:
-        c = snap.clients.get(debt.client_key or "")
+    debts = snap.debts()
+    snap.clients([d.client_key for d in debts if d.client_key])
+    for debt in debts:
+        c = snap.client(debt.client_key)
         if c is None or not in_scope(c, rule.where, snap):
             continue
         scope += 1
@@ -25,12 +27,19 @@ def evaluate(rule: DebtorsRule, snap: Snapshot, cal: BusinessCalendar) -> Evalua
         overdue = (today - debt.overdue_since).days
         if overdue < rule.overdue_days:
             continue
-        findings.append(
-            Finding(
-                subject_key=debt.key, client=c, period=debt.overdue_since.isoformat(),
-                reason=f"owes {debt.amount:.2f} {debt.currency}, {amount:.2f} overdue since {debt.overdue_since} ({overdue} days)",
-                vars={"debt": {"amount": round(debt.amount, 2), "currency": debt.currency, "overdue_amount": round(amount, 2),
-                               "overdue_since": debt.overdue_since.isoformat(), "days_overdue": overdue}, "days": overdue},
-            )
-        )
+        findings.append(Finding(
+            subject_key=debt.key, client=c, period=debt.overdue_since.isoformat(),
+            reason=f"owes {debt.amount:.2f} {debt.currency}, {amount:.2f} overdue since {debt.overdue_since} ({overdue} days)",
+            vars={"debt": {"amount": round(debt.amount, 2), "currency": debt.currency, "overdue_amount": round(amount, 2),
+                           "overdue_since": debt.overdue_since.isoformat(), "days_overdue": overdue}, "days": overdue},
+        ))
     return Evaluation(findings, scope)
+
+
+def clear_reason(rule: DebtorsRule, ep: EpisodeView, snap: Snapshot, cal: BusinessCalendar) -> str | None:
+    debt = next((d for d in snap.debts() if d.key == ep.subject_key), None)
+    if debt is None or debt.amount <= 0:
+        return "the debt was paid"
+    if debt.amount < rule.min_amount:
+        return f"the debt fell to {debt.amount:.2f} {debt.currency}, below {rule.min_amount:.2f}"
+    return "the debt is no longer overdue"

@@ -3,41 +3,62 @@
 The episode starts the day the client became forgotten (last contact + threshold), so any new
 contact moves the start and ends the episode: the mark clears itself. A client with an open task
 or planned activity due in the future is kept (vacations, messenger deals), but the connector's
-own reminder never counts as such a task.
+own reminder never counts as such a task, nor as contact when it is closed.
+
+Which clients qualify is one SQL query over the derived evidence; objects are built only for them.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import func, select
+
 from connector.calendar import BusinessCalendar
 from connector.config import ForgottenRule
-from connector.rules.base import Evaluation, Finding, clients_of_kind, in_scope, local_date
-from connector.snapshot import Snapshot
+from connector.rules.base import Evaluation, Finding, kind_of, local_date
+from connector.snapshot import EpisodeView, Snapshot, split_episode
+from connector.store import clients
 
 
 def evaluate(rule: ForgottenRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation:
+    kind = kind_of(rule.clients)
+    scope = snap.scope(rule.where, kind)
+    cutoff = snap.now - timedelta(days=rule.inactive_days)
+    lc = snap.ev.last_contact_q(rule.contact_kinds)
+    q = (select(clients.c.key).outerjoin(lc, lc.c.client_key == clients.c.key)
+         .where(*scope, func.coalesce(lc.c.last, clients.c.created_at) <= cutoff))
+    if rule.keep_while_future_task:
+        kept = snap.ev.kept_q()
+        q = q.where(clients.c.key.not_in(select(kept.c.client_key)))
+    keys = [k for (k,) in snap.conn.execute(q.order_by(clients.c.key))]
     findings = []
-    scope = [c for c in clients_of_kind(snap, rule.clients) if in_scope(c, rule.where, snap)]
-    for c in scope:
-        last, kind = c.last_contact(list(rule.contact_kinds))
+    for key, c in snap.clients(keys).items():
+        last, last_kind = c.last_contact(rule.contact_kinds)
         ref = last or c.created_at
         if ref is None:
             continue
         since = ref + timedelta(days=rule.inactive_days)
-        if snap.now < since:
-            continue
-        if rule.keep_while_future_task and c.future_task:
-            continue
         days = (snap.now - ref).days
         if last is not None:
-            reason = f"no contact for {days} days; last: {kind} on {local_date(cal, last)}"
+            reason = f"no contact for {days} days; last: {last_kind} on {local_date(cal, last)}"
         else:
             reason = f"no contact ever; created {days} days ago on {local_date(cal, ref)}"
-        findings.append(
-            Finding(
-                subject_key=c.key, client=c, period=local_date(cal, since), reason=reason,
-                vars={"days": days, "last_contact": {"kind": kind or "none", "date": local_date(cal, ref)}},
-            )
-        )
-    return Evaluation(findings, len(scope))
+        findings.append(Finding(
+            subject_key=key, client=c, period=local_date(cal, since), reason=reason,
+            vars={"days": days, "last_contact": {"kind": last_kind or "none", "date": local_date(cal, ref)}},
+        ))
+    return Evaluation(findings, snap.scope_count(rule.where, kind))
+
+
+def clear_reason(rule: ForgottenRule, ep: EpisodeView, snap: Snapshot, cal: BusinessCalendar) -> str | None:
+    c = snap.client(ep.subject_key)
+    if c is None:
+        return "the client was deleted or merged"
+    _, _, period = split_episode(ep.episode)
+    last, kind = c.last_contact(rule.contact_kinds)
+    if last is not None and local_date(cal, last + timedelta(days=rule.inactive_days)) > period:
+        return f"contact: {kind} on {local_date(cal, last)}"
+    if rule.keep_while_future_task and c.future_task:
+        return "an open task with a future deadline keeps the client"
+    return "the client is no longer in the rule's scope"

@@ -2,9 +2,13 @@
 
 A client is lost ``after_days`` after its last purchase (or, with ``auto``, after its own median
 interval between purchases times ``auto_factor``, clamped). Each lost episode is keyed by the last
-purchase date, so a new purchase ends it (the client is Active again and call-backs stop). Within
-an episode call-backs repeat every ``cadence`` days by the client's temperature (warm 14, cold
-30): call-back ``n+1`` is due ``cadence`` days after call-back ``n`` was done.
+purchase date, so a new purchase ends it (the client is Active again, call-backs stop and the
+connector's open win-back tasks are closed). Within an episode call-backs repeat every
+``cadence`` days by the client's temperature (warm 14, cold 30): call-back ``n+1`` is due
+``cadence`` days after call-back ``n`` was done.
+
+Candidates come from one SQL query (purchases counted and dated per client); the exact test (one
+purchase per local day, the automatic threshold) runs for them only.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ from __future__ import annotations
 import statistics
 from datetime import timedelta
 
+from sqlalchemy import select
+
 from connector.calendar import BusinessCalendar
 from connector.config import LostRule
-from connector.rules.base import FINAL_STATES, Evaluation, Finding, clients_of_kind, entries_for, in_scope, local_date
-from connector.snapshot import ClientView, Snapshot
+from connector.rules.base import FINAL_STATES, Evaluation, Finding, episode_of, kind_of, local_date
+from connector.snapshot import ClientView, EpisodeView, Snapshot, split_episode
+from connector.store import clients
 
 
 def purchase_days(c: ClientView, cal: BusinessCalendar) -> list:
@@ -47,22 +54,29 @@ def cadence_days(rule: LostRule, c: ClientView) -> tuple[int, str]:
 
 
 def evaluate(rule: LostRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation:
-    findings = []
-    scope = [c for c in clients_of_kind(snap, rule.clients) if in_scope(c, rule.where, snap)]
-    for c in scope:
+    kind = kind_of(rule.clients)
+    shortest = int(rule.after_days) if rule.after_days != "auto" else rule.auto_min_days
+    ps = snap.ev.purchase_summary_q()
+    q = (select(clients.c.key).join(ps, ps.c.client_key == clients.c.key)
+         .where(*snap.scope(rule.where, kind), ps.c.n >= rule.min_purchases, ps.c.last <= snap.now - timedelta(days=shortest)))
+    keys = [k for (k,) in snap.conn.execute(q.order_by(clients.c.key))]
+    views = snap.clients(keys, purchases=True)
+    history = snap.journal_for(rule.name, keys)
+    findings: list[Finding] = []
+    holding: set[str] = set()
+    for key, c in views.items():
         purchases = purchase_days(c, cal)
         if len(purchases) < rule.min_purchases:
             continue
         last_when, last_amount, last_what = purchases[-1]
         days = threshold_days(rule, purchases)
-        lost_since = last_when + timedelta(days=days)
-        if snap.now < lost_since:
+        if snap.now < last_when + timedelta(days=days):
             continue
         base = local_date(cal, last_when)
         cadence, temperature = cadence_days(rule, c)
         done_n: dict[int, list] = {}
-        for e in entries_for(snap, rule.name, c.key):
-            period = e.episode.rsplit(":", 1)[-1]
+        for e in history.get(key, []):
+            period = split_episode(e.episode)[2]
             if period.startswith(base + "#"):
                 done_n.setdefault(int(period.split("#")[1]), []).append(e)
         n = 0
@@ -73,6 +87,7 @@ def evaluate(rule: LostRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluatio
                 finished = [e.done_at or e.created_at for e in entries if (e.done_at or e.created_at)]
                 last_cb = max(finished) if finished else None
                 if last_cb is None or snap.now < last_cb + timedelta(days=cadence):
+                    holding.add(episode_of(rule.name, key, base))  # lost still: waiting for the next call-back
                     continue
                 n += 1
         silent = (snap.now - last_when).days
@@ -80,14 +95,23 @@ def evaluate(rule: LostRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluatio
             f"bought {len(purchases)} times, last {last_what} on {base}; no purchase for {silent} days "
             f"(lost after {days}); call-back #{n + 1}, every {cadence} days ({temperature})"
         )
-        findings.append(
-            Finding(
-                subject_key=c.key, client=c, period=f"{base}#{n}", reason=reason,
-                vars={
-                    "days": silent, "purchases": len(purchases), "cadence_days": cadence, "callback_number": n + 1,
-                    "temperature": temperature,
-                    "last_purchase": {"date": base, "amount": last_amount, "kind": last_what},
-                },
-            )
-        )
-    return Evaluation(findings, len(scope))
+        findings.append(Finding(
+            subject_key=key, client=c, period=f"{base}#{n}", reason=reason,
+            vars={
+                "days": silent, "purchases": len(purchases), "cadence_days": cadence, "callback_number": n + 1,
+                "temperature": temperature, "last_purchase": {"date": base, "amount": last_amount, "kind": last_what},
+            },
+        ))
+    return Evaluation(findings, snap.scope_count(rule.where, kind), holding=holding)
+
+
+def clear_reason(rule: LostRule, ep: EpisodeView, snap: Snapshot, cal: BusinessCalendar) -> str | None:
+    c = snap.clients([ep.subject_key], purchases=True).get(ep.subject_key)
+    if c is None:
+        return "the client was deleted or merged"
+    base = split_episode(ep.episode)[2].split("#", 1)[0]
+    later = [p for p in purchase_days(c, cal) if local_date(cal, p[0]) > base]
+    if later:
+        when, amount, what = later[-1]
+        return f"bought again: {what} on {local_date(cal, when)} ({amount:.2f})"
+    return "the client is no longer in the rule's scope"

@@ -2,24 +2,26 @@
 ``callback_within_minutes`` -> apology SMS to the caller and a call-back task.
 
 One episode per caller and local day. A later answered call with the same number (a call-back or
-the client calling again) ends the episode, and the planner cancels whatever of it is not yet
-sent.
+the client calling again) ends the episode: the planner cancels what is not yet sent and closes
+the call-back task. A call that merely left the lookback window proves nothing: an apology
+deferred by quiet hours on Friday night is still sent on Monday morning.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 from connector.calendar import BusinessCalendar
 from connector.config import MissedCallRule
 from connector.rules.base import Evaluation, Finding, local_date
-from connector.snapshot import Snapshot
+from connector.snapshot import EpisodeView, Snapshot, split_episode
 
 
 def evaluate(rule: MissedCallRule, snap: Snapshot, cal: BusinessCalendar, duty_key: str | None) -> Evaluation:
     findings: dict[str, Finding] = {}
     since = snap.now - timedelta(hours=rule.lookback_hours)
-    calls = [c for c in snap.calls if c.started_at >= since]
+    calls = snap.calls(since=since)
+    snap.clients([c.client_key for c in calls if c.client_key])
     scope = 0
     for call in calls:
         if call.direction != "in" or call.answered or not call.final or not call.phone:
@@ -32,9 +34,9 @@ def evaluate(rule: MissedCallRule, snap: Snapshot, cal: BusinessCalendar, duty_k
             continue
         period = local_date(cal, call.started_at)
         episode_id = f"phone:{call.phone}"
-        if (episode_id, period) in {(f.subject_key, f.period) for f in findings.values()}:
+        if episode_id + period in findings:
             continue
-        client = snap.clients.get(call.client_key or "")
+        client = snap.client(call.client_key)
         responsible = client.responsible_key if client else duty_key
         waited = int((snap.now - call.started_at).total_seconds() // 60)
         findings[episode_id + period] = Finding(
@@ -47,3 +49,20 @@ def evaluate(rule: MissedCallRule, snap: Snapshot, cal: BusinessCalendar, duty_k
             responsible_key=responsible, phone=call.phone,
         )
     return Evaluation(list(findings.values()), scope)
+
+
+def clear_reason(rule: MissedCallRule, ep: EpisodeView, snap: Snapshot, cal: BusinessCalendar) -> str | None:
+    """Ended only by an answered call with the number after the missed one; anything else is unknown."""
+    _, subject, day = split_episode(ep.episode)
+    phone = subject.removeprefix("phone:")
+    start = datetime.combine(datetime.fromisoformat(day).date(), time(0), cal.tz)
+    calls = snap.calls(since=start, phones=[phone])
+    missed = [c for c in calls if c.direction == "in" and not c.answered and local_date(cal, c.started_at) == day]
+    if not missed:
+        return None
+    answered = [c for c in calls if c.answered and c.started_at > missed[0].started_at]
+    if answered:
+        c = answered[0]
+        who = "called back" if c.direction == "out" else "the client called again and was answered"
+        return f"{who} at {cal.local(c.started_at):%Y-%m-%d %H:%M}"
+    return None

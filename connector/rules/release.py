@@ -1,8 +1,12 @@
 """Release: a client this connector marked forgotten, still not contacted ``grace_days`` after the
-reminder was created, goes to another, active manager from the pool.
+reminder was made, goes to another, active manager from the pool.
 
 Counting starts when the forgotten rule's reminder was actually done (journal), not when the
-client became forgotten, so deploying the connector never releases a client overnight.
+client became forgotten, so deploying the connector never releases a client overnight. A release
+already begun is re-planned with the very same target (its keys are then no-ops and its pending
+comment and messages stay pending): the connector's own reassignment is never taken for a manual
+move. A client moved by hand since the reminder is left alone, and said so. An empty pool (every
+manager inactive or unknown) is a refusal, shown with the client's name.
 """
 
 from __future__ import annotations
@@ -11,42 +15,52 @@ from datetime import timedelta
 
 from connector.calendar import BusinessCalendar
 from connector.config import ForgottenRule, ReleaseRule
-from connector.rules.base import DONE_STATES, Evaluation, Finding, in_scope, person_key
-from connector.snapshot import Snapshot
+from connector.rules.base import DONE_STATES, Evaluation, Finding, episode_of, in_scope, person_key
+from connector.snapshot import EpisodeView, Snapshot, split_episode
 
 
 def evaluate(rule: ReleaseRule, snap: Snapshot, cal: BusinessCalendar, forgotten: ForgottenRule) -> Evaluation:
     kinds = list(rule.contact_kinds or forgotten.contact_kinds)
     pool = [person_key(snap, p) for p in rule.reassign.to]
-    assigned: dict[str, int] = {}
-    for e in snap.journal_by_rule.get(rule.name, []):  # releases already made, for round robin
-        if e.type == "reassign" and e.payload:
-            assigned[e.payload.get("to")] = assigned.get(e.payload.get("to"), 0) + 1
+    open_eps = snap.open_episodes(forgotten.name)
+    entries = snap.episode_entries([e.episode for e in open_eps])
+    mine = snap.journal_for(rule.name, [e.subject_key for e in open_eps])
+    assigned: dict[str, int] = {}  # releases already made this episode round, for round robin
+    for es in snap.journal_for(rule.name).values():
+        for e in es:
+            if e.type == "reassign" and e.payload:
+                assigned[e.payload.get("to")] = assigned.get(e.payload.get("to"), 0) + 1
     load = dict(snap.load)
-    episodes: dict[str, list] = {}
-    for e in snap.journal_by_rule.get(forgotten.name, []):
-        episodes.setdefault(e.episode, []).append(e)
-    findings, scope = [], 0
-    for episode, entries in sorted(episodes.items()):
-        done = [e for e in entries if e.type == "task" and e.state in DONE_STATES and e.done_at]
+    snap.clients([e.subject_key for e in open_eps])
+    ev = Evaluation([], 0)
+    for ep in open_eps:
+        done = [e for e in entries.get(ep.episode, []) if e.type == "task" and e.state in DONE_STATES and e.done_at]
         if not done:
             continue
-        subject = entries[0].subject
-        c = snap.clients.get(subject)
+        c = snap.client(ep.subject_key)
         if c is None or not in_scope(c, rule.where, snap):
             continue
-        scope += 1
+        ev.scope += 1
+        period = split_episode(ep.episode)[2]
+        own = [e for e in mine.get(c.key, []) if e.episode == episode_of(rule.name, c.key, period) and e.type == "reassign"]
         marked_at = min(e.done_at for e in done)
-        last, kind = c.last_contact(kinds)
+        if own:  # a release of this episode is under way or done: the same target, the same keys
+            p = own[0].payload or {}
+            ev.findings.append(_finding(rule, snap, cal, c, period, marked_at, p.get("to"), p.get("from"), kinds))
+            continue
+        last, _ = c.last_contact(kinds)
         if last is not None and last >= marked_at:
-            continue  # contacted after the reminder: the episode is over
+            continue  # contacted after the reminder: the forgotten episode ends, nothing to release
         owner_then = next((e.payload.get("responsible") for e in done if e.payload), None)
         if owner_then and c.responsible_key != owner_then:
-            continue  # someone already moved the client by hand
+            ev.notes.append(f"{c.title}: moved by hand to {_name(snap, c.responsible_key)} since the reminder; not released")
+            continue
         if snap.now < marked_at + timedelta(days=rule.grace_days):
             continue
         candidates = [p for p in pool if p != c.responsible_key and (m := snap.managers.get(p)) and m.active]
         if not candidates:
+            ev.refusals.append(f"{c.title}: not released: no active manager in the pool "
+                               f"{[str(x) for x in rule.reassign.to]} other than the current one")
             continue
         if rule.reassign.strategy == "least_loaded":
             target = min(candidates, key=lambda p: (load.get(p, 0), pool.index(p)))
@@ -54,15 +68,28 @@ def evaluate(rule: ReleaseRule, snap: Snapshot, cal: BusinessCalendar, forgotten
             target = min(candidates, key=lambda p: (assigned.get(p, 0), pool.index(p)))
         assigned[target] = assigned.get(target, 0) + 1
         load[target] = load.get(target, 0) + 1
-        days = (snap.now - (last or c.created_at or marked_at)).days
-        prev = snap.managers.get(c.responsible_key or "")
-        findings.append(
-            Finding(
-                subject_key=c.key, client=c, period=episode.rsplit(":", 1)[-1],
-                reason=f"forgotten since {cal.local(marked_at).date()} and not contacted for {rule.grace_days}+ days more "
-                f"(no contact for {days} days); moved from {prev.name if prev else c.responsible_key}",
-                vars={"days": days, "grace_days": rule.grace_days},
-                reassign_to=target, previous_key=c.responsible_key,
-            )
-        )
-    return Evaluation(findings, max(scope, 1))
+        ev.findings.append(_finding(rule, snap, cal, c, period, marked_at, target, c.responsible_key, kinds))
+    ev.scope = max(ev.scope, 1)
+    return ev
+
+
+def _finding(rule: ReleaseRule, snap: Snapshot, cal: BusinessCalendar, c, period: str, marked_at, target, previous,
+             kinds: list[str]) -> Finding:
+    last, _ = c.last_contact(kinds)
+    days = (snap.now - (last or c.created_at or marked_at)).days
+    return Finding(
+        subject_key=c.key, client=c, period=period,
+        reason=f"forgotten since {cal.local(marked_at).date()} and not contacted for {rule.grace_days}+ days more "
+        f"(no contact for {days} days); moved from {_name(snap, previous)}",
+        vars={"days": days, "grace_days": rule.grace_days}, reassign_to=target, previous_key=previous,
+    )
+
+
+def _name(snap: Snapshot, key: str | None) -> str:
+    m = snap.manager(key)
+    return m.name if m else str(key)
+
+
+def clear_reason(rule: ReleaseRule, ep: EpisodeView, snap: Snapshot, cal: BusinessCalendar) -> str | None:
+    """A release ends when its steps are done; it is never cleared from outside."""
+    return None

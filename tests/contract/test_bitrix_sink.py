@@ -36,7 +36,7 @@ def action(type_: str, payload: dict, key: str = "forgotten:bitrix24:company:3:2
 
 
 def test_supports_the_crm_action_types_only(sink):
-    assert all(sink.supports(t) for t in ("task", "field", "reassign", "comment", "notify", "trigger", "workflow"))
+    assert all(sink.supports(t) for t in ("task", "field", "reassign", "comment", "notify", "trigger", "workflow", "close_task"))
     assert not sink.supports("sms") and not sink.supports("email")
 
 
@@ -61,11 +61,66 @@ def test_task_create_failing_ambiguously_is_not_doubled(portal, sink, company):
     a = action("task", {"title": "Win back", "description": "", "responsible": "bitrix24:user:6",
                         "deadline": "2026-11-26T18:00:00+02:00", "bindings": [f"bitrix24:company:{cid}"]})
     portal.inject_fault("tasks.task.add", 500, "INTERNAL_SERVER_ERROR", "Internal server error")
-    with pytest.raises(TransientError):
-        sink.execute(a)  # not retried in place: a 5xx may have created it; reconcile said it did not
-    assert sink.ctx.counter("bitrix24").by_method["tasks.task.add"] == 1
+    before = sink.ctx.counter("bitrix24").requests
+    with pytest.raises(TransientError) as e:
+        sink.execute(a)  # not retried in place: a 5xx may have created it
+    assert e.value.ambiguous and sink.ctx.counter("bitrix24").requests - before == 1
+    assert sink.reconcile(a) is None  # the executor looks first: it did not land
     sink.execute(a)
     assert sum(a.marker in (t.get("DESCRIPTION") or "") for t in portal.table("task").values()) == 1
+
+
+def test_many_actions_go_in_one_batch_and_a_rejected_command_fails_alone(portal, sink, company):
+    cids = [company.stories[s] for s in ("lost_warm", "lost_cold", "debtor")]
+    acts = [action("task", {"title": f"T{i}", "responsible": "bitrix24:user:6", "bindings": [f"bitrix24:company:{c}"]},
+                   key=f"lost:bitrix24:company:{c}:2026-11-01#0:0") for i, c in enumerate(cids)]
+    acts.append(action("field", {"entity": "bitrix24:company:999999", "fields": {"UF_CRM_TEMPERATURE": "x"}}, key="r:s:p:1"))
+    acts.append(action("comment", {"entity": f"bitrix24:company:{cids[0]}", "text": "note"}, key="r:s:p:2"))
+    before = sink.ctx.counter("bitrix24").requests
+    out = sink.execute_batch(acts)
+    assert sink.ctx.counter("bitrix24").requests - before == 1
+    assert isinstance(out["r:s:p:1"], NotFound)
+    assert all(out[a.key].remote_key for a in acts if a.key != "r:s:p:1")
+    found = sink.reconcile_batch(acts[:3] + [acts[4]])
+    assert all(found[a.key] is not None and found[a.key].remote_id == out[a.key].remote_id for a in acts[:3] + [acts[4]])
+
+
+def test_a_batch_the_portal_applied_but_answered_late_is_ambiguous_and_found_again(portal, sink, company):
+    import time as _time
+
+    cid = company.stories["kept_by_future_task"]
+    acts = [action("task", {"title": f"Late {i}", "responsible": "bitrix24:user:6", "bindings": [f"bitrix24:company:{cid}"]},
+                   key=f"forgotten:bitrix24:company:{cid}:2026-09-0{i}:0") for i in range(1, 4)]
+
+    def slow(method, status, body):
+        _time.sleep(1.5)  # longer than the client's timeout: the write landed, the answer did not
+        return None
+
+    ctx = Context(clock=SystemClock())
+    cfg = Bitrix24(webhook_url=portal.server.webhook_url, timeout=1)
+    hasty = BitrixSink(cfg, ctx, BitrixClient(cfg, ctx, sleep=lambda _: None, attempts=2))
+    portal.after_request = slow
+    try:
+        out = hasty.execute_batch(acts)
+    finally:
+        portal.after_request = None
+        hasty.close()
+    assert all(isinstance(out[a.key], TransientError) and out[a.key].ambiguous for a in acts)
+    found = sink.reconcile_batch(acts)
+    assert all(found[a.key] is not None for a in acts)  # nothing is created twice: the executor adopts them
+
+
+def test_close_task_completes_the_connectors_task_with_a_result_comment(portal, sink, company):
+    cid = company.stories["lost_cold"]
+    t = sink.execute(action("task", {"title": "Win back", "responsible": "bitrix24:user:6", "bindings": [f"bitrix24:company:{cid}"]}))
+    mirror = [r for r in portal.table("activity").values() if r.get("ASSOCIATED_ENTITY_ID") == int(t.remote_id)]
+    assert len(mirror) == 1 and mirror[0]["TYPE_ID"] == 3 and mirror[0]["COMPLETED"] == "N"  # how the portal shows a CRM task
+    c = action("close_task", {"task": t.remote_key, "text": "Closed automatically: bought again on 2026-11-20."}, key="lost:x:p:x0")
+    assert sink.reconcile(c) is None
+    sink.execute(c)
+    assert portal.table("task")[int(t.remote_id)]["STATUS"] == 5 and mirror[0]["COMPLETED"] == "Y"
+    assert portal.task_comments[-1]["POST_MESSAGE"].startswith("Closed automatically: bought again")
+    assert sink.reconcile(c) is not None
 
 
 def test_field_change_and_reconcile_by_reading_back(portal, sink, company):
@@ -126,9 +181,10 @@ def test_notify_trigger_and_workflow_reach_the_portal_but_cannot_be_reconciled(p
 
 def test_a_notification_that_may_have_gone_out_is_not_resent(portal, sink):
     portal.inject_fault("im.notify.system.add", 500, "INTERNAL_SERVER_ERROR", "Internal server error")
-    with pytest.raises(PermanentError, match="not resent"):
+    before = sink.ctx.counter("bitrix24").requests
+    with pytest.raises(PermanentError, match="not resent") as e:
         sink.execute(action("notify", {"user": "bitrix24:user:1", "text": "hello"}))
-    assert sink.ctx.counter("bitrix24").by_method["im.notify.system.add"] == 1
+    assert e.value.ambiguous and sink.ctx.counter("bitrix24").requests - before == 1
 
 
 def test_rate_limited_create_is_retried_in_place(portal, sink, company):

@@ -29,6 +29,12 @@ class Env:
         return subprocess.run([sys.executable, "-m", "connector.cli", *args], env=env, capture_output=True, text=True,
                               timeout=timeout, cwd=ROOT)
 
+    def spawn(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """The CLI as a background process (for kills and concurrency)."""
+        env = {**self.env, **(extra_env or {})}
+        return subprocess.Popen([sys.executable, "-m", "connector.cli", *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
     def plan_json(self, *args: str) -> dict:
         r = self.cli("plan", str(DEMO), "--json", "--now", ANCHOR, *args)
         assert r.returncode == 0, r.stderr + r.stdout

@@ -8,12 +8,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from connector import domain as d
+from connector import evidence
 from connector.calendar import BusinessCalendar
 from connector.config import Settings, load_settings
 from connector.execute import Executor
 from connector.journal import Journal
+from connector.matching import primary_system
 from connector.plan import Plan, Planner
-from connector.ports import ActionResult, FixedClock, PlannedAction
+from connector.ports import ActionResult, FixedClock, OneByOneSink, PlannedAction
+from connector.runner import record_plan
 from connector.snapshot import load_snapshot
 from connector.store import Store
 
@@ -97,29 +100,34 @@ class World:
         return k("call", i, "binotel")
 
     def snapshot(self, now: datetime = NOW):
+        self.store.refresh_own()
+        evidence.refresh(self.store, primary_system(self.settings))
         return load_snapshot(self.settings, self.store, now)
 
     def plan(self, now: datetime = NOW, *, force: bool = False) -> Plan:
         cal = BusinessCalendar(self.settings.calendar, self.settings.timezone)
-        return Planner(self.settings, self.snapshot(now), cal, known=Journal(self.store).states()).plan(force=force)
+        with self.snapshot(now) as snap:
+            return Planner(self.settings, snap, cal, journal=Journal(self.store)).plan(force=force)
 
     def run(self, now: datetime = NOW, sink: "FakeSink | None" = None, *, force: bool = False) -> tuple[Plan, "FakeSink"]:
         """Plan, journal and execute through a recording sink (the unit-test double of a CRM)."""
         sink = sink or FakeSink()
         plan = self.plan(now, force=force)
         j = Journal(self.store)
-        if not plan.refused_run:
-            j.record(plan.new_actions, now, None)
-        j.cancel(plan.cancel, now)
+        record_plan(j, plan, now, None)
         Executor(j, [sink, FakeSink("sms")], FixedClock(now)).run()
+        self.store.refresh_own()
         return plan, sink
 
 
 @dataclass
-class FakeSink:
+class FakeSink(OneByOneSink):
+    """Records what it was asked to do; ``fail_with`` makes every call fail with that error."""
+
     system: str = "bitrix24"
     done: list[PlannedAction] = field(default_factory=list)
     fail_with: Exception | None = None
+    batch_size: int = 50
 
     def supports(self, action_type: str) -> bool:
         return True

@@ -70,5 +70,5 @@ def test_linked_1c_sales_are_purchases_and_documents_are_contact(tmp_path):
         w.store.write([d.Document(f"onec:document:s{days}", "onec", f"s{days}", d.DocumentType.SALE, NOW - timedelta(days=days), key, amount=10.0)])
     link_clients(w.settings, w.store, NOW)
     snap = w.snapshot()
-    assert snap.clients[c].contact["document"].date() == (NOW - timedelta(days=200)).date()
+    assert snap.client(c).contact["document"].date() == (NOW - timedelta(days=200)).date()
     assert [a.subject_key for a in w.plan().actions] == [c]

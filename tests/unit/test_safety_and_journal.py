@@ -92,7 +92,7 @@ def test_in_flight_after_crash_is_reconciled_not_repeated(tmp_path):
     j = Journal(w.store)
     j.record(plan.new_actions, NOW, None)
     key = plan.new_actions[0].key
-    j.mark(key, "in_flight", NOW, bump_attempts=True)  # the process died right after the call
+    assert j.claim([key], "dead-process", NOW) == {key}  # the process died right after the call
     sink = FakeSink()
     sink.done.append(plan.new_actions[0])  # ... and the task exists remotely
     rep = Executor(j, [sink], FixedClock(NOW)).run()
@@ -111,7 +111,7 @@ def test_in_flight_message_that_cannot_be_verified_is_never_resent(tmp_path):
     j = Journal(w.store)
     a = PlannedAction("r:s:p:0", "r", "sms", "sms", "s", None, {"phone": "+380501234567", "text": "hi"}, "why")
     j.record([a], NOW, None)
-    j.mark(a.key, "in_flight", NOW)
+    j.claim([a.key], "dead-process", NOW)
     sink = Sms(system="sms")
     rep = Executor(j, [sink], FixedClock(NOW)).run()
     assert rep.uncertain == 1 and sink.done == [] and j.states()[a.key] == "uncertain"
