@@ -50,9 +50,10 @@ def _load(path: str) -> Settings:
     try:
         return load_settings(path)
     except ConfigError as e:
+        # plain lines, never wrapped to the terminal's width: one problem per line, for grep and editors
         for p in e.problems:
-            err.print(redact(p), markup=False)
-        err.print(f"{len(e.problems)} problem(s) in {path}; nothing was run.", markup=False)
+            click.echo(redact(p), err=True)
+        click.echo(f"{len(e.problems)} problem(s) in {path}; nothing was run.", err=True)
         sys.exit(2)
 
 

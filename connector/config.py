@@ -8,17 +8,22 @@ Unknown keys are errors: a typo must never be silently ignored.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     field_validator,
@@ -159,7 +164,7 @@ class Binotel(Model):
 
 
 class Sms(Model):
-    provider: Literal["turbosms", "bitrix24", "log"] = "log"
+    provider: Literal["turbosms", "bitrix24", "log"]
     token: str | None = None
     sender: str | None = None
     url: str = "https://api.turbosms.ua"
@@ -216,6 +221,10 @@ class Schedule(Model):
         if v is not None:
             from croniter import croniter
 
+            fields = v.split()
+            if len(fields) != 5:
+                raise ValueError(f"a cron expression has 5 fields (minute hour day-of-month month day-of-week), "
+                                 f"{v!r} has {len(fields)}")
             if not croniter.is_valid(v):
                 raise ValueError(f"invalid cron expression {v!r}")
         return v
@@ -323,10 +332,12 @@ class NotifyAction(Model):
     @field_validator("notify")
     @classmethod
     def _people(cls, v: Any) -> Any:
-        people = v.to if isinstance(v, NotifySpec) else v
-        for p in people:
-            if isinstance(p, str) and p not in PERSON_WORDS:
-                raise ValueError(f"unknown person {p!r}; use a user id or one of {sorted(PERSON_WORDS)}")
+        people, at = (v.to, ("to",)) if isinstance(v, NotifySpec) else (v, ())
+        problems = [((*at, i), f"unknown person {_show(p)}{_did_you_mean(p, sorted(PERSON_WORDS))} "
+                               f"(a user id or one of: {', '.join(sorted(PERSON_WORDS))})")
+                    for i, p in enumerate(people) if isinstance(p, str) and p not in PERSON_WORDS]
+        if problems:
+            raise Problems(problems)
         return v
 
 
@@ -473,6 +484,8 @@ class Settings(Model):
     schedule: Schedule = Field(default_factory=Schedule)
     rules: list[Rule] = Field(default_factory=list)
 
+    _origin: tuple[str, Callable[[tuple], int]] | None = PrivateAttr(default=None)
+
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
@@ -495,19 +508,33 @@ class Settings(Model):
 
     @model_validator(mode="after")
     def _rules(self) -> "Settings":
-        names = [r.name for r in self.rules]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ValueError(f"rule names must be unique: {sorted(dupes)}")
-        for r in self.rules:
-            if isinstance(r, ReleaseRule):
+        problems: list[tuple[tuple, str]] = []
+        first: dict[str, int] = {}
+        for i, r in enumerate(self.rules):
+            if r.name in first:
+                problems.append((("rules", i, "name"), f"rule name {_show(r.name)} is already used by rules[{first[r.name]}]"))
+            first.setdefault(r.name, i)
+        forgotten = [x.name for x in self.rules if isinstance(x, ForgottenRule)]
+        for i, r in enumerate(self.rules):
+            if isinstance(r, ReleaseRule) and r.after not in forgotten:
                 target = next((x for x in self.rules if x.name == r.after), None)
-                if target is None or not isinstance(target, ForgottenRule):
-                    raise ValueError(f"rule {r.name!r}: after={r.after!r} must name a forgotten rule")
-        if not (self.bitrix24 or self.onec):
-            if self.rules:
-                raise ValueError("configure bitrix24 or onec: rules need a CRM to read clients from")
+                why = f"is a {target.type} rule" if target is not None else "names no rule"
+                hint = difflib.get_close_matches(r.after, forgotten, n=1, cutoff=0.6)
+                problems.append((("rules", i, "after"), f"{_show(r.after)} {why}; after must name a forgotten rule"
+                                 + (f"; did you mean `{hint[0]}`?" if hint else f" (forgotten rules: {', '.join(forgotten) or 'none'})")))
+        if not (self.bitrix24 or self.onec) and self.rules:
+            problems.append((("rules",), "configure bitrix24 or onec: rules need a CRM to read clients from"))
+        if problems:
+            raise Problems(problems)
         return self
+
+    def where(self, *path: str | int) -> str:
+        """``FILE:LINE: dotted.path`` of a config value, so problems found after loading (``check``)
+        name the line to fix; just the dotted path for settings not loaded from a file."""
+        if self._origin is None:
+            return _fmt_loc(path)
+        file, line_for = self._origin
+        return f"{file}:{line_for(path)}: {_fmt_loc(path)}"
 
 
 # ---------------------------------------------------------------- loading
@@ -625,57 +652,303 @@ def _fmt_loc(loc: tuple) -> str:
     return out or "(top)"
 
 
-def _clean_loc(loc: tuple, data: Any) -> tuple:
-    """Drop pydantic's union/discriminator tags (``function-after[...]``, ``TaskAction``, ``forgotten``)."""
-    clean: list = []
+class Problems(ValueError):
+    """Raised by a validator for problems *below* the value it validates, each with its own path.
+
+    ``raise Problems([(("rules", 2, "after"), "...")])`` from a :class:`Settings` validator lands on
+    the line of ``rules[2].after`` instead of the top of the file.
+    """
+
+    def __init__(self, problems: list[tuple[tuple, str]]):
+        self.problems = problems
+        super().__init__("; ".join(msg for _, msg in problems))
+
+
+def _show(value: Any) -> str:
+    text = str(value)
+    return f"`{text[:57] + '...' if len(text) > 60 else text}`"
+
+
+def _did_you_mean(value: Any, options: Any) -> str:
+    match = difflib.get_close_matches(str(value), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"; did you mean `{match[0]}`?" if match else ""
+
+
+def _bare(tp: Any) -> tuple[Any, str | None]:
+    """``tp`` without ``Annotated`` wrappers and ``None``, and the union's discriminator field if declared."""
+    disc = None
+    while True:
+        if get_origin(tp) is Annotated:
+            base, *meta = get_args(tp)
+            disc = next((m.discriminator for m in meta if isinstance(getattr(m, "discriminator", None), str)), disc)
+            tp = base
+        elif get_origin(tp) in (Union, UnionType) and len([a for a in get_args(tp) if a is not NoneType]) == 1:
+            tp = next(a for a in get_args(tp) if a is not NoneType)
+        else:
+            return tp, disc
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, UnionType)
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _member(union: Any, disc: str | None, tag: Any) -> Any:
+    """The member of ``union`` that pydantic names ``tag`` in an error's ``loc`` (None if unknown)."""
+    for m in (a for a in get_args(union) if a is not NoneType):
+        tags = {t.tag for t in get_args(m)[1:] if isinstance(t, Tag)} if get_origin(m) is Annotated else set()
+        bare, _ = _bare(m)
+        if _is_model(bare):
+            tags.add(bare.__name__)
+            if disc and disc in bare.model_fields:
+                tags.update(get_args(bare.model_fields[disc].annotation))
+        elif isinstance(bare, type):
+            tags.add(bare.__name__)
+        prefix = {list: "list[", dict: "dict[", Literal: "literal["}.get(get_origin(bare))
+        if tag in tags or (prefix and isinstance(tag, str) and tag.startswith(prefix)):
+            return bare
+    return None
+
+
+def _fits(tp: Any, value: Any) -> bool:
+    """Could ``value``'s YAML shape (mapping, list, scalar) ever be a ``tp``?"""
+    if _is_model(tp) or get_origin(tp) is dict:
+        return isinstance(value, dict)
+    if get_origin(tp) is list:
+        return isinstance(value, list)
+    return not isinstance(value, (dict, list))
+
+
+def _kind(tp: Any) -> str:
+    """What a person should write for ``tp``, in words."""
+    if get_origin(tp) is Literal:
+        return " or ".join(_show(a) for a in get_args(tp))
+    if _is_model(tp) or get_origin(tp) is dict:
+        return "a mapping (key: value)"
+    if get_origin(tp) is list:
+        return "a list"
+    return {int: "a whole number", float: "a number", str: "text", bool: "true or false"}.get(tp, str(tp))
+
+
+@dataclass
+class _Where:
+    """An error's ``loc`` walked through the models: the config path, and what is expected there."""
+
+    path: tuple
+    tp: Any = None  # the annotation at the end of the path (None when unknown)
+    model: Any = None  # the model whose key ends the path (for "did you mean")
+    union: tuple | None = None  # the path of the first plain (non-discriminated) union passed through ...
+    union_tp: Any = None
+    fits: bool = True  # ... and whether the member this error came from fits the value's shape
+
+
+def _walk(loc: tuple, data: Any) -> _Where:
+    """Map pydantic's ``loc`` to the config path: keep keys and indexes, drop union member tags.
+
+    Tags are recognised from the models, not guessed from the data, so an action ``task:`` whose
+    tag is also ``task`` yields ``actions[0].task.deadline``, never ``task.task``.
+    """
+    w = _Where(path=())
+    path: list = []
+    tp: Any = Settings
     node = data
     for part in loc:
-        if isinstance(part, int):
-            if isinstance(node, list) and part < len(node):
-                clean.append(part)
-                node = node[part]
+        bare, disc = _bare(tp)
+        if _is_union(bare):
+            member = _member(bare, disc, part)
+            if disc is None and w.union is None and get_args(bare) and not any(get_origin(a) is Annotated for a in get_args(bare)):
+                w.union, w.union_tp = tuple(path), bare
+                w.fits = member is not None and _fits(member, node)
+            tp = member
             continue
-        if isinstance(node, dict) and part in node:
-            clean.append(part)
-            node = node[part]
-        elif isinstance(node, dict) and part == "from_" and "from" in node:
-            clean.append("from")
-            node = node["from"]
-        elif isinstance(node, dict) and part not in node and not any(c in part for c in "[]-") and part[:1].islower() and part in _ALL_FIELD_NAMES:
-            clean.append(part)  # a missing required key: keep it in the path
-            node = None
-    return tuple(clean)
-
-
-def _all_field_names() -> set[str]:
-    names: set[str] = set()
-    stack: list[type[BaseModel]] = [Settings]
-    seen: set[type] = set()
-
-    while stack:
-        m = stack.pop()
-        if m in seen:
+        if _is_model(bare):
+            field = bare.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                field = next((f for f in bare.model_fields.values() if f.alias == part), None)
+            key = (field.alias or part) if field is not None else part
+            if field is None and isinstance(part, str) and part not in (node or {}) and "[" in part:
+                continue  # an unrecognised tag
+            w.model = bare
+            path.append(key)
+            tp = field.annotation if field is not None else None
+            node = node.get(key) if isinstance(node, dict) else None
             continue
-        seen.add(m)
-        for name, f in m.model_fields.items():
-            names.add(name)
-            for t in _flatten(f.annotation):
-                if isinstance(t, type) and issubclass(t, BaseModel):
-                    stack.append(t)
-    return names
+        origin = get_origin(bare)
+        if origin is list and isinstance(part, int):
+            tp, node = get_args(bare)[0], (node[part] if isinstance(node, list) and part < len(node) else None)
+        elif origin is dict:
+            tp, node = get_args(bare)[1], (node.get(part) if isinstance(node, dict) else None)
+        elif isinstance(node, dict) and part in node:
+            tp, node = None, node[part]
+        elif isinstance(node, list) and isinstance(part, int):
+            tp, node = None, (node[part] if part < len(node) else None)
+        else:
+            continue  # a tag inside a type we cannot see into
+        path.append(part)
+    w.path, w.tp = tuple(path), _bare(tp)[0]
+    return w
 
 
-def _flatten(tp: Any) -> list:
-    args = get_args(tp)
-    if not args:
-        return [tp]
-    out = []
-    for a in args:
-        out.extend(_flatten(a))
+_TYPE_WORDS = {
+    "int_parsing": int, "int_type": int, "int_from_float": int, "float_parsing": float, "float_type": float,
+    "bool_parsing": bool, "bool_type": bool, "string_type": str, "list_type": list[Any], "dict_type": dict[str, Any],
+    "model_type": dict[str, Any], "model_attributes_type": dict[str, Any],
+}
+
+
+def _message(err: dict, w: _Where) -> tuple[tuple, str]:
+    """One readable sentence for a pydantic error: the value itself, what was expected, a suggestion."""
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    secret = bool(w.path) and w.path[-1] in SECRET_KEYS
+    got = "" if secret or isinstance(value, (dict, list)) else f", got {_show(value)}"
+    if kind == "extra_forbidden":
+        key = w.path[-1] if w.path else ""
+        known = [f.alias or n for n, f in w.model.model_fields.items()] if w.model is not None else []
+        hint = _did_you_mean(key, known) or (f" (keys here: {', '.join(known)})" if known else "")
+        return w.path, f"unknown key {_show(key)}{hint}"
+    if kind == "missing":
+        choices = f" (one of: {', '.join(map(str, get_args(w.tp)))})" if get_origin(w.tp) is Literal else ""
+        return w.path, f"required key {_show(w.path[-1] if w.path else '')} is missing{choices}"
+    if kind == "literal_error" and get_origin(w.tp) is Literal:
+        options = get_args(w.tp)
+        return w.path, f"{_show(value)} is not one of: {', '.join(map(str, options))}{_did_you_mean(value, options)}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        disc = str(ctx.get("discriminator", "type")).strip("'\"")
+        tags = [str(t) for m in get_args(w.tp) if _is_model(_bare(m)[0]) and disc in _bare(m)[0].model_fields
+                for t in get_args(_bare(m)[0].model_fields[disc].annotation)]
+        if kind == "union_tag_not_found":
+            return (*w.path, disc), f"required key {_show(disc)} is missing (one of: {', '.join(tags)})"
+        tag = ctx.get("tag", "")
+        return (*w.path, disc), f"unknown {disc} {_show(tag)}{_did_you_mean(tag, tags)} (one of: {', '.join(tags)})"
+    if kind == "invalid_action" and isinstance(value, dict):
+        keys = [str(k) for k in value]
+        known = ", ".join(sorted(ACTION_KEYS))
+        if len(keys) == 1:
+            return (*w.path, keys[0]), f"unknown action {_show(keys[0])}{_did_you_mean(keys[0], sorted(ACTION_KEYS))} (one of: {known})"
+        return w.path, f"an action has exactly one key, one of: {known}; this one has {len(keys)}: {', '.join(keys)}"
+    if kind in _TYPE_WORDS:
+        return w.path, f"expected {_kind(_TYPE_WORDS[kind])}{got}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if got and repr(value) not in msg and str(value) not in msg:
+        msg += got
+    return w.path, msg
+
+
+def _problems(e: ValidationError, data: Any) -> list[tuple[tuple, str]]:
+    """Every validation error as ``(config path, message)``, one per offending value."""
+    out: list[tuple[tuple, str]] = []
+    unions: dict[tuple, list[tuple[_Where, dict]]] = {}
+    for err in e.errors():
+        found = (err.get("ctx") or {}).get("error")
+        if err["type"] == "value_error" and isinstance(found, Problems):
+            base = _walk(tuple(err["loc"]), data).path
+            out.extend(((*base, *rel), msg) for rel, msg in found.problems)
+            continue
+        w = _walk(tuple(err["loc"]), data)
+        if w.union is not None:
+            unions.setdefault(w.union, []).append((w, err))
+            continue
+        out.append(_message(err, w))
+    # A value that may be one of several shapes (``int | Literal["auto"]``, ``list | NotifySpec``):
+    # report what was wrong for the shape that was written, or, if none fits, what could be written.
+    for at, errs in unions.items():
+        fitting = [(w, err) for w, err in errs if w.fits]
+        members = [a for a in get_args(errs[0][0].union_tp) if a is not NoneType]
+        value = _node(data, at)
+        got = "" if isinstance(value, (dict, list)) or (at and at[-1] in SECRET_KEYS) else f", got {_show(value)}"
+        if not fitting or all(w.path == at for w, _ in fitting):
+            shapes = [_bare(m)[0] for m in members if not fitting or _fits(_bare(m)[0], value)]
+            out.append((at, f"expected {' or '.join(dict.fromkeys(_kind(s) for s in shapes))}{got}"))
+        else:
+            out.extend(_message(err, w) for w, err in fitting if w.path != at)
     return out
 
 
-_ALL_FIELD_NAMES = _all_field_names()
+def _node(data: Any, path: tuple) -> Any:
+    for part in path:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def _syntax(e: MarkedYAMLError, text: str) -> tuple[int, str]:
+    """A YAML parser error as ``(line, sentence)``: the line a person has to fix, in words."""
+    lines = text.splitlines()
+    problem, context = str(e.problem or ""), str(e.context or "")
+    pm, cm = e.problem_mark, e.context_mark
+    line = (pm.line + 1) if pm else (cm.line + 1 if cm else 1)
+
+    def src(n: int) -> str:
+        return lines[n - 1] if 0 < n <= len(lines) else ""
+
+    def indent(s: str) -> int:
+        return len(s) - len(s.lstrip(" "))
+
+    def previous(n: int) -> int:
+        """The nearest line above ``n`` with content (not blank, not a comment)."""
+        n -= 1
+        while n > 0 and (not src(n).strip() or src(n).lstrip().startswith("#")):
+            n -= 1
+        return n
+
+    here = src(line).strip()
+    if "\t" in problem or "'\\t'" in problem:
+        return line, "a tab in the indentation: YAML indents with spaces only"
+    if problem.startswith("expected <block end>"):
+        return line, _misaligned(line, src, previous)
+    if problem.startswith("mapping values are not allowed"):
+        prev = previous(line)
+        if prev and indent(src(line)) > indent(src(prev)) and re.match(r"^\s*[\w\-\"'.]+\s*:(\s|$)", src(line)):
+            return line, (f"wrong indentation: {_show(here)} is indented deeper than line {prev}, so YAML reads it as "
+                          f"the rest of that line's value; start it in column {indent(src(prev)) + 1} like the keys above")
+        return line, "a value that contains `: ` must be quoted, e.g. title: \"Debt: {{ client.title }}\""
+    if problem.startswith("could not find expected ':'") and cm is not None:
+        line = cm.line + 1
+        return line, f"expected `key: value`, but {_show(src(line).strip())} has no `:` (or it belongs to the value above)"
+    where = f" ({context} on line {cm.line + 1})" if context and cm is not None else ""
+    return line, f"YAML syntax: {problem}{where}"
+
+
+def _misaligned(line: int, src: Callable[[int], str], previous: Callable[[int], int]) -> str:
+    """Say which column a misaligned line should start in, from the lines above it."""
+    here, col = src(line).strip(), len(src(line)) - len(src(line).lstrip(" "))
+
+    def key_col(n: int) -> int:
+        """Where line n's keys start (after a list item's `- `), or its `-` when lining up a list item."""
+        m = re.match(r"^(\s*)(-\s+)?", src(n))
+        if not m:
+            return 0
+        return len(m.group(1)) if here.startswith("-") and m.group(2) else len(m.group(0))
+
+    inner = outer = dash = 0
+    n = previous(line)
+    while n:
+        indent = len(src(n)) - len(src(n).lstrip(" "))
+        if indent == col and src(n).lstrip().startswith("-") and not here.startswith("-") and not dash:
+            dash = n
+        if key_col(n) < col:
+            outer = n
+            break
+        if key_col(n) > col and (not inner or key_col(n) < key_col(inner)):
+            inner = n
+        n = previous(n)
+    if dash:
+        return (f"wrong indentation: {_show(here)} starts in the column of the `-` on line {dash}; a key of that list "
+                f"item starts in column {key_col(dash) + 1}, a new item starts with `- `")
+    if inner and outer:
+        return (f"wrong indentation: {_show(here)} starts in column {col + 1}, between line {outer} (column "
+                f"{key_col(outer) + 1}) and line {inner} (column {key_col(inner) + 1}); line it up with one of them")
+    if outer:
+        return (f"wrong indentation: {_show(here)} starts in column {col + 1}, deeper than line {outer} (column "
+                f"{key_col(outer) + 1}), which is not a key ending with `:`; line it up with line {outer}")
+    return f"wrong indentation: {_show(here)} starts in column {col + 1}; keys of one mapping must start in the same column"
 
 
 def load_settings(path: str | Path) -> Settings:
@@ -690,9 +963,8 @@ def load_settings(path: str | Path) -> Settings:
     try:
         doc = yaml.load(_protect_env_refs(text))
     except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = (mark.line + 1) if mark else 1
-        raise ConfigError([f"{file}:{line}: (syntax): {e.problem or e}"]) from None
+        line, msg = _syntax(e, text)
+        raise ConfigError([f"{file}:{line}: (syntax): {msg}"]) from None
     if doc is None:
         doc = CommentedMap()
     if not isinstance(doc, CommentedMap):
@@ -701,32 +973,23 @@ def load_settings(path: str | Path) -> Settings:
     located.walk(doc)
     env_problems: list[tuple[tuple, str]] = []
     _substitute(doc, _env_values(path), (), env_problems)
-    problems = [f"{file}:{located.line_for(loc)}: {_fmt_loc(loc)}: {msg}" for loc, msg in env_problems]
+    found = list(env_problems)
     data = _plain(doc)
     settings: Settings | None = None
     try:
         settings = Settings.model_validate(data)
     except ValidationError as e:
-        seen: set[str] = set()
-        for err in e.errors():
-            loc = _clean_loc(err["loc"], data)
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (typo?)"
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            line = located.line_for(loc)
-            text_ = f"{file}:{line}: {_fmt_loc(loc)}: {msg}"
-            if text_ not in seen:
-                seen.add(text_)
-                problems.append(text_)
-    if settings is not None and not problems:
+        found += _problems(e, data)
+    if settings is not None and not found:
         from connector.templates import check_templates
 
-        problems += [f"{file}:{located.line_for(loc)}: {_fmt_loc(loc)}: {msg}" for loc, msg in check_templates(settings)]
+        found += check_templates(settings)
+    problems = list(dict.fromkeys(
+        (located.line_for(loc), f"{file}:{located.line_for(loc)}: {_fmt_loc(loc)}: {msg}") for loc, msg in found))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([text_ for _, text_ in sorted(problems, key=lambda p: p[0])])
     assert settings is not None
+    settings._origin = (file, located.line_for)
     return settings
 
 

@@ -62,9 +62,10 @@ rules:
     with pytest.raises(ConfigError) as e:
         load_settings(p)
     probs = e.value.problems
-    assert f"{p}:7: safety.max_shar: unknown key (typo?)" in probs
-    assert any(x.startswith(f"{p}:11: rules[0].inactive_days:") for x in probs)
-    assert any(x.startswith(f"{p}:14: rules[0].actions[1]: an action is exactly one of") for x in probs)
+    assert f"{p}:7: safety.max_shar: unknown key `max_shar`; did you mean `max_share`?" in probs
+    assert f"{p}:11: rules[0].inactive_days: expected a whole number, got `sixty`" in probs
+    assert any(x.startswith(f"{p}:14: rules[0].actions[1].notfy: unknown action `notfy`; did you mean `notify`?") for x in probs)
+    assert probs == sorted(probs, key=lambda x: int(x.split(":")[1]))  # in the order of the file
 
 
 def test_unknown_template_variable_is_a_validate_error(tmp_path, monkeypatch):
