@@ -136,6 +136,7 @@ class Portal(Methods):
         self.tokens: dict[str, Token] = {}  # access token -> Token
         self.refresh_tokens: dict[str, Token] = {}
         self.app_state: dict[str, list] = defaultdict(list)  # robots, triggers, event bindings, senders
+        self.uf_labels: dict[tuple[str, str], str] = {}  # (entity, UF_ code) -> the label people see
 
     # ------------------------------------------------------------ construction
 
@@ -242,9 +243,11 @@ class Portal(Methods):
         with self.lock:
             self.tables[entity].remove(id)
 
-    def define_uf(self, entity: str, name: str, ftype: str = "str") -> None:
+    def define_uf(self, entity: str, name: str, ftype: str = "str", label: str | None = None) -> None:
         """Create a user field (``UF_CRM_...``) so writes to it are kept (unknown UF writes are ignored)."""
         self.tables[entity].add_field(name, ftype)
+        if label:
+            self.uf_labels[(entity, name)] = label
 
     # ------------------------------------------------------------ faults
 
