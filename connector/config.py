@@ -574,6 +574,34 @@ Rule = Annotated[
 ]
 
 
+_RULE_TYPES = {t for m in get_args(get_args(Rule)[0]) for t in get_args(m.model_fields["type"].annotation)}
+
+
+def _rule_references(rules: list[tuple[Any, Any, Any]]) -> list[tuple[tuple, str]]:
+    """Duplicate rule names and release rules' ``after`` references, from each rule's (name, type, after).
+
+    Run on the validated rules and, when other problems stop validation, on the raw ones, so these
+    are reported with everything else at once."""
+    problems: list[tuple[tuple, str]] = []
+    first: dict[str, int] = {}
+    for i, (name, _, _) in enumerate(rules):
+        if isinstance(name, str) and name in first:
+            problems.append((("rules", i, "name"), f"rule name {_show(name)} is already used by rules[{first[name]}]"))
+        if isinstance(name, str):
+            first.setdefault(name, i)
+    forgotten = [name for name, kind, _ in rules if kind == "forgotten" and isinstance(name, str)]
+    for i, (_, kind, after) in enumerate(rules):
+        if kind == "release" and isinstance(after, str) and after not in forgotten:
+            target = next((k for n, k, _ in rules if n == after), None)
+            if target is not None and target not in _RULE_TYPES:
+                continue  # that rule's own unknown type is the problem to report
+            why = f"is a {target} rule" if target is not None else "names no rule"
+            hint = difflib.get_close_matches(after, forgotten, n=1, cutoff=0.6)
+            problems.append((("rules", i, "after"), f"{_show(after)} {why}; after must name a forgotten rule"
+                             + (f"; did you mean `{hint[0]}`?" if hint else f" (forgotten rules: {', '.join(forgotten) or 'none'})")))
+    return problems
+
+
 class Settings(Model):
     timezone: str = Field("Europe/Kyiv", description="The company's time zone (IANA name).", examples=["Europe/Kyiv"])
     store: str = Field("sqlite:///connector.db", description="Where the connector keeps its data: an SQLAlchemy URL "
@@ -626,20 +654,7 @@ class Settings(Model):
 
     @model_validator(mode="after")
     def _rules(self) -> "Settings":
-        problems: list[tuple[tuple, str]] = []
-        first: dict[str, int] = {}
-        for i, r in enumerate(self.rules):
-            if r.name in first:
-                problems.append((("rules", i, "name"), f"rule name {_show(r.name)} is already used by rules[{first[r.name]}]"))
-            first.setdefault(r.name, i)
-        forgotten = [x.name for x in self.rules if isinstance(x, ForgottenRule)]
-        for i, r in enumerate(self.rules):
-            if isinstance(r, ReleaseRule) and r.after not in forgotten:
-                target = next((x for x in self.rules if x.name == r.after), None)
-                why = f"is a {target.type} rule" if target is not None else "names no rule"
-                hint = difflib.get_close_matches(r.after, forgotten, n=1, cutoff=0.6)
-                problems.append((("rules", i, "after"), f"{_show(r.after)} {why}; after must name a forgotten rule"
-                                 + (f"; did you mean `{hint[0]}`?" if hint else f" (forgotten rules: {', '.join(forgotten) or 'none'})")))
+        problems = _rule_references([(r.name, r.type, getattr(r, "after", None)) for r in self.rules])
         if not (self.bitrix24 or self.onec) and self.rules:
             problems.append((("rules",), "configure bitrix24 or onec: rules need a CRM to read clients from"))
         if problems:
@@ -1098,6 +1113,10 @@ def load_settings(path: str | Path) -> Settings:
         settings = Settings.model_validate(data)
     except ValidationError as e:
         found += _problems(e, data)
+        raw = data.get("rules") if isinstance(data, dict) else None
+        if isinstance(raw, list):
+            found += _rule_references([(r.get("name"), r.get("type"), r.get("after")) if isinstance(r, dict) else (None, None, None)
+                                       for r in raw])
     if settings is not None and not found:
         from connector.templates import check_templates
 

@@ -173,3 +173,24 @@ def test_validate_prints_one_problem_per_line_when_piped(tmp_path):
     lines = r.stderr.splitlines()
     assert lines[0].startswith(f"{p}:6: rules[0].type: unknown type `forgoten`") and lines[0].endswith("missed_call)")
     assert len(lines[0]) > 80 and len(lines) == 2 and lines[1] == f"1 problem(s) in {p}; nothing was run."
+
+
+def test_cross_references_are_reported_with_every_other_problem_at_once(tmp_path):
+    p, probs = problems(tmp_path, FORGOTTEN + """\
+  - name: vip
+    type: forgotten
+    clients: companys
+  - name: release
+    type: release
+    after: forgoten
+    grace_days: 14
+    reassign: {to: [7]}
+  - name: vip
+    type: lost
+""")
+    assert probs == [
+        f"{p}:8: rules[1].inactive_days: required key `inactive_days` is missing",
+        f"{p}:10: rules[1].clients: `companys` is not one of: companies, contacts; did you mean `companies`?",
+        f"{p}:13: rules[2].after: `forgoten` names no rule; after must name a forgotten rule; did you mean `forgotten`?",
+        f"{p}:16: rules[3].name: rule name `vip` is already used by rules[1]",
+    ]
