@@ -997,7 +997,15 @@ def _problems(e: ValidationError, data: Any) -> list[tuple[tuple, str]]:
             out.append((at, f"expected {' or '.join(dict.fromkeys(_kind(s) for s in shapes))}{got}"))
         else:
             out.extend(_message(err, w) for w, err in fitting if w.path != at)
-    return out
+    # alternatives of a nested union (a person is ``int | str``) come one per member: one line for them
+    expected: dict[tuple, list[re.Match]] = {}
+    for path, msg in out:
+        m = re.match(r"^expected (.+?)(, got .*)?$", msg)
+        if m:
+            expected.setdefault(path, []).append(m)
+    merged = {path: f"expected {' or '.join(dict.fromkeys(m.group(1) for m in ms))}{ms[0].group(2) or ''}"
+              for path, ms in expected.items() if len(ms) > 1}
+    return list(dict.fromkeys((path, merged.get(path, msg)) for path, msg in out))
 
 
 def _node(data: Any, path: tuple) -> Any:
