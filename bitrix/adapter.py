@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import difflib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from bitrix.client import SYSTEM, BitrixClient
 from bitrix.sink import BitrixSink
 from bitrix.source import BitrixSource
+from connector import references
 from connector.errors import ConnectorError, UpstreamError
 from connector.ports import CheckResult, Context
 
@@ -34,6 +37,12 @@ PROBES = {
     "tasks": ("tasks.task.list", {"select": ["ID"], "order": {"ID": "DESC"}, "start": -1}),
     "users": ("user.get", {"sort": "ID", "order": "ASC", "start": 0}),
 }
+ENTITY_WORDS = {"company": "companies", "contact": "contacts"}
+# No REST method lists the codes of "incoming webhook" triggers set up in a portal's automation rules:
+# crm.automation.trigger.list returns only the triggers an application registered itself, and only in
+# an application context (b24restdocs: crm/automation/triggers/crm-automation-trigger-list.md).
+TRIGGER_UNCHECKABLE = ("not verifiable through the REST API (crm.automation.trigger.list lists only an application's "
+                       "own triggers); compare it with the trigger in the portal's automation rules")
 
 
 class BitrixAdapter:
@@ -78,14 +87,99 @@ class BitrixAdapter:
                 admin = bool(profile.get("ADMIN"))
                 out.append(CheckResult(SYSTEM, "administrator", True, "yes" if admin else
                                        "no: workflow actions (bizproc.workflow.start) will be refused"))
+            out += self._names(settings, client)
             return out
         finally:
             client.close()
+
+    def _names(self, settings: "Settings", client: BitrixClient) -> list[CheckResult]:
+        """Look up every user, field and trigger the config names: one batch, each problem at its config line."""
+        people = [p for p in references.people(settings) if p.system == SYSTEM]
+        fields = references.custom_fields(settings)
+        ids = sorted({int(p.id) for p in people if p.id.isdigit()})
+        cmds: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        if fields:
+            cmds |= {"company": ("crm.company.fields", {}), "contact": ("crm.contact.fields", {})}
+        for n in range(0, len(ids), 50):  # user.get pages by 50; dismissed users are listed unless ACTIVE is filtered
+            cmds[f"users{n}"] = ("user.get", {"FILTER": {"@ID": ids[n:n + 50]}})
+        try:
+            reply = client.batch(cmds)
+        except UpstreamError as e:
+            return [CheckResult(SYSTEM, "names in the config", False, str(e))]
+        out = self._people(settings, people, reply) if people else []
+        out += self._fields(settings, fields, reply) if fields else []
+        out += [CheckResult(SYSTEM, "trigger", True, f"{settings.where(*t.path)}: `{t.code}` {TRIGGER_UNCHECKABLE}", checked=False)
+                for t in references.trigger_codes(settings)]
+        return out
+
+    def _people(self, settings: "Settings", people: list[references.Person], reply: Any) -> list[CheckResult]:
+        errors = [e for k, e in reply.errors.items() if k.startswith("users")]
+        if errors:
+            return [CheckResult(SYSTEM, "people", False, f"cannot read users: {errors[0]}")]
+        users = {str(u.get("ID")): u for k, rows in reply.results.items() if k.startswith("users")
+                 for u in (rows or []) if isinstance(u, Mapping)}
+        out: list[CheckResult] = []
+        for p in people:
+            user = users.get(p.id)
+            at = settings.where(*p.path)
+            if not p.id.isdigit():
+                out.append(CheckResult(SYSTEM, "people", False, f"{at}: `{p.id}` is not a Bitrix24 user id"))
+            elif user is None:
+                out.append(CheckResult(SYSTEM, "people", False, f"{at}: user {p.id} does not exist"))
+            elif p.must_be_active and user.get("ACTIVE") is not True:
+                name = " ".join(str(user.get(k) or "") for k in ("NAME", "LAST_NAME")).strip() or p.id
+                out.append(CheckResult(SYSTEM, "people", False, f"{at}: user {p.id} ({name}) is dismissed (not active)"))
+        if not out:
+            out.append(CheckResult(SYSTEM, "people", True, f"all {len({p.id for p in people})} users named in the config exist"
+                                   + (" and are active" if any(p.must_be_active for p in people) else "")))
+        return out
+
+    def _fields(self, settings: "Settings", fields: list[references.CustomField], reply: Any) -> list[CheckResult]:
+        known: dict[str, dict[str, Any]] = {}
+        for entity in ENTITY_WORDS:
+            if entity in reply.errors:
+                return [CheckResult(SYSTEM, "custom fields", False, f"cannot read the fields of {ENTITY_WORDS[entity]}: "
+                                    f"{reply.errors[entity]}")]
+            result = reply.results.get(entity)
+            known[entity] = dict(result) if isinstance(result, Mapping) else {}
+        out: list[CheckResult] = []
+        for f in fields:
+            where = [f.entity] if f.entity else list(ENTITY_WORDS)
+            if any(f.name in known[e] for e in where):
+                continue
+            entities = " or ".join(ENTITY_WORDS[e] for e in where)
+            others = [ENTITY_WORDS[e] for e in ENTITY_WORDS if e not in where and f.name in known[e]]
+            why = f" (only on {others[0]}; the rule's clients are {entities})" if others else _suggest(f.name, where, known)
+            out.append(CheckResult(SYSTEM, "custom fields", False,
+                                   f"{settings.where(*f.path)}: field {f.name} does not exist on {entities}{why}"))
+        if not out:
+            out.append(CheckResult(SYSTEM, "custom fields", True,
+                                   f"all {len({f.name for f in fields})} fields named in the config exist"))
+        return out
 
     def sandbox(self, company: "SyntheticCompany") -> "SandboxService | None":
         from bitrix.sandbox import BitrixSandbox
 
         return BitrixSandbox(company)
+
+
+def _suggest(name: str, entities: list[str], known: Mapping[str, Mapping[str, Any]]) -> str:
+    """``; did you mean UF_CRM_TEMPERATURE ("Temperature")?`` from the codes and the labels people see."""
+    labels: dict[str, str] = {}
+    for e in entities:
+        for code, meta in known[e].items():
+            labels[code.upper()] = code
+            for key in ("listLabel", "formLabel", "filterLabel"):
+                label = meta.get(key) if isinstance(meta, Mapping) else None
+                if isinstance(label, str) and label:
+                    labels.setdefault(label.upper(), code)
+    match = difflib.get_close_matches(name.upper(), list(labels), n=1, cutoff=0.6)
+    if not match:
+        return ""
+    code = labels[match[0]]
+    meta = next((known[e][code] for e in entities if code in known[e]), {})
+    label = meta.get("listLabel") if isinstance(meta, Mapping) else None
+    return f"; did you mean {code}" + (f" (\"{label}\")" if label and label != code else "") + "?"
 
 
 ADAPTER = BitrixAdapter()

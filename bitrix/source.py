@@ -91,7 +91,7 @@ class Entity:
 
 
 def _entities(cfg: Bitrix24) -> dict[str, Entity]:
-    uf = tuple(dict.fromkeys(f for f in [*cfg.fields, cfg.guid_field, cfg.segment_field, cfg.opt_out_field] if f))
+    uf = tuple(dict.fromkeys(f for f in [*cfg.pulled_fields(), cfg.guid_field, cfg.segment_field, cfg.opt_out_field] if f))
     return {
         "companies": Entity("company", "crm.company.list", (
             "ID", "TITLE", "COMPANY_TYPE", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "LAST_ACTIVITY_TIME",
@@ -395,7 +395,7 @@ class BitrixSource:
 
     def _mapper(self, stream: str, taxes: Mapping[int, str] | None = None) -> Callable[[list[dict]], list[Record]]:
         cfg = self.cfg
-        opts = {"fields": cfg.fields, "guid_field": cfg.guid_field, "segment_field": cfg.segment_field,
+        opts = {"fields": cfg.pulled_fields(), "guid_field": cfg.guid_field, "segment_field": cfg.segment_field,
                 "opt_out_field": cfg.opt_out_field}
         taxes = taxes or {}
         if stream == "companies":

@@ -50,9 +50,10 @@ def _load(path: str) -> Settings:
     try:
         return load_settings(path)
     except ConfigError as e:
+        # plain lines, never wrapped to the terminal's width: one problem per line, for grep and editors
         for p in e.problems:
-            err.print(redact(p), markup=False)
-        err.print(f"{len(e.problems)} problem(s) in {path}; nothing was run.", markup=False)
+            click.echo(redact(p), err=True)
+        click.echo(f"{len(e.problems)} problem(s) in {path}; nothing was run.", err=True)
         sys.exit(2)
 
 
@@ -69,7 +70,7 @@ def main(verbose: bool) -> None:
 def validate(config: str) -> None:
     """Check a config file: every problem as FILE:LINE: path: message."""
     s = _load(config)
-    console.print(f"{config}: OK ({len(s.rules)} rules: {', '.join(r.name for r in s.rules) or 'none'})", markup=False)
+    click.echo(f"{config}: OK ({len(s.rules)} rules: {', '.join(r.name for r in s.rules) or 'none'})")
 
 
 @main.command()
@@ -81,28 +82,28 @@ def schema() -> None:
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 def check(config: str) -> None:
-    """Reach each configured system; report missing scopes and permissions."""
+    """Reach each configured system; check scopes, permissions and every user, field and code the config names."""
+    from connector.ports import CheckResult
     from connector.registry import adapters
     from connector.runner import make_context, open_store
 
     s = _load(config)
     store = open_store(s)
     ctx = make_context(store, SystemClock())
-    t = Table("system", "check", "result", "detail")
-    bad = 0
+    results: list[CheckResult] = []
     for adapter in adapters().values():
         if not adapter.configured(s):
             continue
         try:
-            results = adapter.check(s, ctx)
+            results += adapter.check(s, ctx)
         except ConnectorError as e:
-            t.add_row(adapter.name, "reach", "[red]FAIL[/]", redact(str(e)))
-            bad += 1
-            continue
-        for r in results:
-            bad += not r.ok
-            t.add_row(r.system, r.what, "[green]ok[/]" if r.ok else "[red]FAIL[/]", redact(r.detail))
-    console.print(t)
+            results.append(CheckResult(adapter.name, "reach", False, str(e)))
+    # one plain line per check, never wrapped to the terminal: problems name FILE:LINE for editors and grep
+    for r in results:
+        word, colour = ("skip", "yellow") if not r.checked else ("ok", "green") if r.ok else ("FAIL", "red")
+        click.echo(f"{click.style(f'{word:<4}', fg=colour)}  {r.system:<8}  {r.what}: {redact(r.detail)}")
+    bad = sum(not r.ok for r in results)
+    click.echo(f"{bad} check(s) failed." if bad else "All checks passed.")
     sys.exit(1 if bad else 0)
 
 

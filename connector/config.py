@@ -8,17 +8,22 @@ Unknown keys are errors: a typo must never be silently ignored.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     field_validator,
@@ -51,11 +56,16 @@ def parse_hours(text: str) -> tuple[time, time]:
 
 
 class Calendar(Model):
-    country: str | None = "UA"
-    subdivision: str | None = None
-    workdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = ["mon", "tue", "wed", "thu", "fri"]
-    hours: str = "09:00-18:00"
-    extra_holidays: list[str] = Field(default_factory=list, description="ISO dates off work")
+    country: str | None = Field("UA", description="Country whose public holidays are days off (ISO 3166 code, "
+                                "`holidays` package); null for none.", examples=["UA", "PL"])
+    subdivision: str | None = Field(None, description="Region of the country, for regional holidays (ISO 3166-2 code).",
+                                    examples=["BY"])
+    workdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        ["mon", "tue", "wed", "thu", "fri"], description="Working days of the week.", examples=[["mon", "tue", "wed", "thu", "fri", "sat"]])
+    hours: str = Field("09:00-18:00", description="Working hours, HH:MM-HH:MM; `workhours` deadlines count only these.",
+                       examples=["09:00-18:00"])
+    extra_holidays: list[str] = Field(default_factory=list, description="More days off, ISO dates (company holidays).",
+                                      examples=[["2026-12-31", "2027-01-02"]])
 
     @field_validator("hours")
     @classmethod
@@ -78,25 +88,44 @@ class Calendar(Model):
 
 
 class OAuth(Model):
-    domain: str
-    client_id: str
-    client_secret: str
-    refresh_token: str
-    access_token: str | None = None
-    token_url: str = "https://oauth.bitrix.info/oauth/token/"
+    domain: str = Field(description="The portal's domain.", examples=["mycompany.bitrix24.ua"])
+    client_id: str = Field(description="The local application's client id (`local.…`).", examples=["local.65f1c0a2b3d4e5.12345678"])
+    client_secret: str = Field(description="The local application's client secret.", examples=["${BITRIX24_CLIENT_SECRET}"])
+    refresh_token: str = Field(description="The first refresh token; rotated tokens are kept in the store.",
+                               examples=["${BITRIX24_REFRESH_TOKEN}"])
+    access_token: str | None = Field(None, description="A current access token, if you have one (refreshed when it expires).",
+                                     examples=["${BITRIX24_ACCESS_TOKEN}"])
+    token_url: str = Field("https://oauth.bitrix.info/oauth/token/", description="Bitrix24's OAuth token endpoint.",
+                           examples=["https://oauth.bitrix.info/oauth/token/"])
 
 
 class Bitrix24(Model):
-    webhook_url: str | None = None
-    oauth: OAuth | None = None
-    fields: list[str] = Field(default_factory=list, description="custom UF_* fields to pull")
-    plan: Literal["standard", "enterprise"] = "standard"
-    overlap_seconds: int = 300
-    sweep_every_hours: float = 24
-    guid_field: str | None = Field(None, description="UF_* field holding the 1C counterparty GUID")
-    segment_field: str | None = None
-    opt_out_field: str | None = None
-    timeout: float = 60
+    webhook_url: str | None = Field(None, description="Incoming webhook URL (a secret: keep it in .env). Set this or oauth.",
+                                    examples=["${BITRIX24_WEBHOOK_URL}"])
+    oauth: OAuth | None = Field(None, description="A local application's OAuth credentials instead of a webhook.",
+                                examples=[{"domain": "mycompany.bitrix24.ua", "client_id": "local.65f1c0a2b3d4e5.12345678",
+                                           "client_secret": "${BITRIX24_CLIENT_SECRET}", "refresh_token": "${BITRIX24_REFRESH_TOKEN}"}])
+    fields: list[str] = Field(default_factory=list, description="Custom fields (UF_*) of companies and contacts to pull; "
+                              "rules read them (cadence.field, where.field).", examples=[["UF_CRM_TEMPERATURE"]])
+    plan: Literal["standard", "enterprise"] = Field("standard", description="The portal's plan, for its rate limits: "
+                                                    "standard (2 requests/s) or enterprise (5 requests/s).", examples=["standard"])
+    overlap_seconds: int = Field(300, description="Incremental reads ask again for this many seconds before the cursor "
+                                 "(clock skew between the portal and us).", examples=[300])
+    sweep_every_hours: float = Field(24, description="Hours between id sweeps that find records deleted in the portal.",
+                                     examples=[24])
+    guid_field: str | None = Field(None, description="Custom field holding the 1C counterparty GUID (links CRM clients to 1C).",
+                                   examples=["UF_CRM_1C_GUID"])
+    segment_field: str | None = Field(None, description="Custom field holding the client's segment (for where.segment).",
+                                      examples=["UF_CRM_SEGMENT"])
+    opt_out_field: str | None = Field(None, description="Custom field that, when Y/1/true, stops messages to the client.",
+                                      examples=["UF_CRM_NO_SMS"])
+    timeout: float = Field(60, description="Seconds to wait for one answer of the portal.", examples=[60])
+
+    _read_by_rules: list[str] = PrivateAttr(default_factory=list)
+
+    def pulled_fields(self) -> list[str]:
+        """Custom fields to pull: those listed, and those a rule or channel reads (listed once is enough)."""
+        return [*self.fields, *self._read_by_rules]
 
     @model_validator(mode="after")
     def _one_auth(self) -> "Bitrix24":
@@ -106,31 +135,46 @@ class Bitrix24(Model):
 
 
 class OneCOData(Model):
-    url: str
-    user: str
-    password: str
-    page_size: int = 500
-    timeout: float = 120
+    url: str = Field(description="The base's standard OData address: http(s)://HOST/<publication>/odata/standard.odata.",
+                     examples=["${ONEC_ODATA_URL}"])
+    user: str = Field(description="1C user with read rights (and write rights for 1C write-back); Cyrillic is fine.",
+                      examples=["${ONEC_USER}"])
+    password: str = Field(description="That user's password.", examples=["${ONEC_PASSWORD}"])
+    page_size: int = Field(500, description="Rows per OData request.", examples=[500])
+    timeout: float = Field(120, description="Seconds to wait for one answer of 1C.", examples=[120])
 
 
 class OneCSoap(Model):
-    wsdl: str
-    endpoint: str | None = None
-    user: str | None = None
-    password: str | None = None
-    operations: dict[str, str] = Field(default_factory=dict)
+    wsdl: str = Field(description="WSDL address of the 1C web service, or `reference` for the bundled one.",
+                      examples=["${ONEC_WSDL_URL}", "reference"])
+    endpoint: str | None = Field(None, description="Service address when the WSDL's soap:address is an internal host.",
+                                 examples=["${ONEC_SOAP_ENDPOINT}"])
+    user: str | None = Field(None, description="1C user for the web service.", examples=["${ONEC_USER}"])
+    password: str | None = Field(None, description="That user's password.", examples=["${ONEC_PASSWORD}"])
+    operations: dict[str, str] = Field(default_factory=dict, description="The service's operation names, when the integrator "
+                                       "named them differently from the reference WSDL.", examples=[{"GetDebts": "ПолучитьДолги"}])
 
 
 class OneC(Model):
-    odata: OneCOData | None = None
-    soap: OneCSoap | None = None
-    preset: Literal["ut11", "unf", "utp"] = "ut11"
-    objects: dict[str, str] = Field(default_factory=dict)
-    fields: dict[str, str] = Field(default_factory=dict)
-    match: list[Literal["tax_id", "guid_field", "phone"]] = ["tax_id", "guid_field", "phone"]
-    overlap_days: int = 3
-    sweep_every_hours: float = Field(6, gt=0, description="full key+DataVersion re-read of catalogs")
-    write_back: Literal["auto", "odata", "soap", "none"] = "auto"
+    odata: OneCOData | None = Field(None, description="Read (and write back) through the standard OData interface.",
+                                    examples=[{"url": "${ONEC_ODATA_URL}", "user": "${ONEC_USER}", "password": "${ONEC_PASSWORD}"}])
+    soap: OneCSoap | None = Field(None, description="A 1C web service instead of, or besides, OData.",
+                                  examples=[{"wsdl": "reference", "endpoint": "${ONEC_SOAP_ENDPOINT}"}])
+    preset: Literal["ut11", "unf", "utp"] = Field("ut11", description="The configuration's object names: ut11 (also ERP, "
+                                                  "КА 2, BAS УТ 3), unf, utp (УТ 10.3, УПП).", examples=["ut11"])
+    objects: dict[str, str] = Field(default_factory=dict, description="Override object names of the preset.",
+                                    examples=[{"counterparties": "Catalog_Контрагенты", "task": "Document_Событие"}])
+    fields: dict[str, str] = Field(default_factory=dict, description="Override field names of the preset "
+                                   "(object.field: name, or several names separated by commas).",
+                                   examples=[{"counterparty.tax_id": "КодПоЕДРПОУ,ИНН", "invoice.due": "СрокОплаты"}])
+    match: list[Literal["tax_id", "guid_field", "phone"]] = Field(
+        ["tax_id", "guid_field", "phone"], description="How 1C counterparties are linked to CRM clients, in order.",
+        examples=[["tax_id", "phone"]])
+    overlap_days: int = Field(3, description="Document windows are read again this many days back.", examples=[3])
+    sweep_every_hours: float = Field(6, gt=0, description="Hours between full key and DataVersion re-reads of catalogs "
+                                     "(finds edited and deleted counterparties).", examples=[6])
+    write_back: Literal["auto", "odata", "soap", "none"] = Field("auto", description="How tasks and reassignments go back "
+                                                                 "into 1C (1C-only companies).", examples=["odata"])
 
     @model_validator(mode="after")
     def _some_channel(self) -> "OneC":
@@ -140,30 +184,42 @@ class OneC(Model):
 
 
 class BinotelPush(Model):
-    listen: str = "127.0.0.1:8085"
-    token: str
-    allow_from: list[str] = Field(default_factory=list)
-    max_body_bytes: int = 65536
+    listen: str = Field("127.0.0.1:8085", description="host:port the push receiver listens on.", examples=["0.0.0.0:8085"])
+    token: str = Field(description="Secret path part of the push URL http://HOST:PORT/binotel/<token>.",
+                       examples=["${BINOTEL_PUSH_TOKEN}"])
+    allow_from: list[str] = Field(default_factory=list, description="Addresses or networks allowed to push (empty: any).",
+                                  examples=[["194.88.218.0/24"]])
+    max_body_bytes: int = Field(65536, description="Larger push requests are refused.", examples=[65536])
 
 
 class Binotel(Model):
-    key: str
-    secret: str
-    url: str = "https://api.binotel.com/api/4.0"
-    push: BinotelPush | None = None
-    min_interval_seconds: float = 1.0
-    overlap_seconds: int = 4 * 3600
-    lookback_days: int = Field(30, ge=1, description="first sync reads this many days of calls")
-    settle_seconds: int = Field(60, ge=0, description="poll windows end this long before now")
-    duty_manager: int | str | None = None
+    key: str = Field(description="API key from Binotel support.", examples=["${BINOTEL_KEY}"])
+    secret: str = Field(description="API secret from Binotel support.", examples=["${BINOTEL_SECRET}"])
+    url: str = Field("https://api.binotel.com/api/4.0", description="API address (overridable for sandboxes).",
+                     examples=["https://api.binotel.com/api/4.0"])
+    push: BinotelPush | None = Field(None, description="Receive calls as Binotel pushes them, besides polling.",
+                                     examples=[{"listen": "127.0.0.1:8085", "token": "${BINOTEL_PUSH_TOKEN}"}])
+    min_interval_seconds: float = Field(1.0, description="Seconds between requests (Binotel answers 106 when too frequent).",
+                                        examples=[1.0])
+    overlap_seconds: int = Field(4 * 3600, description="Incremental polls ask again for this many seconds before the cursor.",
+                                 examples=[14400])
+    lookback_days: int = Field(30, ge=1, description="The first sync reads this many days of calls.", examples=[30])
+    settle_seconds: int = Field(60, ge=0, description="Poll windows end this many seconds before now (calls still settling).",
+                                examples=[60])
+    duty_manager: int | str | None = Field(None, description="Who calls back unknown numbers when people.duty_manager is not set "
+                                           "(a user id).", examples=[2])
 
 
 class Sms(Model):
-    provider: Literal["turbosms", "bitrix24", "log"] = "log"
-    token: str | None = None
-    sender: str | None = None
-    url: str = "https://api.turbosms.ua"
-    trigger_code: str | None = Field(None, description="bitrix24 provider: automation trigger code")
+    provider: Literal["turbosms", "bitrix24", "log"] = Field(
+        description="turbosms (TurboSMS API), bitrix24 (the portal's own \"Send SMS\" robot, fired by trigger_code) "
+                    "or log (written to the log, never sent: sandboxes).", examples=["turbosms"])
+    token: str | None = Field(None, description="turbosms: the API token.", examples=["${TURBOSMS_TOKEN}"])
+    sender: str | None = Field(None, description="turbosms: the registered sender name.", examples=["MyShop"])
+    url: str = Field("https://api.turbosms.ua", description="turbosms: API address (overridable for sandboxes).",
+                     examples=["https://api.turbosms.ua"])
+    trigger_code: str | None = Field(None, description="bitrix24: code of the automation trigger whose robot sends the SMS.",
+                                     examples=["smsrb1"])
 
     @model_validator(mode="after")
     def _provider_needs(self) -> "Sms":
@@ -175,17 +231,23 @@ class Sms(Model):
 
 
 class Email(Model):
-    smtp: str
-    from_: str = Field(alias="from")
+    smtp: str = Field(description="SMTP server as a URL: smtp://user:pass@host:587 (STARTTLS when offered) or smtps://host:465.",
+                      examples=["${SMTP_URL}"])
+    from_: str = Field(alias="from", description="Sender address of client e-mails.", examples=["shop@example.com"])
 
 
 class Messaging(Model):
-    sms: Sms | None = None
-    email: Email | None = None
-    quiet_hours: str | None = "21:00-09:00"
-    workdays_only: bool = True
-    max_per_client_days: int = 0
-    opt_out_field: str | None = None
+    sms: Sms | None = Field(None, description="How `sms` actions are sent.",
+                            examples=[{"provider": "turbosms", "token": "${TURBOSMS_TOKEN}", "sender": "MyShop"}])
+    email: Email | None = Field(None, description="How `email` actions are sent.",
+                                examples=[{"smtp": "${SMTP_URL}", "from": "shop@example.com"}])
+    quiet_hours: str | None = Field("21:00-09:00", description="Client messages wait outside these hours (HH:MM-HH:MM); "
+                                    "null: any time.", examples=["21:00-09:00"])
+    workdays_only: bool = Field(True, description="Client messages wait over weekends and public holidays.", examples=[True])
+    max_per_client_days: int = Field(0, description="At most one `marketing: true` message per client in this many days "
+                                     "(0: no limit).", examples=[7])
+    opt_out_field: str | None = Field(None, description="Custom field that, when Y/1/true, stops messages to the client "
+                                      "(list it in bitrix24.fields).", examples=["UF_CRM_NO_SMS"])
 
     @field_validator("quiet_hours")
     @classmethod
@@ -196,19 +258,25 @@ class Messaging(Model):
 
 
 class People(Model):
-    supervisor: int | str | None = None
-    duty_manager: int | str | None = None
+    supervisor: int | str | None = Field(None, description="The head of sales: user id in the CRM (or 1C user Ref_Key "
+                                         "for 1C-only companies); `supervisor` in actions.", examples=[1])
+    duty_manager: int | str | None = Field(None, description="Who calls back unknown numbers; `duty_manager` in actions "
+                                           "(default: the supervisor).", examples=[2])
 
 
 class Safety(Model):
-    max_actions_per_run: int = Field(500, ge=0)
-    max_share: float = Field(0.25, gt=0, le=1)
-    min_clients_for_share: int = Field(20, ge=0)
+    max_actions_per_run: int = Field(500, ge=0, description="A run with more new actions is refused (--force overrides).",
+                                     examples=[500])
+    max_share: float = Field(0.25, gt=0, le=1, description="A rule acting on more than this share of its clients is refused "
+                             "(--force overrides).", examples=[0.25])
+    min_clients_for_share: int = Field(20, ge=0, description="max_share applies only to rules with at least this many clients "
+                                       "in scope.", examples=[20])
 
 
 class Schedule(Model):
-    every_minutes: float | None = 15
-    cron: str | None = None
+    every_minutes: float | None = Field(15, description="The daemon runs a cycle this often.", examples=[15])
+    cron: str | None = Field(None, description="Or a 5-field cron expression (minute hour day month weekday) instead.",
+                             examples=["*/10 8-20 * * mon-fri"])
 
     @field_validator("cron")
     @classmethod
@@ -216,6 +284,10 @@ class Schedule(Model):
         if v is not None:
             from croniter import croniter
 
+            fields = v.split()
+            if len(fields) != 5:
+                raise ValueError(f"a cron expression has 5 fields (minute hour day-of-month month day-of-week), "
+                                 f"{v!r} has {len(fields)}")
             if not croniter.is_valid(v):
                 raise ValueError(f"invalid cron expression {v!r}")
         return v
@@ -245,11 +317,15 @@ PERSON_WORDS = {"responsible", "previous_responsible", "supervisor", "duty_manag
 
 
 class TaskSpec(Model):
-    title: str
-    description: str | None = None
-    deadline: str = "1 workdays"
-    responsible: PersonRef = "responsible"
-    bind_to: Literal["client", "deal"] = "client"
+    title: str = Field(description="Task title (a template).", examples=["No contact: {{ client.title }}"])
+    description: str | None = Field(None, description="Task description (a template).",
+                                    examples=["Last contact: {{ last_contact }}. Call or write today."])
+    deadline: str = Field("1 workdays", description="Time to the deadline in workdays, days, hours, workhours or minutes.",
+                          examples=["3 workdays", "2 hours"])
+    responsible: PersonRef = Field("responsible", description="Who gets the task: a user id or responsible, "
+                                   "previous_responsible, supervisor, duty_manager.", examples=["responsible", 7])
+    bind_to: Literal["client", "deal"] = Field("client", description="Bind the task to the client, or to its open deal.",
+                                               examples=["client"])
 
     @field_validator("deadline")
     @classmethod
@@ -259,10 +335,14 @@ class TaskSpec(Model):
 
 
 class SmsSpec(Model):
-    text: str | None = None
-    variants: list[str] | None = None
-    marketing: bool = False
-    to: Literal["client", "caller"] = "client"
+    text: str | None = Field(None, description="Message text (a template). Set text or variants.",
+                             examples=["Sorry we missed your call. {{ manager.name }} will call you back today."])
+    variants: list[str] | None = Field(None, description="Texts to pick from, one per client and year (templates).",
+                                       examples=[["Hello {{ client.greeting_name }}! …", "Good day, {{ client.greeting_name }}! …"]])
+    marketing: bool = Field(False, description="A marketing message: counts against messaging.max_per_client_days.",
+                            examples=[False])
+    to: Literal["client", "caller"] = Field("client", description="The client's phone, or the number that called "
+                                            "(missed_call).", examples=["caller"])
 
     @model_validator(mode="after")
     def _text(self) -> "SmsSpec":
@@ -272,10 +352,12 @@ class SmsSpec(Model):
 
 
 class EmailSpec(Model):
-    subject: str
-    text: str | None = None
-    variants: list[str] | None = None
-    to: Literal["client", "responsible", "supervisor"] = "client"
+    subject: str = Field(description="Subject (a template).", examples=["Invoice {{ invoice.number }} is overdue"])
+    text: str | None = Field(None, description="Body (a template). Set text or variants.",
+                             examples=["Dear {{ client.greeting_name }}, …"])
+    variants: list[str] | None = Field(None, description="Bodies to pick from, one per client and year (templates).",
+                                       examples=[["Dear {{ client.greeting_name }}, …", "Good day, {{ client.greeting_name }}, …"]])
+    to: Literal["client", "responsible", "supervisor"] = Field("client", description="Who receives it.", examples=["client"])
 
     @model_validator(mode="after")
     def _text(self) -> "EmailSpec":
@@ -285,13 +367,16 @@ class EmailSpec(Model):
 
 
 class WorkflowSpec(Model):
-    template_id: int
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    template_id: int = Field(description="Business-process template id in the portal.", examples=[42])
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Template parameters (text values are templates).",
+                                       examples=[{"resp_employee": "user_15"}])
 
 
 class NotifySpec(Model):
-    to: list[PersonRef]
-    text: str | None = None
+    to: list[PersonRef] = Field(description="Who is notified: user ids or responsible, previous_responsible, supervisor, "
+                                "duty_manager.", examples=[["supervisor", 7]])
+    text: str | None = Field(None, description="Notification text (a template); default: the rule's reason.",
+                             examples=["{{ client.title }}: {{ reason }}"])
 
 
 def _person_list(v: Any) -> Any:
@@ -301,19 +386,23 @@ def _person_list(v: Any) -> Any:
 
 
 class TaskAction(Model):
-    task: TaskSpec
+    task: TaskSpec = Field(description="Create a task for a person.",
+                           examples=[{"title": "No contact: {{ client.title }}", "deadline": "3 workdays"}])
 
 
 class FieldAction(Model):
-    field: dict[str, Any]
+    field: dict[str, Any] = Field(description="Set fields of the client (field: value; text values are templates).",
+                                  examples=[{"UF_CRM_STATUS": "forgotten"}])
 
 
 class CommentAction(Model):
-    comment: str
+    comment: str = Field(description="Add a timeline comment to the client (a template).",
+                         examples=["No contact for {{ days }} days."])
 
 
 class NotifyAction(Model):
-    notify: list[PersonRef] | NotifySpec
+    notify: list[PersonRef] | NotifySpec = Field(description="Notify people in the portal: a list of people, or to and text.",
+                                                 examples=[["supervisor", "previous_responsible"]])
 
     @field_validator("notify", mode="before")
     @classmethod
@@ -323,27 +412,33 @@ class NotifyAction(Model):
     @field_validator("notify")
     @classmethod
     def _people(cls, v: Any) -> Any:
-        people = v.to if isinstance(v, NotifySpec) else v
-        for p in people:
-            if isinstance(p, str) and p not in PERSON_WORDS:
-                raise ValueError(f"unknown person {p!r}; use a user id or one of {sorted(PERSON_WORDS)}")
+        people, at = (v.to, ("to",)) if isinstance(v, NotifySpec) else (v, ())
+        problems = [((*at, i), f"unknown person {_show(p)}{_did_you_mean(p, sorted(PERSON_WORDS))} "
+                               f"(a user id or one of: {', '.join(sorted(PERSON_WORDS))})")
+                    for i, p in enumerate(people) if isinstance(p, str) and p not in PERSON_WORDS]
+        if problems:
+            raise Problems(problems)
         return v
 
 
 class TriggerAction(Model):
-    trigger: str
+    trigger: str = Field(description="Fire an automation trigger (the code of an \"incoming webhook\" trigger) on the "
+                                     "client, to start the portal's own robots.", examples=["nwly5"])
 
 
 class WorkflowAction(Model):
-    workflow: int | WorkflowSpec
+    workflow: int | WorkflowSpec = Field(description="Start a business process on the client: a template id, or "
+                                         "template_id and parameters.", examples=[42])
 
 
 class SmsAction(Model):
-    sms: SmsSpec
+    sms: SmsSpec = Field(description="Send an SMS (messaging.sms).",
+                         examples=[{"text": "Sorry we missed your call. {{ manager.name }} will call you back today."}])
 
 
 class EmailAction(Model):
-    email: EmailSpec
+    email: EmailSpec = Field(description="Send an e-mail (messaging.email).",
+                             examples=[{"subject": "Invoice {{ invoice.number }}", "text": "Dear {{ client.greeting_name }}, …"}])
 
 
 ACTION_KEYS = {"task", "field", "comment", "notify", "trigger", "workflow", "sms", "email"}
@@ -370,9 +465,10 @@ Action = Annotated[
 
 
 class EscalationStep(Model):
-    after_days: int | None = Field(None, ge=0, description="days after the episode's first action was done")
-    when: Literal["task_overdue"] | None = Field(None, description="task_overdue: the connector's task of the episode is past its deadline")
-    actions: list[Action]
+    after_days: int | None = Field(None, ge=0, description="Days after the episode's first action was done.", examples=[7])
+    when: Literal["task_overdue"] | None = Field(None, description="task_overdue: when the connector's task of the episode is "
+                                                 "past its deadline and still open.", examples=["task_overdue"])
+    actions: list[Action] = Field(description="What to do then.", examples=[[{"notify": ["supervisor"]}]])
 
     @model_validator(mode="after")
     def _trigger(self) -> "EscalationStep":
@@ -384,8 +480,9 @@ class EscalationStep(Model):
 class OnClear(Model):
     """What happens when an episode's condition clears (contact, purchase, payment, call-back)."""
 
-    close_tasks: bool = Field(True, description="complete the connector's still-open tasks of the episode, with a result comment")
-    field: dict[str, Any] | None = Field(None, description="reset the labels the rule set, e.g. {UF_CRM_STATE: ACTIVE}")
+    close_tasks: bool = Field(True, description="Complete the connector's still-open tasks of the episode, with a result comment.",
+                              examples=[True])
+    field: dict[str, Any] | None = Field(None, description="Reset the labels the rule set.", examples=[{"UF_CRM_STATE": "ACTIVE"}])
 
 
 ContactKind = Literal["call", "email", "meeting", "task", "comment", "document", "deal", "invoice", "other"]
@@ -393,79 +490,107 @@ DEFAULT_CONTACT: list[str] = ["call", "email", "meeting", "task", "comment", "do
 
 
 class Where(Model):
-    segment: list[str] | None = None
-    responsible: list[int | str] | None = None
-    not_responsible: list[int | str] | None = None
-    field: dict[str, Any] | None = None
+    segment: list[str] | None = Field(None, description="Only clients in these segments (bitrix24.segment_field).",
+                                      examples=[["VIP", "wholesale"]])
+    responsible: list[int | str] | None = Field(None, description="Only clients of these managers (user ids).", examples=[[5, 7]])
+    not_responsible: list[int | str] | None = Field(None, description="Not clients of these managers (user ids).",
+                                                    examples=[[1]])
+    field: dict[str, Any] | None = Field(None, description="Only clients whose custom fields have these values (a list: any of).",
+                                         examples=[{"UF_CRM_TEMPERATURE": ["warm", "hot"]}])
 
 
 class RuleBase(Model):
-    name: str = Field(pattern=r"^[a-z0-9_\-]+$")
-    mode: Literal["live", "dry_run"] = "live"
-    where: Where | None = None
-    actions: list[Action] = Field(default_factory=list)
-    escalate: list[EscalationStep] = Field(default_factory=list)
-    on_clear: OnClear = Field(default_factory=OnClear)
-    enabled: bool = True
+    name: str = Field(pattern=r"^[a-z0-9_\-]+$", description="Unique rule name (lower case, digits, _ and -); part of "
+                      "every action's key.", examples=["forgotten"])
+    mode: Literal["live", "dry_run"] = Field("live", description="dry_run: actions are planned and shown, never executed.",
+                                             examples=["dry_run"])
+    where: Where | None = Field(None, description="Narrow the clients the rule looks at.", examples=[{"segment": ["VIP"]}])
+    actions: list[Action] = Field(default_factory=list, description="What to do, in order, when the rule fires.",
+                                  examples=[[{"task": {"title": "No contact: {{ client.title }}", "deadline": "3 workdays"}}]])
+    escalate: list[EscalationStep] = Field(default_factory=list, description="More actions while the condition holds, "
+                                           "counted from the first action; stops when it clears.",
+                                           examples=[[{"after_days": 7, "actions": [{"notify": ["supervisor"]}]}]])
+    on_clear: OnClear = Field(default_factory=OnClear, description="When the condition clears: complete the connector's "
+                              "open tasks of the episode and reset the labels it set.",
+                              examples=[{"close_tasks": True, "field": {"UF_CRM_STATE": "ACTIVE"}}])
+    enabled: bool = Field(True, description="false: the rule is not evaluated.", examples=[True])
 
 
 class ForgottenRule(RuleBase):
-    type: Literal["forgotten"]
-    clients: Literal["companies", "contacts"] = "companies"
-    inactive_days: int = Field(gt=0)
-    keep_while_future_task: bool = True
-    contact_kinds: list[ContactKind] = Field(default_factory=lambda: list(DEFAULT_CONTACT))
+    type: Literal["forgotten"] = Field(description="No contact with a client for inactive_days.", examples=["forgotten"])
+    clients: Literal["companies", "contacts"] = Field("companies", description="Which CRM clients the rule looks at.",
+                                                      examples=["companies"])
+    inactive_days: int = Field(gt=0, description="No contact for longer than this: forgotten.", examples=[60])
+    keep_while_future_task: bool = Field(True, description="An open task or planned activity with a future deadline keeps "
+                                         "the client from being forgotten.", examples=[True])
+    contact_kinds: list[ContactKind] = Field(default_factory=lambda: list(DEFAULT_CONTACT), description="What counts as contact.",
+                                             examples=[["call", "email", "meeting"]])
 
 
 class Reassign(Model):
-    to: list[int | str] = Field(min_length=1)
-    strategy: Literal["round_robin", "least_loaded"] = "round_robin"
-    move_deals: bool = True
-    move_contacts: bool = True
-    comment: str | None = "Client released from {{ previous_manager.name }} to {{ manager.name }}: no contact for {{ days }} days."
+    to: list[int | str] = Field(min_length=1, description="The pool of managers (user ids) that released clients go to.",
+                                examples=[[7, 9]])
+    strategy: Literal["round_robin", "least_loaded"] = Field("round_robin", description="How a manager of the pool is chosen.",
+                                                             examples=["least_loaded"])
+    move_deals: bool = Field(True, description="Move the client's open deals too.", examples=[True])
+    move_contacts: bool = Field(True, description="Move the company's contacts too.", examples=[True])
+    comment: str | None = Field(
+        "Client released from {{ previous_manager.name }} to {{ manager.name }}: no contact for {{ days }} days.",
+        description="Timeline comment on the client (a template); null for none.",
+        examples=["Released: no contact for {{ days }} days."])
 
 
 class ReleaseRule(RuleBase):
-    type: Literal["release"]
-    after: str
-    grace_days: int = Field(ge=0)
-    reassign: Reassign
-    contact_kinds: list[ContactKind] | None = None
+    type: Literal["release"] = Field(description="Reassign a forgotten client whose manager ignored the reminder.",
+                                     examples=["release"])
+    after: str = Field(description="Name of the forgotten rule whose clients this rule releases.", examples=["forgotten"])
+    grace_days: int = Field(ge=0, description="Days after that rule's reminder with still no contact.", examples=[14])
+    reassign: Reassign = Field(description="Where released clients go.", examples=[{"to": [7, 9], "strategy": "round_robin"}])
+    contact_kinds: list[ContactKind] | None = Field(None, description="What counts as contact (default: the forgotten rule's).",
+                                                    examples=[["call", "meeting"]])
 
 
 class Cadence(Model):
-    field: str | None = None
-    days: dict[str, int] = Field(default_factory=lambda: {"warm": 14, "cold": 30})
-    default_days: int = 30
+    field: str | None = Field(None, description="Custom field with the client's temperature (list it in bitrix24.fields).",
+                              examples=["UF_CRM_TEMPERATURE"])
+    days: dict[str, int] = Field(default_factory=lambda: {"warm": 14, "cold": 30}, description="Days between call-backs "
+                                 "per value of that field.", examples=[{"hot": 7, "warm": 14, "cold": 30}])
+    default_days: int = Field(30, description="Days between call-backs for other values.", examples=[30])
 
 
 class LostRule(RuleBase):
-    type: Literal["lost"]
-    clients: Literal["companies", "contacts"] = "companies"
-    min_purchases: int = Field(1, ge=1)
-    after_days: int | Literal["auto"] = 180
-    auto_factor: float = 2.0
-    auto_min_days: int = 30
-    auto_max_days: int = 365
-    cadence: Cadence = Field(default_factory=Cadence)
+    type: Literal["lost"] = Field(description="A client who bought and stopped: call-backs until they buy again.",
+                                  examples=["lost"])
+    clients: Literal["companies", "contacts"] = Field("companies", description="Which CRM clients the rule looks at.",
+                                                      examples=["companies"])
+    min_purchases: int = Field(1, ge=1, description="Purchases (won deals, paid invoices, 1C sales; one a day) at least.",
+                               examples=[2])
+    after_days: int | Literal["auto"] = Field(180, description="Days without a purchase, or auto: the client's median interval "
+                                              "times auto_factor.", examples=[180, "auto"])
+    auto_factor: float = Field(2.0, description="auto: multiple of the median interval between purchases.", examples=[2.0])
+    auto_min_days: int = Field(30, description="auto: at least this many days.", examples=[30])
+    auto_max_days: int = Field(365, description="auto: at most this many days.", examples=[365])
+    cadence: Cadence = Field(default_factory=Cadence, description="How often to call back.",
+                             examples=[{"field": "UF_CRM_TEMPERATURE", "days": {"warm": 14, "cold": 30}}])
 
 
 class UnpaidRule(RuleBase):
-    type: Literal["unpaid"]
-    overdue_days: int = Field(ge=0)
-    min_amount: float = 0
+    type: Literal["unpaid"] = Field(description="An invoice still unpaid after its due date.", examples=["unpaid"])
+    overdue_days: int = Field(ge=0, description="Days after the due date.", examples=[3])
+    min_amount: float = Field(0, description="Invoices of at least this amount.", examples=[500])
 
 
 class DebtorsRule(RuleBase):
-    type: Literal["debtors"]
-    min_amount: float = 0
-    overdue_days: int = Field(0, ge=0)
+    type: Literal["debtors"] = Field(description="A 1C receivable over min_amount and overdue.", examples=["debtors"])
+    min_amount: float = Field(0, description="Receivable balances of at least this amount.", examples=[1000])
+    overdue_days: int = Field(0, ge=0, description="Days the debt is overdue at least.", examples=[7])
 
 
 class MissedCallRule(RuleBase):
-    type: Literal["missed_call"]
-    callback_within_minutes: int = Field(15, ge=0)
-    lookback_hours: int = 24
+    type: Literal["missed_call"] = Field(description="An inbound call nobody answered or called back in time.",
+                                         examples=["missed_call"])
+    callback_within_minutes: int = Field(15, ge=0, description="Minutes to call back before the rule fires.", examples=[15])
+    lookback_hours: int = Field(24, description="Only calls of the last this many hours.", examples=[24])
 
 
 Rule = Annotated[
@@ -474,20 +599,65 @@ Rule = Annotated[
 ]
 
 
+_RULE_TYPES = {t for m in get_args(get_args(Rule)[0]) for t in get_args(m.model_fields["type"].annotation)}
+
+
+def _rule_references(rules: list[tuple[Any, Any, Any]]) -> list[tuple[tuple, str]]:
+    """Duplicate rule names and release rules' ``after`` references, from each rule's (name, type, after).
+
+    Run on the validated rules and, when other problems stop validation, on the raw ones, so these
+    are reported with everything else at once."""
+    problems: list[tuple[tuple, str]] = []
+    first: dict[str, int] = {}
+    for i, (name, _, _) in enumerate(rules):
+        if isinstance(name, str) and name in first:
+            problems.append((("rules", i, "name"), f"rule name {_show(name)} is already used by rules[{first[name]}]"))
+        if isinstance(name, str):
+            first.setdefault(name, i)
+    forgotten = [name for name, kind, _ in rules if kind == "forgotten" and isinstance(name, str)]
+    for i, (_, kind, after) in enumerate(rules):
+        if kind == "release" and isinstance(after, str) and after not in forgotten:
+            target = next((k for n, k, _ in rules if n == after), None)
+            if target is not None and target not in _RULE_TYPES:
+                continue  # that rule's own unknown type is the problem to report
+            why = f"is a {target} rule" if target is not None else "names no rule"
+            hint = difflib.get_close_matches(after, forgotten, n=1, cutoff=0.6)
+            problems.append((("rules", i, "after"), f"{_show(after)} {why}; after must name a forgotten rule"
+                             + (f"; did you mean `{hint[0]}`?" if hint else f" (forgotten rules: {', '.join(forgotten) or 'none'})")))
+    return problems
+
+
 class Settings(Model):
-    timezone: str = "Europe/Kyiv"
-    store: str = "sqlite:///connector.db"
-    calendar: Calendar = Field(default_factory=Calendar)
-    phone_region: str = "UA"
-    bitrix24: Bitrix24 | None = None
-    onec: OneC | None = None
-    binotel: Binotel | None = None
-    messaging: Messaging | None = None
-    people: People = Field(default_factory=People)
-    safety: Safety = Field(default_factory=Safety)
-    schedule: Schedule = Field(default_factory=Schedule)
-    lease_seconds: float = Field(60, gt=0, description="the store lease expires this long after its holder's last heartbeat")
-    rules: list[Rule] = Field(default_factory=list)
+    timezone: str = Field("Europe/Kyiv", description="The company's time zone (IANA name).", examples=["Europe/Kyiv"])
+    store: str = Field("sqlite:///connector.db", description="Where the connector keeps its data: an SQLAlchemy URL "
+                       "(SQLite file, or PostgreSQL with the postgres extra).",
+                       examples=["sqlite:///connector.db", "postgresql+psycopg://connector:${PG_PASSWORD}@db/connector"])
+    calendar: Calendar = Field(default_factory=Calendar, description="Working days and hours, for deadlines and quiet days.",
+                               examples=[{"country": "UA", "workdays": ["mon", "tue", "wed", "thu", "fri"], "hours": "09:00-18:00"}])
+    phone_region: str = Field("UA", description="Region for phone numbers written without a country code.", examples=["UA"])
+    bitrix24: Bitrix24 | None = Field(None, description="The Bitrix24 portal (CRM).",
+                                      examples=[{"webhook_url": "${BITRIX24_WEBHOOK_URL}", "fields": ["UF_CRM_TEMPERATURE"]}])
+    onec: OneC | None = Field(None, description="The 1C:Enterprise / BAS base (orders, invoices, payments, receivables).",
+                              examples=[{"odata": {"url": "${ONEC_ODATA_URL}", "user": "${ONEC_USER}",
+                                                   "password": "${ONEC_PASSWORD}"}, "preset": "ut11"}])
+    binotel: Binotel | None = Field(None, description="The Binotel cloud PBX (calls).",
+                                    examples=[{"key": "${BINOTEL_KEY}", "secret": "${BINOTEL_SECRET}"}])
+    messaging: Messaging | None = Field(None, description="How messages to clients are sent, and when they may be.",
+                                        examples=[{"sms": {"provider": "turbosms", "token": "${TURBOSMS_TOKEN}",
+                                                           "sender": "MyShop"}, "quiet_hours": "21:00-09:00"}])
+    people: People = Field(default_factory=People, description="People that actions name by role.",
+                           examples=[{"supervisor": 1, "duty_manager": 2}])
+    safety: Safety = Field(default_factory=Safety, description="Brakes against acting on too many clients at once.",
+                           examples=[{"max_actions_per_run": 500, "max_share": 0.25}])
+    schedule: Schedule = Field(default_factory=Schedule, description="When the daemon runs a cycle.",
+                               examples=[{"every_minutes": 15}, {"cron": "*/10 8-20 * * mon-fri"}])
+    lease_seconds: float = Field(60, gt=0, description="The store lease (one runner per store) expires this long after its "
+                                 "holder's last heartbeat; another process may then take over.", examples=[60])
+    rules: list[Rule] = Field(default_factory=list, description="The follow-up rules.",
+                              examples=[[{"name": "forgotten", "type": "forgotten", "inactive_days": 60,
+                                          "actions": [{"task": {"title": "No contact: {{ client.title }}"}}]}]])
+
+    _origin: tuple[str, Callable[[tuple], int]] | None = PrivateAttr(default=None)
 
     @field_validator("timezone")
     @classmethod
@@ -511,22 +681,13 @@ class Settings(Model):
 
     @model_validator(mode="after")
     def _rules(self) -> "Settings":
-        names = [r.name for r in self.rules]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ValueError(f"rule names must be unique: {sorted(dupes)}")
-        for r in self.rules:
-            if isinstance(r, ReleaseRule):
-                target = next((x for x in self.rules if x.name == r.after), None)
-                if target is None or not isinstance(target, ForgottenRule):
-                    raise ValueError(f"rule {r.name!r}: after={r.after!r} must name a forgotten rule")
-        if not (self.bitrix24 or self.onec):
-            if self.rules:
-                raise ValueError("configure bitrix24 or onec: rules need a CRM to read clients from")
+        problems = _rule_references([(r.name, r.type, getattr(r, "after", None)) for r in self.rules])
+        if not (self.bitrix24 or self.onec) and self.rules:
+            problems.append((("rules",), "configure bitrix24 or onec: rules need a CRM to read clients from"))
+        if problems:
+            raise Problems(problems)
         if self.bitrix24 is not None:  # fields the rules read are pulled without being listed twice
-            for name in self.fields_read():
-                if name not in self.bitrix24.fields:
-                    self.bitrix24.fields.append(name)
+            self.bitrix24._read_by_rules = [n for n in self.fields_read() if n not in self.bitrix24.fields]
         return self
 
     def fields_read(self) -> list[str]:
@@ -542,6 +703,14 @@ class Settings(Model):
             if opt:
                 names.append(opt)
         return list(dict.fromkeys(names))
+
+    def where(self, *path: str | int) -> str:
+        """``FILE:LINE: dotted.path`` of a config value, so problems found after loading (``check``)
+        name the line to fix; just the dotted path for settings not loaded from a file."""
+        if self._origin is None:
+            return _fmt_loc(path)
+        file, line_for = self._origin
+        return f"{file}:{line_for(path)}: {_fmt_loc(path)}"
 
 
 # ---------------------------------------------------------------- loading
@@ -659,57 +828,311 @@ def _fmt_loc(loc: tuple) -> str:
     return out or "(top)"
 
 
-def _clean_loc(loc: tuple, data: Any) -> tuple:
-    """Drop pydantic's union/discriminator tags (``function-after[...]``, ``TaskAction``, ``forgotten``)."""
-    clean: list = []
+class Problems(ValueError):
+    """Raised by a validator for problems *below* the value it validates, each with its own path.
+
+    ``raise Problems([(("rules", 2, "after"), "...")])`` from a :class:`Settings` validator lands on
+    the line of ``rules[2].after`` instead of the top of the file.
+    """
+
+    def __init__(self, problems: list[tuple[tuple, str]]):
+        self.problems = problems
+        super().__init__("; ".join(msg for _, msg in problems))
+
+
+def _show(value: Any) -> str:
+    text = str(value)
+    return f"`{text[:57] + '...' if len(text) > 60 else text}`"
+
+
+def _did_you_mean(value: Any, options: Any) -> str:
+    match = difflib.get_close_matches(str(value), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"; did you mean `{match[0]}`?" if match else ""
+
+
+def _bare(tp: Any) -> tuple[Any, str | None]:
+    """``tp`` without ``Annotated`` wrappers and ``None``, and the union's discriminator field if declared."""
+    disc = None
+    while True:
+        if get_origin(tp) is Annotated:
+            base, *meta = get_args(tp)
+            disc = next((m.discriminator for m in meta if isinstance(getattr(m, "discriminator", None), str)), disc)
+            tp = base
+        elif get_origin(tp) in (Union, UnionType) and len([a for a in get_args(tp) if a is not NoneType]) == 1:
+            tp = next(a for a in get_args(tp) if a is not NoneType)
+        else:
+            return tp, disc
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, UnionType)
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _member(union: Any, disc: str | None, tag: Any) -> Any:
+    """The member of ``union`` that pydantic names ``tag`` in an error's ``loc`` (None if unknown)."""
+    for m in (a for a in get_args(union) if a is not NoneType):
+        tags = {t.tag for t in get_args(m)[1:] if isinstance(t, Tag)} if get_origin(m) is Annotated else set()
+        bare, _ = _bare(m)
+        if _is_model(bare):
+            tags.add(bare.__name__)
+            if disc and disc in bare.model_fields:
+                tags.update(get_args(bare.model_fields[disc].annotation))
+        elif isinstance(bare, type):
+            tags.add(bare.__name__)
+        prefix = {list: "list[", dict: "dict[", Literal: "literal["}.get(get_origin(bare))
+        if tag in tags or (prefix and isinstance(tag, str) and tag.startswith(prefix)):
+            return bare
+    return None
+
+
+def _fits(tp: Any, value: Any) -> bool:
+    """Could ``value``'s YAML shape (mapping, list, scalar) ever be a ``tp``?"""
+    if _is_model(tp) or get_origin(tp) is dict:
+        return isinstance(value, dict)
+    if get_origin(tp) is list:
+        return isinstance(value, list)
+    return not isinstance(value, (dict, list))
+
+
+def _kind(tp: Any) -> str:
+    """What a person should write for ``tp``, in words."""
+    if get_origin(tp) is Literal:
+        return " or ".join(_show(a) for a in get_args(tp))
+    if _is_model(tp) or get_origin(tp) is dict:
+        return "a mapping (key: value)"
+    if get_origin(tp) is list:
+        return "a list"
+    return {int: "a whole number", float: "a number", str: "text", bool: "true or false"}.get(tp, str(tp))
+
+
+@dataclass
+class _Where:
+    """An error's ``loc`` walked through the models: the config path, and what is expected there."""
+
+    path: tuple
+    tp: Any = None  # the annotation at the end of the path (None when unknown)
+    model: Any = None  # the model whose key ends the path (for "did you mean")
+    union: tuple | None = None  # the path of the first plain (non-discriminated) union passed through ...
+    union_tp: Any = None
+    fits: bool = True  # ... and whether the member this error came from fits the value's shape
+
+
+def _walk(loc: tuple, data: Any) -> _Where:
+    """Map pydantic's ``loc`` to the config path: keep keys and indexes, drop union member tags.
+
+    Tags are recognised from the models, not guessed from the data, so an action ``task:`` whose
+    tag is also ``task`` yields ``actions[0].task.deadline``, never ``task.task``.
+    """
+    w = _Where(path=())
+    path: list = []
+    tp: Any = Settings
     node = data
     for part in loc:
-        if isinstance(part, int):
-            if isinstance(node, list) and part < len(node):
-                clean.append(part)
-                node = node[part]
+        bare, disc = _bare(tp)
+        if _is_union(bare):
+            member = _member(bare, disc, part)
+            if disc is None and w.union is None and get_args(bare) and not any(get_origin(a) is Annotated for a in get_args(bare)):
+                w.union, w.union_tp = tuple(path), bare
+                w.fits = member is not None and _fits(member, node)
+            tp = member
             continue
-        if isinstance(node, dict) and part in node:
-            clean.append(part)
-            node = node[part]
-        elif isinstance(node, dict) and part == "from_" and "from" in node:
-            clean.append("from")
-            node = node["from"]
-        elif isinstance(node, dict) and part not in node and not any(c in part for c in "[]-") and part[:1].islower() and part in _ALL_FIELD_NAMES:
-            clean.append(part)  # a missing required key: keep it in the path
-            node = None
-    return tuple(clean)
-
-
-def _all_field_names() -> set[str]:
-    names: set[str] = set()
-    stack: list[type[BaseModel]] = [Settings]
-    seen: set[type] = set()
-
-    while stack:
-        m = stack.pop()
-        if m in seen:
+        if _is_model(bare):
+            field = bare.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                field = next((f for f in bare.model_fields.values() if f.alias == part), None)
+            key = (field.alias or part) if field is not None else part
+            if field is None and isinstance(part, str) and part not in (node or {}) and "[" in part:
+                continue  # an unrecognised tag
+            w.model = bare
+            path.append(key)
+            tp = field.annotation if field is not None else None
+            node = node.get(key) if isinstance(node, dict) else None
             continue
-        seen.add(m)
-        for name, f in m.model_fields.items():
-            names.add(name)
-            for t in _flatten(f.annotation):
-                if isinstance(t, type) and issubclass(t, BaseModel):
-                    stack.append(t)
-    return names
+        origin = get_origin(bare)
+        if origin is list and isinstance(part, int):
+            tp, node = get_args(bare)[0], (node[part] if isinstance(node, list) and part < len(node) else None)
+        elif origin is dict:
+            tp, node = get_args(bare)[1], (node.get(part) if isinstance(node, dict) else None)
+        elif isinstance(node, dict) and part in node:
+            tp, node = None, node[part]
+        elif isinstance(node, list) and isinstance(part, int):
+            tp, node = None, (node[part] if part < len(node) else None)
+        else:
+            continue  # a tag inside a type we cannot see into
+        path.append(part)
+    w.path, w.tp = tuple(path), _bare(tp)[0]
+    return w
 
 
-def _flatten(tp: Any) -> list:
-    args = get_args(tp)
-    if not args:
-        return [tp]
-    out = []
-    for a in args:
-        out.extend(_flatten(a))
-    return out
+_TYPE_WORDS = {
+    "int_parsing": int, "int_type": int, "int_from_float": int, "float_parsing": float, "float_type": float,
+    "bool_parsing": bool, "bool_type": bool, "string_type": str, "list_type": list[Any], "dict_type": dict[str, Any],
+    "model_type": dict[str, Any], "model_attributes_type": dict[str, Any],
+}
 
 
-_ALL_FIELD_NAMES = _all_field_names()
+def _message(err: dict, w: _Where) -> tuple[tuple, str]:
+    """One readable sentence for a pydantic error: the value itself, what was expected, a suggestion."""
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    secret = bool(w.path) and w.path[-1] in SECRET_KEYS
+    got = "" if secret or isinstance(value, (dict, list)) else f", got {_show(value)}"
+    if kind == "extra_forbidden":
+        key = w.path[-1] if w.path else ""
+        known = [f.alias or n for n, f in w.model.model_fields.items()] if w.model is not None else []
+        hint = _did_you_mean(key, known) or (f" (keys here: {', '.join(known)})" if known else "")
+        return w.path, f"unknown key {_show(key)}{hint}"
+    if kind == "missing":
+        choices = f" (one of: {', '.join(map(str, get_args(w.tp)))})" if get_origin(w.tp) is Literal else ""
+        return w.path, f"required key {_show(w.path[-1] if w.path else '')} is missing{choices}"
+    if kind == "literal_error" and get_origin(w.tp) is Literal:
+        options = get_args(w.tp)
+        return w.path, f"{_show(value)} is not one of: {', '.join(map(str, options))}{_did_you_mean(value, options)}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        disc = str(ctx.get("discriminator", "type")).strip("'\"")
+        tags = [str(t) for m in get_args(w.tp) if _is_model(_bare(m)[0]) and disc in _bare(m)[0].model_fields
+                for t in get_args(_bare(m)[0].model_fields[disc].annotation)]
+        if kind == "union_tag_not_found":
+            return (*w.path, disc), f"required key {_show(disc)} is missing (one of: {', '.join(tags)})"
+        tag = ctx.get("tag", "")
+        return (*w.path, disc), f"unknown {disc} {_show(tag)}{_did_you_mean(tag, tags)} (one of: {', '.join(tags)})"
+    if kind == "invalid_action" and isinstance(value, dict):
+        keys = [str(k) for k in value]
+        known = ", ".join(sorted(ACTION_KEYS))
+        if len(keys) == 1:
+            return (*w.path, keys[0]), f"unknown action {_show(keys[0])}{_did_you_mean(keys[0], sorted(ACTION_KEYS))} (one of: {known})"
+        return w.path, f"an action has exactly one key, one of: {known}; this one has {len(keys)}: {', '.join(keys)}"
+    if kind in _TYPE_WORDS:
+        return w.path, f"expected {_kind(_TYPE_WORDS[kind])}{got}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if got and repr(value) not in msg and str(value) not in msg:
+        msg += got
+    return w.path, msg
+
+
+def _problems(e: ValidationError, data: Any) -> list[tuple[tuple, str]]:
+    """Every validation error as ``(config path, message)``, one per offending value."""
+    out: list[tuple[tuple, str]] = []
+    unions: dict[tuple, list[tuple[_Where, dict]]] = {}
+    for err in e.errors():
+        found = (err.get("ctx") or {}).get("error")
+        if err["type"] == "value_error" and isinstance(found, Problems):
+            base = _walk(tuple(err["loc"]), data).path
+            out.extend(((*base, *rel), msg) for rel, msg in found.problems)
+            continue
+        w = _walk(tuple(err["loc"]), data)
+        if w.union is not None:
+            unions.setdefault(w.union, []).append((w, err))
+            continue
+        out.append(_message(err, w))
+    # A value that may be one of several shapes (``int | Literal["auto"]``, ``list | NotifySpec``):
+    # report what was wrong for the shape that was written, or, if none fits, what could be written.
+    for at, errs in unions.items():
+        fitting = [(w, err) for w, err in errs if w.fits]
+        members = [a for a in get_args(errs[0][0].union_tp) if a is not NoneType]
+        value = _node(data, at)
+        got = "" if isinstance(value, (dict, list)) or (at and at[-1] in SECRET_KEYS) else f", got {_show(value)}"
+        if not fitting or all(w.path == at for w, _ in fitting):
+            shapes = [_bare(m)[0] for m in members if not fitting or _fits(_bare(m)[0], value)]
+            out.append((at, f"expected {' or '.join(dict.fromkeys(_kind(s) for s in shapes))}{got}"))
+        else:
+            out.extend(_message(err, w) for w, err in fitting if w.path != at)
+    # alternatives of a nested union (a person is ``int | str``) come one per member: one line for them
+    expected: dict[tuple, list[re.Match]] = {}
+    for path, msg in out:
+        m = re.match(r"^expected (.+?)(, got .*)?$", msg)
+        if m:
+            expected.setdefault(path, []).append(m)
+    merged = {path: f"expected {' or '.join(dict.fromkeys(m.group(1) for m in ms))}{ms[0].group(2) or ''}"
+              for path, ms in expected.items() if len(ms) > 1}
+    return list(dict.fromkeys((path, merged.get(path, msg)) for path, msg in out))
+
+
+def _node(data: Any, path: tuple) -> Any:
+    for part in path:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def _syntax(e: MarkedYAMLError, text: str) -> tuple[int, str]:
+    """A YAML parser error as ``(line, sentence)``: the line a person has to fix, in words."""
+    lines = text.splitlines()
+    problem, context = str(e.problem or ""), str(e.context or "")
+    pm, cm = e.problem_mark, e.context_mark
+    line = (pm.line + 1) if pm else (cm.line + 1 if cm else 1)
+
+    def src(n: int) -> str:
+        return lines[n - 1] if 0 < n <= len(lines) else ""
+
+    def indent(s: str) -> int:
+        return len(s) - len(s.lstrip(" "))
+
+    def previous(n: int) -> int:
+        """The nearest line above ``n`` with content (not blank, not a comment)."""
+        n -= 1
+        while n > 0 and (not src(n).strip() or src(n).lstrip().startswith("#")):
+            n -= 1
+        return n
+
+    here = src(line).strip()
+    if "\t" in problem or "'\\t'" in problem:
+        return line, "a tab in the indentation: YAML indents with spaces only"
+    if problem.startswith("expected <block end>"):
+        return line, _misaligned(line, src, previous)
+    if problem.startswith("mapping values are not allowed"):
+        prev = previous(line)
+        if prev and indent(src(line)) > indent(src(prev)) and re.match(r"^\s*[\w\-\"'.]+\s*:(\s|$)", src(line)):
+            return line, (f"wrong indentation: {_show(here)} is indented deeper than line {prev}, so YAML reads it as "
+                          f"the rest of that line's value; start it in column {indent(src(prev)) + 1} like the keys above")
+        return line, "a value that contains `: ` must be quoted, e.g. title: \"Debt: {{ client.title }}\""
+    if problem.startswith("could not find expected ':'") and cm is not None:
+        line = cm.line + 1
+        return line, f"expected `key: value`, but {_show(src(line).strip())} has no `:` (or it belongs to the value above)"
+    where = f" ({context} on line {cm.line + 1})" if context and cm is not None else ""
+    return line, f"YAML syntax: {problem}{where}"
+
+
+def _misaligned(line: int, src: Callable[[int], str], previous: Callable[[int], int]) -> str:
+    """Say which column a misaligned line should start in, from the lines above it."""
+    here, col = src(line).strip(), len(src(line)) - len(src(line).lstrip(" "))
+
+    def key_col(n: int) -> int:
+        """Where line n's keys start (after a list item's `- `), or its `-` when lining up a list item."""
+        m = re.match(r"^(\s*)(-\s+)?", src(n))
+        if not m:
+            return 0
+        return len(m.group(1)) if here.startswith("-") and m.group(2) else len(m.group(0))
+
+    inner = outer = dash = 0
+    n = previous(line)
+    while n:
+        indent = len(src(n)) - len(src(n).lstrip(" "))
+        if indent == col and src(n).lstrip().startswith("-") and not here.startswith("-") and not dash:
+            dash = n
+        if key_col(n) < col:
+            outer = n
+            break
+        if key_col(n) > col and (not inner or key_col(n) < key_col(inner)):
+            inner = n
+        n = previous(n)
+    if dash:
+        return (f"wrong indentation: {_show(here)} starts in the column of the `-` on line {dash}; a key of that list "
+                f"item starts in column {key_col(dash) + 1}, a new item starts with `- `")
+    if inner and outer:
+        return (f"wrong indentation: {_show(here)} starts in column {col + 1}, between line {outer} (column "
+                f"{key_col(outer) + 1}) and line {inner} (column {key_col(inner) + 1}); line it up with one of them")
+    if outer:
+        return (f"wrong indentation: {_show(here)} starts in column {col + 1}, deeper than line {outer} (column "
+                f"{key_col(outer) + 1}), which is not a key ending with `:`; line it up with line {outer}")
+    return f"wrong indentation: {_show(here)} starts in column {col + 1}; keys of one mapping must start in the same column"
 
 
 def load_settings(path: str | Path) -> Settings:
@@ -724,9 +1147,8 @@ def load_settings(path: str | Path) -> Settings:
     try:
         doc = yaml.load(_protect_env_refs(text))
     except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = (mark.line + 1) if mark else 1
-        raise ConfigError([f"{file}:{line}: (syntax): {e.problem or e}"]) from None
+        line, msg = _syntax(e, text)
+        raise ConfigError([f"{file}:{line}: (syntax): {msg}"]) from None
     if doc is None:
         doc = CommentedMap()
     if not isinstance(doc, CommentedMap):
@@ -735,38 +1157,48 @@ def load_settings(path: str | Path) -> Settings:
     located.walk(doc)
     env_problems: list[tuple[tuple, str]] = []
     _substitute(doc, _env_values(path), (), env_problems)
-    problems = [f"{file}:{located.line_for(loc)}: {_fmt_loc(loc)}: {msg}" for loc, msg in env_problems]
+    found = list(env_problems)
     data = _plain(doc)
     settings: Settings | None = None
     try:
         settings = Settings.model_validate(data)
     except ValidationError as e:
-        seen: set[str] = set()
-        for err in e.errors():
-            loc = _clean_loc(err["loc"], data)
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (typo?)"
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            line = located.line_for(loc)
-            text_ = f"{file}:{line}: {_fmt_loc(loc)}: {msg}"
-            if text_ not in seen:
-                seen.add(text_)
-                problems.append(text_)
-    if settings is not None and not problems:
+        found += _problems(e, data)
+        raw = data.get("rules") if isinstance(data, dict) else None
+        if isinstance(raw, list):
+            found += _rule_references([(r.get("name"), r.get("type"), r.get("after")) if isinstance(r, dict) else (None, None, None)
+                                       for r in raw])
+    if settings is not None and not found:
         from connector.templates import check_templates
 
-        problems += [f"{file}:{located.line_for(loc)}: {_fmt_loc(loc)}: {msg}" for loc, msg in check_templates(settings)]
+        found += check_templates(settings)
+    problems = list(dict.fromkeys(
+        (located.line_for(loc), f"{file}:{located.line_for(loc)}: {_fmt_loc(loc)}: {msg}") for loc, msg in found))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([text_ for _, text_ in sorted(problems, key=lambda p: p[0])])
     assert settings is not None
+    settings._origin = (file, located.line_for)
     return settings
 
 
+DRAFT_07 = "http://json-schema.org/draft-07/schema#"
+
+
 def json_schema() -> dict:
-    """JSON Schema of the config, for editor autocompletion."""
-    schema = Settings.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "connector config"
-    return schema
+    """JSON Schema of the config for editors' autocompletion, in draft-07: the newest draft the YAML
+    plugins of VS Code and JetBrains fully support (pydantic writes 2020-12)."""
+    schema = Settings.model_json_schema(by_alias=True, ref_template="#/definitions/{model}")
+    definitions = schema.pop("$defs", {})
+
+    def draft7(node: Any) -> Any:
+        if isinstance(node, list):
+            return [draft7(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        # an OpenAPI `discriminator` is no JSON Schema keyword; `oneOf` with each rule's `type` const does its job
+        out = {k: draft7(v) for k, v in node.items() if not (k == "discriminator" and isinstance(v, dict) and "propertyName" in v)}
+        if "$ref" in out and len(out) > 1:  # draft-07 ignores every keyword beside $ref: keep descriptions visible
+            out = {**{k: v for k, v in out.items() if k != "$ref"}, "allOf": [{"$ref": out["$ref"]}]}
+        return out
+
+    return {"$schema": DRAFT_07, **draft7(schema), "title": "connector config", "definitions": draft7(definitions)}

@@ -217,6 +217,7 @@ class CheckResult:
     what: str
     ok: bool
     detail: str = ""
+    checked: bool = True  # False: this cannot be verified from here (``detail`` says why); never a failure
 
 
 class Adapter(Protocol):

@@ -68,20 +68,23 @@ class SmsAdapter:
         if m.sms and m.sms.provider == "turbosms":
             client = TurboSmsClient(m.sms, ctx, attempts=2, timeout=20)
             try:
-                balance = client.balance()
-                out.append(CheckResult("turbosms", "token and balance", balance > 0,
-                                       f"balance {balance:.2f}" + ("" if balance > 0 else ": messages will fail (203)")))
+                balance = client.balance()  # the cheapest authenticated call: proves the token
+                out.append(CheckResult("turbosms", "token and balance", balance > 0, f"balance {balance:.2f}" if balance > 0 else
+                                       f"{settings.where('messaging', 'sms', 'token')}: balance {balance:.2f}: messages will fail (203)"))
             except ConnectorError as e:
-                out.append(CheckResult("turbosms", "token and balance", False, str(e)))
+                out.append(CheckResult("turbosms", "token and balance", False, f"{settings.where('messaging', 'sms', 'token')}: {e}"))
             finally:
                 client.close()
+            out.append(CheckResult("turbosms", "sender", True, f"{settings.where('messaging', 'sms', 'sender')}: "
+                                   f"`{m.sms.sender}` cannot be checked without sending a message; it must be a sender name "
+                                   "registered in the TurboSMS account", checked=False))
         elif m.sms and m.sms.provider == "log":
             out.append(CheckResult(SYSTEM, "sms provider", True, "log: messages are written to the log, not sent"))
         if m.email:
             try:
                 out.append(CheckResult("smtp", "connect and log in", True, SmtpClient(m.email.smtp, m.email.from_, ctx, timeout=20).noop()))
             except ConnectorError as e:
-                out.append(CheckResult("smtp", "connect and log in", False, str(e)))
+                out.append(CheckResult("smtp", "connect and log in", False, f"{settings.where('messaging', 'email', 'smtp')}: {e}"))
         return out
 
     def sandbox(self, company: "SyntheticCompany") -> SmsSandbox:

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bitrix.emulator.schema import ACTIVITY_EXPLICIT, ITEM_TABLE, STAMPS, TASK_UF, item_name, task_name
+from bitrix.emulator.schema import (
+    ACTIVITY_EXPLICIT,
+    FIELD_TYPES,
+    ITEM_TABLE,
+    STAMPS,
+    TASK_UF,
+    UF_LABELS,
+    item_name,
+    task_name,
+)
 from bitrix.emulator.tables import (
     ANY,
     BOOL,
@@ -173,6 +182,7 @@ class Methods:
     admins: set[int]
     workflow_templates: dict[int, str] | None
     app_state: dict[str, list]
+    uf_labels: dict[tuple[str, str], str]
     now: Callable[[], datetime]
     next_fm_id: Callable[[], int]
     task_guid: Callable[[int], str]
@@ -478,14 +488,20 @@ class Methods:
         return Out(True)
 
     def _crm_fields(self, entity: str) -> Out:
+        """Every field with its wire type; custom fields (isDynamic) carry the labels people see."""
         t = self.tables[entity]
         names = {INT: "integer", STR: "string", MONEY: "double", DT: "datetime", DATE: "date", YN: "char",
                  MULTI: "crm_multifield", ANY: "string", LIST_INT: "integer", LIST_STR: "string", BOOL: "char"}
         out = {}
         for f, ft in t.schema.items():
-            out[f] = {"type": names.get(ft, "string"), "isRequired": f == "TITLE", "isReadOnly": f in self._READONLY,
-                      "isImmutable": False, "isMultiple": ft in (MULTI, LIST_INT, LIST_STR), "isDynamic": f.startswith("UF_"),
-                      "title": f}
+            uf = f.startswith("UF_")
+            desc = {"type": names.get(ft, "string") if uf else FIELD_TYPES.get(f, names.get(ft, "string")),
+                    "isRequired": f == "TITLE", "isReadOnly": f in self._READONLY, "isImmutable": False,
+                    "isMultiple": ft in (MULTI, LIST_INT, LIST_STR), "isDynamic": uf, "title": f}
+            if uf:
+                label = self.uf_labels.get((entity, f)) or UF_LABELS.get(f) or f
+                desc |= {"listLabel": label, "formLabel": label, "filterLabel": label, "settings": {}}
+            out[f] = desc
         return Out(out)
 
     # ------------------------------------------------------------ requisites

@@ -140,6 +140,7 @@ class Portal(Methods):
         # test hook: called after a request was handled, before the answer leaves; it may sleep (a write
         # that lands but answers late), kill the caller, or return (status, body) to answer instead
         self.after_request: Callable[[str, int, Any], tuple[int, Any] | None] | None = None
+        self.uf_labels: dict[tuple[str, str], str] = {}  # (entity, UF_ code) -> the label people see
 
     # ------------------------------------------------------------ construction
 
@@ -246,9 +247,11 @@ class Portal(Methods):
         with self.lock:
             self.tables[entity].remove(id)
 
-    def define_uf(self, entity: str, name: str, ftype: str = "str") -> None:
+    def define_uf(self, entity: str, name: str, ftype: str = "str", label: str | None = None) -> None:
         """Create a user field (``UF_CRM_...``) so writes to it are kept (unknown UF writes are ignored)."""
         self.tables[entity].add_field(name, ftype)
+        if label:
+            self.uf_labels[(entity, name)] = label
 
     # ------------------------------------------------------------ faults
 

@@ -133,6 +133,17 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "status": STATUS, "notify": NOTIFY, "trigger": TRIGGER, "workflow": WORKFLOW,
 }
 ID_FIELD = {"invoice": "id"}
+
+# crm.<entity>.fields (crm/companies/crm-company-fields.md): wire types of the reference fields, and the
+# labels a person sees for custom fields (whose `title` is their code).
+FIELD_TYPES = {
+    "ASSIGNED_BY_ID": "user", "CREATED_BY_ID": "user", "MODIFY_BY_ID": "user", "LAST_ACTIVITY_BY": "user",
+    "MOVED_BY_ID": "user", "COMPANY_TYPE": "crm_status", "INDUSTRY": "crm_status", "EMPLOYEES": "crm_status",
+    "TYPE_ID": "crm_status", "SOURCE_ID": "crm_status", "HONORIFIC": "crm_status", "STAGE_ID": "crm_status",
+    "CURRENCY_ID": "crm_currency", "LEAD_ID": "crm_lead", "COMPANY_ID": "crm_company", "CONTACT_ID": "crm_contact",
+    "CATEGORY_ID": "crm_category", "LOGO": "file", "PHOTO": "file", "REVENUE": "double",
+}
+UF_LABELS = {"UF_CRM_TEMPERATURE": "Temperature", "UF_CRM_1C_GUID": "1C counterparty GUID"}
 # which field a write stamps (created, modified)
 STAMPS = {
     "company": ("DATE_CREATE", "DATE_MODIFY"), "contact": ("DATE_CREATE", "DATE_MODIFY"),

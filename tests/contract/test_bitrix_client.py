@@ -185,13 +185,12 @@ def test_dead_refresh_token_is_an_auth_error_without_secrets(portal):
 
 
 def test_adapter_check_reports_scopes_and_read_access_without_the_secret(company):
-    from types import SimpleNamespace
-
     from bitrix.adapter import ADAPTER
+    from connector.config import Settings
 
     p = Portal.from_company(company, webhook_code=CODE, scopes=("crm", "user", "im"))
     with EmulatorServer(p) as srv:
-        settings = SimpleNamespace(bitrix24=Bitrix24(webhook_url=srv.webhook_url))
+        settings = Settings(bitrix24=Bitrix24(webhook_url=srv.webhook_url))
         rows = {r.what: r for r in ADAPTER.check(settings, Context(clock=SystemClock()))}
         assert rows["reach portal"].ok
         assert rows["scope crm"].ok and rows["scope user"].ok
@@ -200,7 +199,7 @@ def test_adapter_check_reports_scopes_and_read_access_without_the_secret(company
         assert rows["read companies"].ok and not rows["read tasks"].ok
         assert "insufficient_scope" in rows["read tasks"].detail
         assert rows["administrator"].detail == "yes"
-        bad = SimpleNamespace(bitrix24=Bitrix24(webhook_url=srv.webhook_url.replace(CODE, "notthecode77")))
+        bad = Settings(bitrix24=Bitrix24(webhook_url=srv.webhook_url.replace(CODE, "notthecode77")))
         (reach,) = ADAPTER.check(bad, Context(clock=SystemClock()))
     assert not reach.ok and "NO_AUTH_FOUND" in reach.detail
     assert all(CODE not in r.detail and "notthecode77" not in r.detail for r in [*rows.values(), reach])

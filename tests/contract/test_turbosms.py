@@ -249,9 +249,12 @@ def test_adapter_configured_check_and_sandbox() -> None:
         sink = ADAPTER.sink(s, ctx)
         assert sink.supports("sms") and sink.supports("email") and not sink.supports("task")
         results = ADAPTER.check(s, ctx)
-        assert [r.ok for r in results] == [True, True], results
+        assert [(r.what, r.ok, r.checked) for r in results] == [
+            ("token and balance", True, True), ("sender", True, False), ("connect and log in", True, True)], results
+        assert results[1].detail.startswith("messaging.sms.sender: `MyShop` cannot be checked without sending")
         s.messaging.sms.token = "bad-token-999999"
-        assert not ADAPTER.check(s, ctx)[0].ok
+        bad = ADAPTER.check(s, ctx)[0]
+        assert not bad.ok and bad.detail.startswith("messaging.sms.token: ") and "bad-token-999999" not in bad.detail
     finally:
         sb.stop()
 

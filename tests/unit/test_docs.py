@@ -47,3 +47,38 @@ def test_the_configuration_reference_validates(tmp_path, monkeypatch):
     p.write_text(text, encoding="utf-8")
     s = load_settings(p)
     assert {r.type for r in s.rules} == {"forgotten", "release", "lost", "unpaid", "debtors", "missed_call"}
+
+
+def _yaml_blocks_and_example_configs() -> list[tuple[str, str]]:
+    blocks = [("README.md", b) for b in re.findall(r"```yaml\n(.+?)\n```", README, flags=re.S)]
+    return blocks + [(p.name, p.read_text(encoding="utf-8")) for p in sorted((Path(__file__).parents[2] / "config").glob("*.yaml"))]
+
+
+def test_env_references_in_the_readme_and_example_configs_are_quoted():
+    """A quoted "${VAR}" is standard YAML; editors and schema checkers flag a bare one inside {...}."""
+    bare = []
+    for name, text in _yaml_blocks_and_example_configs():
+        for line in text.splitlines():
+            code = line.split(" #", 1)[0] if not line.lstrip().startswith("#") else ""
+            for m in re.finditer(r"\$\{", code):
+                before = code[:m.start()]
+                if before.count('"') % 2 == 0 and before.count("'") % 2 == 0:
+                    bare.append(f"{name}: {line.strip()}")
+    assert bare == []
+
+
+def test_the_readme_shows_the_schema_line_and_how_to_write_the_schema_file():
+    assert "# yaml-language-server: $schema=./connector-schema.json" in README
+    assert "connector schema > connector-schema.json" in README
+
+
+def test_the_configuration_reference_passes_the_schema():
+    from jsonschema import Draft7Validator
+    from ruamel.yaml import YAML
+
+    from connector.config import json_schema
+
+    section = README.split("## Configuration reference", 1)[1]
+    header, rules = re.findall(r"```yaml\n(.+?)\n```", section, flags=re.S)[:2]
+    data = YAML(typ="safe").load(re.sub(r"\$\{[A-Z0-9_]+\}", "value1234", header.replace("rules: [...]", rules)))
+    assert [e.message for e in Draft7Validator(json_schema()).iter_errors(data)] == []

@@ -1,0 +1,34 @@
+"""``connector check`` as an admin runs it: every mistake in the names of people and fields at its config line."""
+
+from __future__ import annotations
+
+from tests.e2e.conftest import DEMO
+
+
+def test_check_names_a_missing_supervisor_and_a_misspelled_field_at_their_lines(sandbox):
+    text = DEMO.read_text(encoding="utf-8")
+    assert "people: {supervisor: 1, duty_manager: 2}" in text and "fields: [UF_CRM_TEMPERATURE]" in text
+    config = sandbox.tmp / "config.yaml"
+    config.write_text(text.replace("people: {supervisor: 1, duty_manager: 2}", "people: {supervisor: 99, duty_manager: 2}")
+                      .replace("fields: [UF_CRM_TEMPERATURE]", "fields: [UF_CRM_TEMPERATUR]"), encoding="utf-8")
+    lines = config.read_text(encoding="utf-8").splitlines()
+    people_line = next(i for i, line in enumerate(lines, 1) if line.startswith("people:"))
+    fields_line = next(i for i, line in enumerate(lines, 1) if "UF_CRM_TEMPERATUR]" in line)
+
+    r = sandbox.cli("check", str(config), extra_env={"COLUMNS": "80"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = r.stdout.splitlines()
+    assert f"FAIL  bitrix24  people: {config}:{people_line}: people.supervisor: user 99 does not exist" in out
+    assert (f"FAIL  bitrix24  custom fields: {config}:{fields_line}: bitrix24.fields[0]: field UF_CRM_TEMPERATUR does not "
+            'exist on companies or contacts; did you mean UF_CRM_TEMPERATURE ("Temperature")?') in out
+    assert out[-1] == "2 check(s) failed."
+    assert "sandboxsecret0001" not in r.stdout + r.stderr
+
+
+def test_check_of_the_demo_config_passes_and_says_what_it_could_not_verify(sandbox):
+    r = sandbox.cli("check", str(DEMO))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout.splitlines()
+    assert any(line.startswith("ok    bitrix24  people: all ") for line in out)
+    assert any(line.startswith("skip  turbosms  sender: ") for line in out)
+    assert out[-1] == "All checks passed."
