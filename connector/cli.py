@@ -47,8 +47,12 @@ def _clock(now: str | None):
 
 
 def _load(path: str) -> Settings:
+    from connector import i18n
+
     try:
-        return load_settings(path)
+        s = load_settings(path)
+        i18n.use(s.language)
+        return s
     except ConfigError as e:
         # plain lines, never wrapped to the terminal's width: one problem per line, for grep and editors
         for p in e.problems:

@@ -628,6 +628,9 @@ def _rule_references(rules: list[tuple[Any, Any, Any]]) -> list[tuple[tuple, str
 
 
 class Settings(Model):
+    language: Literal["uk", "ru", "en"] = Field("uk", description="Language of every built-in text people read: reasons, default "
+                                                "task and notification texts, messages, command output, reports.",
+                                                examples=["uk"])
     timezone: str = Field("Europe/Kyiv", description="The company's time zone (IANA name).", examples=["Europe/Kyiv"])
     store: str = Field("sqlite:///connector.db", description="Where the connector keeps its data: an SQLAlchemy URL "
                        "(SQLite file, or PostgreSQL with the postgres extra).",

@@ -1,0 +1,94 @@
+"""Words for people: gettext catalogs per language, and numbers, money and dates by the locale.
+
+Every built-in text a manager, a director or a client reads (reasons, default task and
+notification texts, ``plan``/``run``/``status``/``demo`` output, reports) is an English msgid
+wrapped in :func:`_` (or :func:`ngettext`), translated in ``connector/locale/<lang>/LC_MESSAGES/
+connector.po``. The catalogs are compiled from the ``.po`` files when first used (Babel), so a
+checkout needs no build step. The language is the config's ``language`` (``uk`` by default),
+set once per command with :func:`use`.
+
+Extraction: ``pybabel extract -F babel.cfg -o connector/locale/connector.pot .`` then
+``pybabel update -i connector/locale/connector.pot -d connector/locale -D connector``.
+"""
+
+from __future__ import annotations
+
+import gettext
+import io
+from contextvars import ContextVar
+from datetime import date, datetime
+from functools import lru_cache
+from pathlib import Path
+
+from babel import Locale
+from babel.dates import format_date as _fmt_date
+from babel.dates import format_datetime as _fmt_datetime
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.numbers import format_currency, format_decimal
+
+LANGUAGES = ("uk", "ru", "en")
+LOCALES = {"uk": "uk_UA", "ru": "ru_UA", "en": "en_GB"}  # Ukrainian companies: ru_UA formats as in Ukraine
+DOMAIN = "connector"
+CATALOGS = Path(__file__).parent / "locale"
+
+_language: ContextVar[str] = ContextVar("connector_language", default="uk")
+
+
+def use(language: str) -> None:
+    """Set the language of everything printed or written from here on (this context)."""
+    if language not in LANGUAGES:
+        raise ValueError(f"unknown language {language!r}; one of {', '.join(LANGUAGES)}")
+    _language.set(language)
+
+
+def current() -> str:
+    return _language.get()
+
+
+@lru_cache(maxsize=8)
+def translations(language: str) -> gettext.NullTranslations:
+    po = CATALOGS / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+    if language == "en" or not po.is_file():
+        return gettext.NullTranslations()
+    with po.open("rb") as f:
+        catalog = read_po(f, locale=language, domain=DOMAIN)
+    buf = io.BytesIO()
+    write_mo(buf, catalog, use_fuzzy=False)
+    buf.seek(0)
+    return gettext.GNUTranslations(buf)
+
+
+def _(message: str) -> str:
+    """Translate ``message`` into the current language (an English msgid; ``{name}`` placeholders
+    are filled by the caller with ``.format``)."""
+    return translations(current()).gettext(message)
+
+
+def ngettext(singular: str, plural: str, n: int) -> str:
+    return translations(current()).ngettext(singular, plural, n)
+
+
+def locale() -> Locale:
+    return Locale.parse(LOCALES[current()])
+
+
+def money(amount: float | int, currency: str = "UAH") -> str:
+    """``42000, "UAH"`` -> ``42 000,00 ₴`` in Ukrainian; the currency symbol where the locale has one."""
+    return format_currency(amount, currency or "UAH", locale=locale())
+
+
+def number(value: float | int, decimals: int = 2) -> str:
+    """``42000`` -> ``42 000,00`` (grouped and with the locale's decimal sign)."""
+    fmt = "#,##0" + ("." + "0" * decimals if decimals else "")
+    return format_decimal(value, format=fmt, locale=locale())
+
+
+def day(d: date | datetime) -> str:
+    """A date as people here write it: ``12.11.2026``."""
+    return _fmt_date(d.date() if isinstance(d, datetime) else d, "dd.MM.yyyy", locale=locale())
+
+
+def moment(t: datetime, tz: str | None = None) -> str:
+    """A local time to the minute: ``12.11.2026 14:05``."""
+    return _fmt_datetime(t, "dd.MM.yyyy HH:mm", tzinfo=tz, locale=locale())
