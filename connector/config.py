@@ -131,6 +131,11 @@ class OneC(Model):
     overlap_days: int = 3
     sweep_every_hours: float = Field(6, gt=0, description="full key+DataVersion re-read of catalogs")
     write_back: Literal["auto", "odata", "soap", "none"] = "auto"
+    payment_terms_days: int = Field(14, ge=0, description="days to pay a shipment when its contract names no term (debt ageing)")
+    ageing_window_days: int = Field(365, ge=1, description="shipments this many days back are aged against a receivable")
+    overdue_from: Literal["auto", "register", "shipments"] = Field(
+        "auto", description="auto: the terms register where the preset has one, else ageing of shipments")
+    metadata_every_hours: float = Field(24, gt=0, description="scheduled re-read of the base's $metadata")
 
     @model_validator(mode="after")
     def _some_channel(self) -> "OneC":

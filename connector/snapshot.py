@@ -105,6 +105,7 @@ class DebtView:
     currency: str
     overdue_amount: float | None
     overdue_since: date | None
+    documents: list[dict] = field(default_factory=list)  # oldest first: number, date, amount, unpaid, due
 
 
 @dataclass
@@ -299,7 +300,7 @@ def load_snapshot(settings: Settings, store: Store, now: datetime, *, call_lookb
         for r in conn.execute(select(debts).where(debts.c.deleted.is_(False))):
             targets = owner.get(r.client_key or "")
             dv.append(DebtView(r.key, next(iter(targets)) if targets else None, r.client_key, r.amount or 0.0, r.currency or "",
-                               r.overdue_amount, r.overdue_since))
+                               r.overdue_amount, r.overdue_since, list(r.documents or [])))
         # 8) the journal, grouped by episode
         jr: dict[str, list[JournalEntry]] = defaultdict(list)
         jbr: dict[str, list[JournalEntry]] = defaultdict(list)

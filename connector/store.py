@@ -149,7 +149,7 @@ documents = Table(
 debts = Table(
     "debts", metadata, K(), Column("system", String(20)), Column("deleted", Boolean, default=False),
     Column("client_key", String(200), index=True), Column("amount", Float), Column("currency", String(10)), Column("as_of", UTC),
-    Column("overdue_amount", Float), Column("overdue_since", Date),
+    Column("overdue_amount", Float), Column("overdue_since", Date), Column("documents", JSONText),
 )
 calls = Table(
     "calls", metadata, K(), *_common(),
@@ -205,7 +205,13 @@ def _m2(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_journal_state_due ON journal (state, not_before)"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2]
+def _m3(conn: Connection) -> None:
+    """Debts carry the documents they are made of (1C ageing: number, date, amount, unpaid, due)."""
+    if "documents" not in {c["name"] for c in inspect(conn).get_columns("debts")}:
+        conn.execute(text("ALTER TABLE debts ADD COLUMN documents TEXT"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

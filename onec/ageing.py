@@ -79,6 +79,31 @@ def age(balance: float, shipments: Iterable[Shipment], *, default_term_days: int
     return sorted(parts, key=lambda p: (p.day, p.ref or ""))
 
 
+def with_register_dues(parts: list[Part], buckets: Iterable[tuple[date, float]]) -> list[Part]:
+    """The aged parts with the due dates a terms register gives (УТ 11 ``РасчетыСКлиентамиПоСрокам``).
+
+    The register knows when each amount is due but not which shipment it belongs to; both sides
+    are newest-first, so the register's latest due amounts are laid over the newest parts. A part
+    takes the earliest due date of the amounts laid on it; what the register does not cover keeps
+    the contract-term due date.
+    """
+    pool = sorted(((due, amount) for due, amount in buckets if amount > CENT), reverse=True)
+    out: list[Part] = []
+    for p in sorted(parts, key=lambda p: (p.day, p.ref or ""), reverse=True):
+        need, due = p.unpaid, None
+        while need > CENT and pool:
+            d, amount = pool[0]
+            take = min(need, amount)
+            need -= take
+            due = d
+            if amount - take > CENT:
+                pool[0] = (d, amount - take)
+            else:
+                pool.pop(0)
+        out.append(Part(p.ref, p.number, p.day, p.amount, p.unpaid, due or p.due))
+    return sorted(out, key=lambda p: (p.day, p.ref or ""))
+
+
 def overdue(buckets: Iterable[tuple[date, float]], today: date) -> tuple[float, date | None]:
     """``(overdue amount, overdue since)`` of ``(due date, amount)`` buckets as of ``today``.
 

@@ -2,7 +2,7 @@
 
 from datetime import date, timedelta
 
-from onec.ageing import Part, Shipment, age, overdue
+from onec.ageing import Part, Shipment, age, overdue, with_register_dues
 
 TODAY = date(2026, 11, 23)
 WINDOW = TODAY - timedelta(days=365)
@@ -62,3 +62,12 @@ def test_due_today_is_not_yet_overdue_and_an_advance_bucket_reduces_the_overdue_
 def test_shipments_of_the_same_day_are_taken_in_a_stable_order_and_kopecks_survive():
     parts = age(100.01, [ship("b", 5, 50.0), ship("a", 5, 50.0), ship("c", 5, 50.0)], default_term_days=14, window_start=WINDOW)
     assert [(p.ref, round(p.unpaid, 2)) for p in parts] == [("a", 0.01), ("b", 50.0), ("c", 50.0)]
+
+
+def test_register_due_dates_are_laid_newest_first_over_the_aged_parts():
+    parts = age(3000.0, [ship("a", 40, 2000.0), ship("b", 10, 2000.0)], default_term_days=14, window_start=WINDOW)
+    register = [(TODAY - timedelta(days=25), 1000.0), (TODAY + timedelta(days=5), 2000.0)]
+    dated = with_register_dues(parts, register)
+    assert [(p.ref, p.unpaid, p.due) for p in dated] == [("a", 1000.0, TODAY - timedelta(days=25)), ("b", 2000.0, TODAY + timedelta(days=5))]
+    # what the register does not cover keeps the contract-term date
+    assert with_register_dues(parts, [])[0].due == parts[0].due
