@@ -97,13 +97,13 @@ class Schema:
     def keep(self, obj: str, names: Iterable[str]) -> list[str]:
         """The names that ``obj`` really has, in order: a ``$select`` that cannot hit 400 code 6.
 
-        ``a/b`` navigation paths are kept when ``a`` exists; an unknown object keeps everything
-        (nothing to check against).
+        ``a/b`` navigation paths are kept when the reference ``a_Key`` exists; an unknown object
+        keeps everything (nothing to check against).
         """
         e = self.sets.get(obj)
         if e is None:
             return [n for n in names if n]
-        return [n for n in names if n and (n in e.props or n in e.tables or n.split("/")[0] in e.props)]
+        return [n for n in names if n and (n in e.props or n in e.tables or f"{n.split('/')[0]}_Key" in e.props)]
 
     def subset(self, interest: Iterable[str]) -> "Schema":
         return Schema({n: self.sets[n] for n in sorted(set(interest)) if n in self.sets}, list(self.journals))
