@@ -1,14 +1,15 @@
 """Requests the 1C OData source needs: a first pull of ~10k documents, then cycles after it.
 
     python bench/onec_pull.py [--companies 8300] [--preset ut11] [--page-size 500] [--changed 25] [--journal both]
+                              [--edit amount]
 
 Seeds the loopback OData emulator from the synthetic company (each 1C sale becomes the chain
 order -> invoice -> sale -> payment, so ~8.3k companies give ~10k documents) and pulls every
 stream through :class:`onec.source.ODataSource`, counting HTTP requests with the connector's
 request counter (the emulator's own log must agree). The source keeps its cached ``$metadata``
 and cross-stream flags in a kv, as the store's kv does in production. Then, one hour later on the
-same clock: a cycle where nothing changed, and a cycle where the amounts of ``--changed`` recent
-documents were corrected. Each is run without a document journal (one window query per document
+same clock: a cycle where nothing changed, and a cycle where the amounts (``--edit comment``: the
+comments) of ``--changed`` recent documents were corrected. Each is run without a document journal (one window query per document
 type) and with one (``onec.objects.journal``: one query for every type).
 """
 
@@ -78,10 +79,10 @@ def run(args: argparse.Namespace, journal: bool) -> None:
                          for r in sb.ib.sets[o].rows.values()))
         recent = newest[-args.changed:]  # inside the overlap window; older edits wait for the weekly re-read
         for _, obj, ref, amount in recent:
-            writer.patch(obj, ref, {"СуммаДокумента": round(amount + 1.0, 2)})  # a corrected amount
+            writer.patch(obj, ref, {"СуммаДокумента": round(amount + 1.0, 2)} if args.edit == "amount" else {"Комментарий": "edited"})
         clock.at = co.anchor + timedelta(hours=2)
         n, rows, per, secs = one_cycle()
-        print(f"  {len(recent)} documents changed:   {n:5d} requests, {rows:6d} rows {per} in {secs:.2f}s")
+        print(f"  {len(recent)} documents changed ({args.edit}): {n:3d} requests, {rows:6d} rows {per} in {secs:.2f}s")
     finally:
         sb.stop()
 
@@ -93,6 +94,7 @@ def main() -> int:
     ap.add_argument("--page-size", type=int, default=500)
     ap.add_argument("--changed", type=int, default=25)
     ap.add_argument("--journal", default="both", choices=["both", "yes", "no"])
+    ap.add_argument("--edit", default="amount", choices=["amount", "comment"])
     args = ap.parse_args()
     for journal in {"both": (False, True), "yes": (True,), "no": (False,)}[args.journal]:
         run(args, journal)

@@ -472,3 +472,16 @@ def test_check_refreshes_the_cached_metadata_so_the_next_cycle_believes_the_fix(
     w.source().prepare()
     assert len(base.odata.requests) == before  # resolved from the cache the check wrote
     assert w.source().prepare().optional_missing == []
+
+
+def test_the_sink_does_not_offer_what_the_cached_metadata_says_is_missing(base):
+    from onec.sink import ODataSink
+
+    w = World(base)
+    assert ODataSink(w.cfg, w.ctx).supports("task")  # no cache yet: as configured
+    base.odata.unpublished.add(base.ib.fl["task"])
+    w.cycle(["users"])  # the source caches this base's $metadata
+    before = len(base.odata.requests)
+    sink = ODataSink(w.cfg, w.ctx)
+    assert not sink.supports("task") and not sink.supports("notify") and sink.supports("reassign")
+    assert len(base.odata.requests) == before
