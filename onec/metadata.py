@@ -130,7 +130,8 @@ def _type_name(text: str | None) -> str:
 def parse_edmx(content: bytes) -> Schema:
     """Every published set of a CSDL/EDMX document, streamed (a real one is tens of megabytes).
 
-    Entity types give properties; a ``Collection(...RowType)`` property is a tabular section whose
+    Entity types give properties (a register's set also takes those of its ``<Register>_RecordType``
+    set, reference §2); a ``Collection(...RowType)`` property is a tabular section whose
     row properties come from its complex type (or from the ``<Set>_<Section>`` set when the base
     publishes sections as their own sets); a register's ``Balance`` result is the complex type
     ``<Register>_Balance`` (reference §9). Namespaces are ignored: 1C has shipped more than one.
@@ -169,6 +170,8 @@ def parse_edmx(content: bytes) -> Schema:
     out: dict[str, Entity] = {}
     for name, type_name in sets.items():
         tprops, tcols = types.get(type_name, (set(), {}))
+        if f"{name}_RecordType" in sets:  # a register published as record sets: its records' fields count too
+            tprops = tprops | types.get(sets[f"{name}_RecordType"], (set(), {}))[0]
         tables: dict[str, frozenset[str]] = {}
         for col, row_type in tcols.items():
             row = complex_types.get(row_type)

@@ -159,3 +159,19 @@ def test_the_cache_keeps_the_subset_and_is_reread_on_schedule_on_new_names_or_ga
     kv["onec:metadata"] = "{not json"
     _, fresh = other.load(NOW + timedelta(hours=25))
     assert fresh and len(fetches) == 4
+
+
+def test_a_register_without_a_balance_type_is_checked_against_its_record_type():
+    edmx = """<?xml version="1.0"?><edmx:Edmx xmlns:edmx="http://schemas.microsoft.com/ado/2007/06/edmx" Version="1.0">
+    <edmx:DataServices><Schema xmlns="http://schemas.microsoft.com/ado/2009/11/edm" Namespace="StandardODATA">
+    <EntityType Name="AccumulationRegister_R"><Property Name="Recorder" Type="Edm.String"/></EntityType>
+    <EntityType Name="AccumulationRegister_R_RecordType"><Property Name="Recorder" Type="Edm.String"/>
+      <Property Name="Контрагент_Key" Type="Edm.Guid"/><Property Name="Сумма" Type="Edm.Double"/></EntityType>
+    <EntityContainer Name="C"><EntitySet Name="AccumulationRegister_R" EntityType="StandardODATA.AccumulationRegister_R"/>
+      <EntitySet Name="AccumulationRegister_R_RecordType" EntityType="StandardODATA.AccumulationRegister_R_RecordType"/>
+    </EntityContainer></Schema></edmx:DataServices></edmx:Edmx>""".encode()
+    s = parse_edmx(edmx)
+    assert s.sets["AccumulationRegister_R"].balance is None and {"Контрагент_Key", "Сумма"} <= s.sets["AccumulationRegister_R"].props
+    names = resolve("unf", objects={"receivables": "AccumulationRegister_R"})
+    res = resolve_against(names, s)
+    assert not any(m.logical.startswith("receivables") for m in res.missing)
