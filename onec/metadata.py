@@ -406,8 +406,9 @@ class MetadataCache:
         self.kv_get = kv_get or self._memory.get
         self.kv_set = kv_set or self._memory.__setitem__
 
-    def cached(self, now: datetime) -> Schema | None:
-        """The cached schema if it is for this base and these names and not due for a re-read."""
+    def cached(self, now: datetime, *, any_age: bool = False) -> Schema | None:
+        """The cached schema if it is for this base and these names and not due for a re-read
+        (``any_age``: however old, for when the base cannot serve a fresh one)."""
         raw = self.kv_get(KV_KEY)
         if not raw:
             return None
@@ -416,7 +417,7 @@ class MetadataCache:
             at = datetime.fromisoformat(data["at"])
         except (ValueError, KeyError, TypeError):
             return None
-        if data.get("fp") != fingerprint(self.root, self.wanted) or now - at >= self.every:
+        if data.get("fp") != fingerprint(self.root, self.wanted) or (now - at >= self.every and not any_age):
             return None
         return Schema.from_json(data)
 

@@ -47,7 +47,7 @@ from zoneinfo import ZoneInfo
 
 from connector.config import OneC
 from connector.domain import Batch, Debt, Sweep
-from connector.errors import UpstreamError
+from connector.errors import TransientError, UpstreamError
 from connector.ports import Context
 from onec.ageing import CENT, Shipment, age, with_register_dues
 from onec.client import SYSTEM, ODataClient, lit_dt, lit_str
@@ -196,7 +196,14 @@ class ODataSource:
         published the object is believed on the next cycle.
         """
         now = self.ctx.clock.now()
-        schema, fresh = self.metadata.load(now, refresh=refresh)
+        try:
+            schema, fresh = self.metadata.load(now, refresh=refresh)
+        except TransientError as e:  # half a minute of XML timed out: yesterday's description beats no cycle
+            stale = self.metadata.cached(now, any_age=True)
+            if stale is None:
+                raise
+            log.warning("onec: $metadata could not be re-read (%s); using the cached description", e)
+            schema, fresh = stale, False
         res = resolve_against(self.configured, schema)
         if res.required_missing and not fresh:
             schema, fresh = self.metadata.load(now, refresh=True)

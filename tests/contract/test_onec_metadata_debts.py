@@ -15,7 +15,7 @@ import pytest
 
 from connector.config import OneC, OneCOData, Settings
 from connector.domain import make_key
-from connector.errors import ConfigError
+from connector.errors import ConfigError, TransientError
 from connector.ports import Context, FixedClock
 from connector.sandbox import generate
 from onec.adapter import ADAPTER
@@ -485,3 +485,18 @@ def test_the_sink_does_not_offer_what_the_cached_metadata_says_is_missing(base):
     sink = ODataSink(w.cfg, w.ctx)
     assert not sink.supports("task") and not sink.supports("notify") and sink.supports("reassign")
     assert len(base.odata.requests) == before
+
+
+def test_an_unreachable_metadata_falls_back_to_the_cached_one_but_never_invents_one(base, caplog):
+    w = World(base, metadata_every_hours=1)
+    base.odata.fail_next = 10  # the first $metadata read gets nothing but 502s
+    with pytest.raises(TransientError):
+        w.cycle(["users"])
+    base.odata.fail_next = 0
+    w.cycle()
+    w.clock.at += timedelta(hours=2)  # the cache is due for a re-read, and the re-read fails
+    base.odata.fail_next = 4
+    with caplog.at_level(logging.WARNING, logger="onec.source"):
+        _, requests = w.cycle()
+    assert any("using the cached description" in r.message for r in caplog.records)
+    assert requests == 4 + 1 + 5  # four failed attempts, then the cycle as usual (no journal)
