@@ -242,9 +242,8 @@ def interest(names: Names) -> set[str]:
 
 
 def _used(names: Names, logical: str) -> bool:
-    if logical == "analytics":
-        return bool(names.obj("receivables"))
-    if logical == "overdue":
+    """Whether the source reads ``logical`` at all with these names (else it need not be published)."""
+    if logical in ("analytics", "overdue"):
         return bool(names.obj("receivables"))
     if logical == "contracts":
         return bool(names.f("contract.term")) and bool(names.objs("sale"))
@@ -265,7 +264,7 @@ def resolve_against(names: Names, schema: Schema) -> Resolution:
     # 1) objects
     for logical in names.objects:
         if not _used(names, logical):
-            objects[logical] = [] if logical == "contracts" else objects[logical]
+            objects[logical] = []
             continue
         required, feature = OBJECT_ROLES.get(logical, (False, logical))
         for wire in names.objs(logical):
@@ -273,20 +272,12 @@ def resolve_against(names: Names, schema: Schema) -> Resolution:
             if not schema.has(wire):
                 drop_object(logical, wire, required, feature)
 
-    def props_of(obj: str, *, register: bool = False) -> frozenset[str]:
-        e = schema.sets.get(obj)
-        if e is None:
-            return frozenset()
-        if register and e.balance is not None:
-            return e.balance
-        return e.props
-
     def has_field(obj: str, wire: str, *, register: bool = False, amount: bool = False) -> bool:
-        p = props_of(obj, register=register)
+        """A register's fields are checked against its ``Balance`` result, where a resource is ``<name>Balance``."""
         e = schema.sets[obj]
         if register and e.balance is not None:
-            return (wire + "Balance") in p if amount else wire in p
-        return wire in p
+            return (wire + "Balance" if amount else wire) in e.balance
+        return wire in e.props
 
     # 2) plain fields of catalogs, registers and the task object
     for logical, (obj_logical, required, feature) in FIELD_ROLES.items():
