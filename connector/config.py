@@ -175,6 +175,13 @@ class OneC(Model):
                                      "(finds edited and deleted counterparties).", examples=[6])
     write_back: Literal["auto", "odata", "soap", "none"] = Field("auto", description="How tasks and reassignments go back "
                                                                  "into 1C (1C-only companies).", examples=["odata"])
+    payment_terms_days: int = Field(14, ge=0, description="Days to pay a shipment when its contract names no term (debt ageing).",
+                                    examples=[14])
+    ageing_window_days: int = Field(365, ge=1, description="Shipments this many days back are aged against a receivable.",
+                                    examples=[365])
+    overdue_from: Literal["auto", "register", "shipments"] = Field(
+        "auto", description="auto: the terms register where the preset has one, else ageing of shipments.", examples=["auto"])
+    metadata_every_hours: float = Field(24, gt=0, description="Scheduled re-read of the base's $metadata.", examples=[24])
 
     @model_validator(mode="after")
     def _some_channel(self) -> "OneC":

@@ -223,6 +223,8 @@ class Debt:
     as_of: datetime
     overdue_amount: float | None = None
     overdue_since: date | None = None
+    # the shipments the balance is made of, oldest first: {number, date, amount, unpaid, due} (ISO dates)
+    documents: tuple[dict, ...] = ()
 
 
 @dataclass(slots=True)

@@ -105,6 +105,7 @@ class DebtView:
     currency: str
     overdue_amount: float | None
     overdue_since: date | None
+    documents: list[dict] = field(default_factory=list)  # oldest first: number, date, amount, unpaid, due
 
 
 @dataclass
@@ -356,7 +357,8 @@ class Snapshot:
             if r.key in seen:
                 continue
             seen.add(r.key)
-            out.append(DebtView(r.key, r.primary_client, r.client_key, r.amount or 0.0, r.currency or "", r.overdue_amount, r.overdue_since))
+            out.append(DebtView(r.key, r.primary_client, r.client_key, r.amount or 0.0, r.currency or "", r.overdue_amount, r.overdue_since,
+                                list(r.documents or [])))
         return out
 
     def calls(self, since: datetime | None = None, phones: list[str] | None = None) -> list[CallView]:

@@ -156,7 +156,7 @@ documents = Table(
 debts = Table(
     "debts", metadata, K(), Column("system", String(20)), Column("deleted", Boolean, default=False),
     Column("client_key", String(200), index=True), Column("amount", Float), Column("currency", String(10)), Column("as_of", UTC),
-    Column("overdue_amount", Float), Column("overdue_since", Date),
+    Column("overdue_amount", Float), Column("overdue_since", Date), Column("documents", JSONText),
 )
 calls = Table(
     "calls", metadata, K(), *_common(),
@@ -258,7 +258,12 @@ def _m3(conn: Connection) -> None:
         ix.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3]
+def _m4(conn: Connection) -> None:
+    """Debts carry the documents they are made of (1C ageing: number, date, amount, unpaid, due)."""
+    _add_column(conn, "debts", "documents", "TEXT")
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4]
 MIGRATION_LOCK_ID = 0x636E6D67  # "cnmg": the advisory lock that serialises migrations on PostgreSQL
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -87,6 +87,7 @@ EXTRA_VARS: dict[str, dict[str, Any]] = {
             "overdue_amount": 1500.0,
             "overdue_since": "2026-01-01",
             "days_overdue": 10,
+            "documents": [{"number": "РН-000123", "date": "2025-12-18", "amount": 1500.0, "unpaid": 1500.0, "due": "2026-01-01"}],
         }
     },
     "missed_call": {

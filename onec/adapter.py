@@ -7,12 +7,14 @@ when configured, else SOAP; ``none`` writes nothing to 1C.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from connector.errors import ConnectorError
 from connector.ports import CheckResult, Context
 from onec.client import SYSTEM, ODataClient
 from onec.mapping import doc_select
+from onec.metadata import russian_name as russian
 from onec.presets import resolve
 
 if TYPE_CHECKING:
@@ -75,6 +77,8 @@ class OneCAdapter:
 
 
 def _check_odata(cfg: Any, names: Any, ctx: Context) -> list[CheckResult]:
+    """``$metadata`` first: what to publish and what is missing, then the exact reads the source makes."""
+    from onec.metadata import MetadataCache, interest, parse_edmx, resolve_against
     from onec.source import counterparty_select
 
     client = ODataClient(cfg.odata.url, cfg.odata.user, cfg.odata.password, ctx.counter(SYSTEM), timeout=cfg.odata.timeout,
@@ -82,39 +86,67 @@ def _check_odata(cfg: Any, names: Any, ctx: Context) -> list[CheckResult]:
     out: list[CheckResult] = []
     try:
         try:
-            client.count(names.obj("users"))
+            raw = client.metadata()
+            schema = parse_edmx(raw)
         except ConnectorError as e:
             return [CheckResult(SYSTEM, "reach OData", False, str(e))]
-        out.append(CheckResult(SYSTEM, "reach OData", True, f"preset {cfg.preset}, user accepted"))
+        except ValueError as e:
+            return [CheckResult(SYSTEM, "reach OData", False, f"$metadata: {e}")]
+        out.append(CheckResult(SYSTEM, "reach OData", True, f"preset {cfg.preset}, user accepted, {len(schema.sets)} sets published"))
+        res = resolve_against(names, schema)
+        # what `connector sync` would use: refresh its cache now, so a fix is seen on the next cycle
+        cache = MetadataCache(client.root, interest(names), lambda: raw, every=timedelta(hours=cfg.metadata_every_hours),
+                              kv_get=ctx.kv_get, kv_set=ctx.kv_set)
+        if ctx.kv_set is not None:
+            cache.refresh(ctx.clock.now())
+        unpublished = [m for m in res.missing if not m.is_field]
+        out.append(CheckResult(SYSTEM, "objects to publish (Настройка стандартного интерфейса OData)", not unpublished,
+                               ", ".join(res.publish) + (". Not published: " + ", ".join(russian(m.wire) for m in unpublished)
+                                                        if unpublished else "")))
+        for m in res.missing:
+            what = ("required" if m.required else "optional") + (" field" if m.is_field else " object")
+            out.append(CheckResult(SYSTEM, f"{what} {m.logical}", False, m.text()))
+        n = res.names
+        if not n.obj("journal"):
+            journals = ", ".join(schema.journals) or "none"
+            out.append(CheckResult(SYSTEM, "document journal", True,
+                                   f"none configured: a no-change cycle costs {1 + len(n.doc_objects())} requests; with "
+                                   f"onec.objects.journal naming a journal that lists the documents, 2. Published journals: {journals}"))
+        if res.required_missing:
+            return out
         probes: list[tuple[str, str, list[str]]] = [
-            ("users", names.obj("users"), ["Ref_Key", names.f("user.name")]),
-            ("counterparties", names.obj("counterparties"), counterparty_select(names)),
+            ("users", n.obj("users"), ["Ref_Key", n.f("user.name")]),
+            ("counterparties", n.obj("counterparties"), counterparty_select(n)),
         ]
-        if names.obj("partners"):
-            probes.append(("partners", names.obj("partners"), ["Ref_Key", names.f("partner.manager")]))
-        if names.obj("analytics"):
-            probes.append(("analytics", names.obj("analytics"), ["Ref_Key", names.f("analytics.counterparty")]))
-        if names.obj("contact_info"):
-            probes.append(("contact information", names.obj("contact_info"),
-                           [names.f("contact.object"), names.f("contact.type"), names.f("contact.text")]))
-        if names.obj("task"):
-            probes.append(("task", names.obj("task"), ["Ref_Key", names.f("task.text"), names.f("task.responsible")]))
-        for doc_type, obj in names.doc_objects():
-            probes.append((doc_type, obj, doc_select(names, doc_type)))
+        if n.obj("partners"):
+            probes.append(("partners", n.obj("partners"), ["Ref_Key", n.f("partner.manager")]))
+        if n.obj("analytics"):
+            probes.append(("analytics", n.obj("analytics"), ["Ref_Key", n.f("analytics.counterparty")]))
+        if n.obj("contact_info"):
+            probes.append(("contact information", n.obj("contact_info"),
+                           [n.f("contact.object"), n.f("contact.type"), n.f("contact.text")]))
+        if n.obj("contracts"):
+            probes.append(("contracts", n.obj("contracts"), ["Ref_Key", n.f("contract.term")]))
+        if n.obj("journal"):
+            probes.append(("document journal", n.obj("journal"), ["Ref", "Ref_Type", "Date"]))
+        if n.obj("task"):
+            probes.append(("task", n.obj("task"), ["Ref_Key", n.f("task.text"), n.f("task.responsible")]))
+        for doc_type, obj in n.doc_objects():
+            probes.append((doc_type, obj, doc_select(n, doc_type)))
         for label, obj, select in probes:
             try:
-                client.get(obj, [("$select", ",".join(dict.fromkeys(f for f in select if f))), ("$top", "1")])
+                client.get(obj, [("$select", ",".join(schema.keep(obj, dict.fromkeys(f for f in select if f)))), ("$top", "1")])
                 out.append(CheckResult(SYSTEM, f"read {label} ({obj})", True, "ok"))
             except ConnectorError as e:
                 out.append(CheckResult(SYSTEM, f"read {label} ({obj})", False, str(e)))
         from datetime import datetime
 
         for label in ("receivables", "overdue"):
-            reg = names.obj(label)
+            reg = n.obj(label)
             if not reg:
                 continue
             try:
-                dim = names.f(f"{label}.counterparty")
+                dim = n.f(f"{label}.counterparty")
                 client.balance(reg, period=datetime(2000, 1, 1), dimensions=[dim[:-4] if dim.endswith("_Key") else dim])
                 out.append(CheckResult(SYSTEM, f"balance {label} ({reg})", True, "ok"))
             except ConnectorError as e:

@@ -191,16 +191,19 @@ class ODataClient:
         return self.root + quote_path(path) + ("?" + build_query(params) if params else "")
 
     def request(self, method: str, path: str, params: Sequence[tuple[str, str]] = (), *, obj: str,
-                body: Any = None, write: bool = False, retry: bool | None = None, raw: bool = False) -> Any:
+                body: Any = None, write: bool = False, retry: bool | None = None, raw: bool = False,
+                timeout: float | None = None, accept: str | None = None) -> Any:
         """One call with retries on transient failures (not for non-idempotent writes)."""
         url = self.url(path, params)
         data = json.dumps(body, ensure_ascii=False).encode("utf-8") if body is not None else None
-        headers = {"Content-Type": "application/json; charset=utf-8"} if data is not None else None
+        headers = {"Content-Type": "application/json; charset=utf-8"} if data is not None else {}
+        if accept:
+            headers["Accept"] = accept
 
         def once() -> Any:
             self.counter.add(method)
             try:
-                r = self.session.request(method, url, data=data, headers=headers, timeout=(10, self.timeout))
+                r = self.session.request(method, url, data=data, headers=headers or None, timeout=(10, timeout or self.timeout))
             except requests.Timeout:
                 raise TransientError("timed out", system=SYSTEM, obj=obj) from None
             except requests.ConnectionError as e:
@@ -266,26 +269,35 @@ class ODataClient:
         return self.get(obj, params, path=f"{obj}({lit_guid(guid)})")
 
     def by_keys(self, obj: str, guids: Iterable[str], *, select: Sequence[str], field: str = "Ref_Key",
-                literal: Any = lit_guid) -> Iterator[list[dict]]:
-        """Rows whose ``field`` is one of ``guids``, 20–40 keys per request; a batch the web server
-        refuses as too long is split in two and retried."""
+                literal: Any = lit_guid, also: str | None = None) -> Iterator[list[dict]]:
+        """Rows whose ``field`` is one of ``guids``, 20–40 keys per request (``and also`` when
+        given); a batch the web server refuses as too long is split in two and retried."""
         keys = list(dict.fromkeys(g for g in guids if g))
         for i in range(0, len(keys), self.key_batch):
-            yield from self._keyed(obj, keys[i : i + self.key_batch], select, field, literal)
+            yield from self._keyed(obj, keys[i : i + self.key_batch], select, field, literal, also)
 
-    def _keyed(self, obj: str, keys: list[str], select: Sequence[str], field: str, literal: Any) -> Iterator[list[dict]]:
+    def _keyed(self, obj: str, keys: list[str], select: Sequence[str], field: str, literal: Any,
+               also: str | None) -> Iterator[list[dict]]:
         flt = " or ".join(f"{field} eq {literal(g)}" for g in keys)
+        if also:
+            flt = f"({flt}) and {also}"
         try:
             rows = _value(self.get(obj, [("$select", ",".join(select)), ("$filter", flt)]), obj)
         except UrlTooLong:
             if len(keys) == 1:
                 raise
             half = len(keys) // 2
-            yield from self._keyed(obj, keys[:half], select, field, literal)
-            yield from self._keyed(obj, keys[half:], select, field, literal)
+            yield from self._keyed(obj, keys[:half], select, field, literal, also)
+            yield from self._keyed(obj, keys[half:], select, field, literal, also)
             return
         if rows:
             yield rows
+
+    def metadata(self) -> bytes:
+        """The raw ``$metadata`` (CSDL/EDMX XML): tens of megabytes and half a minute on a real base
+        (reference §1), hence the long read timeout; the caller caches what it parsed."""
+        return self.request("GET", "$metadata", [], obj="$metadata", raw=True, timeout=max(self.timeout, 300.0),
+                            accept="application/xml")
 
     def count(self, obj: str, filter: str | None = None) -> int:
         params = [("$filter", filter)] if filter else []

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from connector.domain import Client, ClientKind, Debt, Document, DocumentType, Manager, make_key
+from onec.ageing import overdue
 from onec.presets import Names
 
 SYSTEM = "onec"
@@ -211,68 +212,62 @@ def doc_select(names: Names, doc_type: str) -> list[str]:
         out += [basis] if basis.endswith("_Key") else [basis, f"{basis}_Type"]
     if doc_type == "invoice" and names.f("invoice.due"):
         out.append(names.f("invoice.due"))
+    if doc_type == "sale" and names.f("sale.contract"):
+        out.append(names.f("sale.contract"))  # the contract whose payment term ages the shipment
     return out
 
 
-def map_debts(balance: Iterable[Mapping[str, Any]], names: Names, *, as_of: datetime,
-              to_counterparty: Mapping[str, str] | None = None, currencies: Mapping[str, str] | None = None,
-              overdue: Iterable[Mapping[str, Any]] | None = None, default_currency: str = "") -> list[Debt]:
-    """Receivable balances -> one Debt per counterparty that owes us (positive balance).
+def receivable_balances(balance: Iterable[Mapping[str, Any]], names: Names, *,
+                        to_counterparty: Mapping[str, str] | None = None, currencies: Mapping[str, str] | None = None,
+                        default_currency: str = "") -> dict[str, tuple[float, str]]:
+    """Rows of ``Receivables/Balance(...)`` -> ``{counterparty GUID: (balance, currency)}``.
 
-    ``balance`` are rows of ``Receivables/Balance(...)``; in УТ 11 their dimension is an analytics
-    key that ``to_counterparty`` resolves to a counterparty GUID. A counterparty settled in several
-    currencies is reported in the currency it owes most in. ``overdue`` are rows of the terms
-    register already restricted to due dates before ``as_of`` (None when the configuration has
-    no such register: overdue data then stays unknown).
+    In УТ 11 the register's dimension is an analytics key that ``to_counterparty`` resolves to a
+    counterparty GUID. A counterparty settled in several currencies is reported in the currency
+    it owes most in. Credit balances (advances) are kept: the caller decides what is a debt.
     """
     dim = names.f("receivables.counterparty")
     amount_f = names.f("receivables.amount") + "Balance"
     cur_f = names.f("receivables.currency")
     per: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-
-    def counterparty(row: Mapping[str, Any], field: str) -> str | None:
-        v = ref(row.get(field))
-        if v and to_counterparty is not None:
-            v = ref(to_counterparty.get(v))
-        return v
-
     for r in balance:
-        cp = counterparty(r, dim)
+        cp = _counterparty(r, dim, to_counterparty)
         if cp is None:
             continue
         cur = (currencies or {}).get(ref(r.get(cur_f)) or "", default_currency) if cur_f else default_currency
         per[cp][cur] += number(r.get(amount_f))
-    late: dict[str, list] = {}
-    if overdue is not None:
-        odim = names.f("overdue.counterparty")
-        oamount = names.f("overdue.amount") + "Balance"
-        odue = names.f("overdue.due")
-        sums: dict[str, float] = defaultdict(float)
-        since: dict[str, date] = {}
-        for r in overdue:
-            cp = counterparty(r, odim)
-            if cp is None:
-                continue
-            amt = number(r.get(oamount))
-            sums[cp] += amt
-            d = parse_day(r.get(odue))
-            if amt > 0 and d and (cp not in since or d < since[cp]):
-                since[cp] = d
-        late = {cp: [max(0.0, round(v, 2)), since.get(cp)] for cp, v in sums.items()}
-    out = []
-    for cp, by_cur in sorted(per.items()):
-        cur, amount = max(by_cur.items(), key=lambda kv: kv[1])
-        if amount <= 0.005:
-            continue
-        if overdue is None:
-            o_amount, o_since = None, None
-        else:
-            o_amount, o_since = late.get(cp, [0.0, None])
-            if not o_amount:
-                o_since = None
-        out.append(Debt(key=debt_key(cp), system=SYSTEM, client_key=counterparty_key(cp), amount=round(amount, 2),
-                        currency=cur, as_of=as_of, overdue_amount=o_amount, overdue_since=o_since))
-    return out
+    return {cp: (round(amount, 2), cur) for cp, by_cur in sorted(per.items())
+            for cur, amount in [max(by_cur.items(), key=lambda kv: kv[1])]}
+
+
+def overdue_buckets(rows: Iterable[Mapping[str, Any]], names: Names, *,
+                    to_counterparty: Mapping[str, str] | None = None) -> dict[str, list[tuple[date, float]]]:
+    """Rows of the terms register's ``Balance`` by due date (УТ 11 ``РасчетыСКлиентамиПоСрокам``)
+    -> ``{counterparty GUID: [(due date, amount)]}``, summed per day, oldest first."""
+    dim, amount_f, due_f = names.f("overdue.counterparty"), names.f("overdue.amount") + "Balance", names.f("overdue.due")
+    per: dict[str, dict[date, float]] = defaultdict(lambda: defaultdict(float))
+    for r in rows:
+        cp, due = _counterparty(r, dim, to_counterparty), parse_day(r.get(due_f))
+        if cp is not None and due is not None:
+            per[cp][due] += number(r.get(amount_f))
+    return {cp: sorted(days.items()) for cp, days in per.items()}
+
+
+def _counterparty(row: Mapping[str, Any], field: str, to_counterparty: Mapping[str, str] | None) -> str | None:
+    v = ref(row.get(field))
+    if v and to_counterparty is not None:
+        v = ref(to_counterparty.get(v))
+    return v
+
+
+def make_debt(counterparty: str, amount: float, currency: str, buckets: Iterable[tuple[date, float]],
+              documents: Iterable[Mapping[str, Any]], *, as_of: datetime, today: date) -> Debt:
+    """One counterparty's debt as of ``today``: overdue from its ``(due date, amount)`` buckets
+    (the terms register's, or the aged shipments'), the aged shipments as its documents."""
+    o_amount, o_since = overdue(buckets, today)
+    return Debt(key=debt_key(counterparty), system=SYSTEM, client_key=counterparty_key(counterparty), amount=round(amount, 2),
+                currency=currency, as_of=as_of, overdue_amount=o_amount, overdue_since=o_since,
+                documents=tuple(dict(d) for d in documents))
 
 
 # ---------------------------------------------------------------- the reference SOAP service

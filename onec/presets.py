@@ -7,12 +7,16 @@
 by its logical name, so a customised base (``см_…`` prefixes, renamed attributes) needs no code.
 
 Logical object names: ``counterparties partners users currencies analytics contact_info order
-invoice sale payment receivables overdue task``. Document objects may list several names
-separated by commas (УТ 11 has a bank and a cash receipt). An empty name means "this
-configuration has no such object".
+invoice sale payment receivables overdue contracts journal task``. Document objects may list
+several names separated by commas (УТ 11 has a bank and a cash receipt). An empty name means
+"this configuration has no such object" (``journal`` is empty in every preset: a document journal
+that lists the documents is something the admin publishes and names, see the README).
 
 Names marked (unverified) in the reference are used as the best available guess; the YAML
-override exists precisely for them. ``connector check`` probes every object a preset names.
+override exists precisely for them. Every cycle resolves them against the base's ``$metadata``
+(:mod:`onec.metadata`): :data:`OBJECT_ROLES` and :data:`FIELD_ROLES` say which ones the source
+cannot work without (a missing one is an error naming the override) and which only switch a
+feature off (one warning per cycle).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ _COMMON_FIELDS: dict[str, str] = {
     "doc.currency": "ВалютаДокумента_Key",
     "doc.manager": "Ответственный_Key",
     "doc.basis": "ДокументОснование",  # composite: value + _Type (unverified per configuration)
+    "doc.contract": "Договор_Key",  # the contract whose payment term ages a shipment
     "invoice.due": "СрокОплаты",  # (unverified)
     "order.paid": "",
     "invoice.paid": "",
@@ -66,6 +71,7 @@ _COMMON_FIELDS: dict[str, str] = {
     "task.responsible": "Ответственный_Key",
     "task.deadline": "ДатаОкончания",
     "task.subject": "Контрагент_Key",  # a *_Key reference, or a composite field name
+    "contract.term": "",  # days to pay after a shipment, on Catalog_ДоговорыКонтрагентов
 }
 
 PRESETS: dict[str, dict[str, dict[str, str]]] = {
@@ -84,6 +90,8 @@ PRESETS: dict[str, dict[str, dict[str, str]]] = {
             "payment": "Document_ПоступлениеБезналичныхДенежныхСредств,Document_ПриходныйКассовыйОрдер",
             "receivables": "AccumulationRegister_РасчетыСКлиентами",
             "overdue": "AccumulationRegister_РасчетыСКлиентамиПоСрокам",
+            "contracts": "Catalog_ДоговорыКонтрагентов",
+            "journal": "",
             "task": "Task_ЗадачаИсполнителя",
         },
         "fields": {
@@ -118,10 +126,13 @@ PRESETS: dict[str, dict[str, dict[str, str]]] = {
             "payment": "Document_ПоступлениеНаСчет,Document_ПоступлениеВКассу",
             "receivables": "AccumulationRegister_РасчетыСПокупателями",
             "overdue": "",
+            "contracts": "Catalog_ДоговорыКонтрагентов",
+            "journal": "",
             "task": "Document_Событие",
         },
         "fields": {
             "counterparty.manager": "Ответственный_Key",
+            "contract.term": "СрокОплатыПокупателя",  # seen in public integration code reading УНФ contracts
         },
     },
     # УТ 10.3 / УПП / КА 1.1 / УТП (UA)
@@ -139,6 +150,8 @@ PRESETS: dict[str, dict[str, dict[str, str]]] = {
             "payment": "Document_ПлатежноеПоручениеВходящее,Document_ПриходныйКассовыйОрдер",
             "receivables": "AccumulationRegister_ВзаиморасчетыСКонтрагентами",
             "overdue": "",
+            "contracts": "Catalog_ДоговорыКонтрагентов",
+            "journal": "",
             "task": "Document_Событие",
         },
         "fields": {
@@ -146,6 +159,8 @@ PRESETS: dict[str, dict[str, dict[str, str]]] = {
             "receivables.amount": "СуммаВзаиморасчетов",
             "task.text": "Описание",
             "user.contacts": "",
+            "doc.contract": "ДоговорКонтрагента_Key",
+            "contract.term": "ДопустимоеЧислоДнейЗадолженности",  # seen in several public УТ 10.3 / УПП clients
         },
     },
 }
@@ -203,3 +218,69 @@ def resolve(preset: str, objects: Mapping[str, str] | None = None, fields: Mappi
     if problems:
         raise ConfigError(problems)
     return Names(preset, objs, flds)
+
+
+# ---------------------------------------------------------------- what the source can do without
+
+# logical object -> (required, what it feeds). A required object missing from the base's
+# $metadata stops the 1C source with an error; an optional one switches its feature off.
+OBJECT_ROLES: dict[str, tuple[bool, str]] = {
+    "counterparties": (True, "clients"),
+    "users": (True, "managers"),
+    "partners": (True, "managers and phones kept on partners"),
+    "sale": (True, "sales (purchases)"),
+    "currencies": (False, "currency codes of documents and debts"),
+    "analytics": (False, "debts (the receivables register is keyed by analytics keys)"),
+    "contact_info": (False, "phones and e-mails of counterparties"),
+    "order": (False, "orders"),
+    "invoice": (False, "1C invoices (the unpaid rule)"),
+    "payment": (False, "payments"),
+    "receivables": (False, "debts"),
+    "overdue": (False, "due dates from the terms register (debts are aged by shipments instead)"),
+    "contracts": (False, "contract payment terms (onec.payment_terms_days applies instead)"),
+    "journal": (False, "one-request change detection of documents (each document type is polled instead)"),
+    "task": (False, "tasks and notifications written to 1C"),
+}
+
+# logical field -> (logical object, required for that object, what it feeds). A required field
+# missing switches its object off (or stops the source when the object itself is required).
+FIELD_ROLES: dict[str, tuple[str, bool, str]] = {
+    "counterparty.name": ("counterparties", True, "client names"),
+    "counterparty.full_name": ("counterparties", False, "full names"),
+    "counterparty.tax_id": ("counterparties", False, "matching by tax id"),
+    "counterparty.kind": ("counterparties", False, "segments"),
+    "counterparty.partner": ("counterparties", True, "managers and phones kept on partners"),
+    "counterparty.manager": ("counterparties", False, "responsible managers"),
+    "counterparty.comment": ("counterparties", False, "comments written to 1C"),
+    "partner.manager": ("partners", False, "responsible managers"),
+    "user.name": ("users", True, "manager names"),
+    "user.inactive": ("users", False, "inactive managers"),
+    "user.contacts": ("users", False, "managers' e-mails"),
+    "currency.code": ("currencies", False, "currency codes"),
+    "analytics.counterparty": ("analytics", True, "debts"),
+    "receivables.counterparty": ("receivables", True, "debts"),
+    "receivables.amount": ("receivables", True, "debts"),
+    "receivables.currency": ("receivables", False, "debt currencies"),
+    "overdue.counterparty": ("overdue", True, "due dates from the terms register"),
+    "overdue.amount": ("overdue", True, "due dates from the terms register"),
+    "overdue.due": ("overdue", True, "due dates from the terms register"),
+    "contract.term": ("contracts", False, "contract payment terms"),
+    "task.text": ("task", True, "tasks written to 1C"),
+    "task.responsible": ("task", True, "tasks written to 1C"),
+    "task.title": ("task", False, "task titles"),
+    "task.deadline": ("task", False, "task deadlines"),
+    "task.subject": ("task", False, "tasks bound to their counterparty"),
+}
+
+# per document type: field suffix -> (required, what it feeds); ``contract`` only ages sales and
+# ``due`` only exists on invoices
+DOC_FIELD_ROLES: dict[str, tuple[bool, str]] = {
+    "counterparty": (True, "documents of a client"),
+    "amount": (True, "document amounts"),
+    "currency": (False, "document currencies"),
+    "manager": (False, "document managers"),
+    "basis": (False, "payments matched to their invoices"),
+    "paid": (False, "paid marks"),
+    "contract": (False, "contract payment terms"),
+    "due": (False, "invoice due dates"),
+}

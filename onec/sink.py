@@ -30,6 +30,7 @@ from connector.errors import NotFound, Rejected, TransientError
 from connector.ports import ActionResult, Context, OneByOneSink, PlannedAction
 from onec.client import SYSTEM, ODataClient, lit_dt, lit_str
 from onec.mapping import ref, to_wall
+from onec.metadata import MetadataCache, interest, resolve_against
 from onec.presets import Names, resolve
 
 FIND_WINDOW = timedelta(days=45)  # tasks are looked up by marker among those dated this recently
@@ -93,6 +94,14 @@ class ODataSink(OneByOneSink):
         self.tz = ZoneInfo(timezone)
         self.client = client or ODataClient(cfg.odata.url, cfg.odata.user, cfg.odata.password, ctx.counter(SYSTEM),
                                             timeout=cfg.odata.timeout, page_size=cfg.odata.page_size)
+        # what the source last learnt from $metadata (no request here): an unpublished task object
+        # or a missing manager field makes the action unsupported instead of failing at the call
+        cache = MetadataCache(self.client.root, interest(self.names), self.client.metadata,
+                              every=timedelta(hours=cfg.metadata_every_hours), kv_get=ctx.kv_get, kv_set=ctx.kv_set)
+        if ctx.kv_get is not None:
+            schema = cache.cached(ctx.clock.now())
+            if schema is not None:
+                self.names = resolve_against(self.names, schema).names
 
     def supports(self, action_type: str) -> bool:
         n = self.names

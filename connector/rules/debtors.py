@@ -1,6 +1,7 @@
 """Debtors: a receivable balance (1C) of at least ``min_amount`` overdue ``overdue_days`` or more.
 The episode is the date the debt became overdue; when the balance is paid the debt disappears
-from the store, the ladder stops and the connector's task about it is closed.
+from the store, the ladder stops and the connector's task about it is closed. ``debt.documents``
+are the shipments the balance is made of (oldest first), so a reminder can name them.
 """
 
 from __future__ import annotations
@@ -27,12 +28,18 @@ def evaluate(rule: DebtorsRule, snap: Snapshot, cal: BusinessCalendar) -> Evalua
         overdue = (today - debt.overdue_since).days
         if overdue < rule.overdue_days:
             continue
-        findings.append(Finding(
-            subject_key=debt.key, client=c, period=debt.overdue_since.isoformat(),
-            reason=f"owes {debt.amount:.2f} {debt.currency}, {amount:.2f} overdue since {debt.overdue_since} ({overdue} days)",
-            vars={"debt": {"amount": round(debt.amount, 2), "currency": debt.currency, "overdue_amount": round(amount, 2),
-                           "overdue_since": debt.overdue_since.isoformat(), "days_overdue": overdue}, "days": overdue},
-        ))
+        reason = f"owes {debt.amount:.2f} {debt.currency}, {amount:.2f} overdue since {debt.overdue_since} ({overdue} days)"
+        oldest = next((x for x in debt.documents if x.get("number")), None)
+        if oldest:
+            reason += f"; oldest unpaid: {oldest['number']} of {oldest.get('date')}, {oldest.get('unpaid')} due {oldest.get('due')}"
+        findings.append(
+            Finding(
+                subject_key=debt.key, client=c, period=debt.overdue_since.isoformat(), reason=reason,
+                vars={"debt": {"amount": round(debt.amount, 2), "currency": debt.currency, "overdue_amount": round(amount, 2),
+                               "overdue_since": debt.overdue_since.isoformat(), "days_overdue": overdue,
+                               "documents": [dict(x) for x in debt.documents]}, "days": overdue},
+            )
+        )
     return Evaluation(findings, scope)
 
 

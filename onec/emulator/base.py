@@ -35,6 +35,11 @@ TASK_STD = {"Ref_Key": "g", "DataVersion": "s", "DeletionMark": "b", "Number": "
             "Executed": "b", "BusinessProcess": "s", "BusinessProcess_Type": "s"}
 CONTACT_ROW = {"Тип": "s", "Вид_Key": "g", "Представление": "s", "НомерТелефона": "s", "АдресЭП": "s"}
 GOODS_ROW = {"Номенклатура_Key": "g", "Количество": "n", "Цена": "n", "Сумма": "n"}
+# a document journal's standard columns (reference §2: key Ref + Ref_Type) and the two graphs ours has
+JOURNAL_PROPS = {"Ref": "s", "Ref_Type": "s", "Type": "s", "Date": "d", "DeletionMark": "b", "Number": "s", "Posted": "b",
+                 "Контрагент_Key": "g", "Сумма": "n"}
+JOURNAL = "DocumentJournal_ДокументыПродаж"  # not a typical configuration's name: one the admin publishes
+REGULAR_TERM_DAYS = 10  # contract term of every seeded counterparty but the debtor
 
 
 def wall(dt: datetime) -> str:
@@ -49,7 +54,7 @@ def gid(*parts: object) -> str:
 @dataclass
 class EntitySet:
     name: str
-    kind: str  # catalog | document | task | inforeg | accreg
+    kind: str  # catalog | document | task | inforeg | accreg | journal
     props: dict[str, str]  # property -> type letter (see EDM)
     tables: dict[str, dict[str, str]] = field(default_factory=dict)
     maxlen: dict[str, int] = field(default_factory=dict)
@@ -58,12 +63,16 @@ class EntitySet:
     rows: dict[str, dict] = field(default_factory=dict)  # keyed kinds, by Ref_Key
     records: list[dict] = field(default_factory=list)  # inforeg rows, accreg movements
     seq: int = 0
+    view: Callable[[], list[dict]] | None = None  # a journal's rows, computed from the documents it lists
+    covers: list[str] = field(default_factory=list)  # the document sets a journal lists
 
     @property
     def keyed(self) -> bool:
         return self.kind in ("catalog", "document", "task")
 
     def all_rows(self) -> list[dict]:
+        if self.view is not None:
+            return self.view()
         return list(self.rows.values()) if self.keyed else list(self.records)
 
     def blank(self) -> dict:
@@ -84,6 +93,9 @@ FLAVOURS: dict[str, dict[str, Any]] = {
                  "sale": ["Document_РеализацияТоваровУслуг"],
                  "payment": ["Document_ПоступлениеБезналичныхДенежныхСредств", "Document_ПриходныйКассовыйОрдер"]},
         "doc_currency": "Валюта_Key", "doc_manager": "Менеджер_Key", "doc_partner": "Партнер_Key",
+        # УТ 11 keeps payment terms in payment schedules (unverified); this emulator's contracts carry a plain
+        # day count so ageing can be compared with the terms register (the ut11 preset reads it only by override)
+        "doc_contract": "Договор_Key", "contract_term": "СрокОплаты",
         "receivables": "AccumulationRegister_РасчетыСКлиентами",
         "rec_dims": {"АналитикаУчетаПоПартнерам_Key": "g", "ОбъектРасчетов_Key": "g", "Валюта_Key": "g"},
         "rec_res": ["Сумма", "КОплате"], "rec_cp": "АналитикаУчетаПоПартнерам_Key",
@@ -104,6 +116,7 @@ FLAVOURS: dict[str, dict[str, Any]] = {
                  "sale": ["Document_РасходнаяНакладная"],
                  "payment": ["Document_ПоступлениеНаСчет", "Document_ПоступлениеВКассу"]},
         "doc_currency": "ВалютаДокумента_Key", "doc_manager": "Ответственный_Key", "doc_partner": None,
+        "doc_contract": "Договор_Key", "contract_term": "СрокОплатыПокупателя",
         "receivables": "AccumulationRegister_РасчетыСПокупателями",
         "rec_dims": {"Организация_Key": "g", "Контрагент_Key": "g", "Договор_Key": "g", "Документ": "s", "Документ_Type": "s"},
         "rec_res": ["Сумма", "СуммаВал"], "rec_cp": "Контрагент_Key",
@@ -123,6 +136,7 @@ FLAVOURS: dict[str, dict[str, Any]] = {
                  "sale": ["Document_РеализацияТоваровУслуг"],
                  "payment": ["Document_ПлатежноеПоручениеВходящее", "Document_ПриходныйКассовыйОрдер"]},
         "doc_currency": "ВалютаДокумента_Key", "doc_manager": "Ответственный_Key", "doc_partner": None,
+        "doc_contract": "ДоговорКонтрагента_Key", "contract_term": "ДопустимоеЧислоДнейЗадолженности",
         "receivables": "AccumulationRegister_ВзаиморасчетыСКонтрагентами",
         "rec_dims": {"Организация_Key": "g", "Контрагент_Key": "g", "ДоговорКонтрагента_Key": "g", "Сделка": "s", "Сделка_Type": "s"},
         "rec_res": ["СуммаВзаиморасчетов", "СуммаУпр"], "rec_cp": "Контрагент_Key",
@@ -165,6 +179,8 @@ def build_schema(flavour: str) -> dict[str, EntitySet]:
     if fl["analytics"]:
         add(EntitySet(fl["analytics"], "catalog", {**CATALOG_STD, "Партнер_Key": "g", "Контрагент_Key": "g",
                                                    "Организация_Key": "g", "Договор_Key": "g"}))
+    add(EntitySet("Catalog_ДоговорыКонтрагентов", "catalog", {**CATALOG_STD, "Owner_Key": "g", "Организация_Key": "g",
+                                                             "ВидДоговора": "s", fl["contract_term"]: "n"}))
     if fl["contact_register"]:
         add(EntitySet(fl["contact_register"], "inforeg",
                       {"Объект": "s", "Объект_Type": "s", "Тип": "s", "Вид_Key": "g", "Представление": "s",
@@ -172,7 +188,7 @@ def build_schema(flavour: str) -> dict[str, EntitySet]:
     for doc_type, objs in fl["docs"].items():
         for obj in objs:
             props = {**DOC_STD, "Контрагент_Key": "g", "Организация_Key": "g", "СуммаДокумента": "n",
-                     fl["doc_currency"]: "g", "Комментарий": "s"}
+                     fl["doc_currency"]: "g", fl["doc_contract"]: "g", "Комментарий": "s"}
             if doc_type != "payment":
                 props[fl["doc_manager"]] = "g"
             if fl["doc_partner"] and doc_type != "payment":
@@ -183,6 +199,14 @@ def build_schema(flavour: str) -> dict[str, EntitySet]:
                 props["СрокОплаты"] = "d"
             add(EntitySet(obj, "document", props, tables={"Товары": GOODS_ROW} if doc_type != "payment" else {},
                           maxlen={"Number": 11}))
+    def journal_rows() -> list[dict]:
+        return [{"Ref": r["Ref_Key"], "Ref_Type": f"StandardODATA.{obj}", "Type": obj.split("_", 1)[1], "Date": r["Date"],
+                 "DeletionMark": r["DeletionMark"], "Number": r["Number"], "Posted": r["Posted"],
+                 "Контрагент_Key": r.get("Контрагент_Key", ZERO), "Сумма": r.get("СуммаДокумента", 0)}
+                for obj in sets[JOURNAL].covers for r in sets[obj].rows.values()]
+
+    add(EntitySet(JOURNAL, "journal", dict(JOURNAL_PROPS), dims=["Ref", "Ref_Type"], view=journal_rows,
+                  covers=[obj for objs in fl["docs"].values() for obj in objs]))
     task_kind = "task" if fl["task"].startswith("Task_") else "document"
     add(EntitySet(fl["task"], task_kind, {**(TASK_STD if task_kind == "task" else DOC_STD), **fl["task_props"]},
                   maxlen={"Description": 150, "Тема": 150}))
@@ -324,6 +348,9 @@ def seed(co: SyntheticCompany, flavour: str = "ut11") -> Infobase:
             row["КонтактнаяИнформация"] = contacts
         ib.put(cp_set, row)
         ib.touch(c.guid, wall(c.modified))
+        ib.put("Catalog_ДоговорыКонтрагентов", {"Ref_Key": gid("contract", c.guid), "Owner_Key": c.guid, "Code": f"{n:09d}",
+                                                "Description": "Основной договор", "Организация_Key": org,
+                                                "ВидДоговора": "СПокупателем", fl["contract_term"]: REGULAR_TERM_DAYS})
         if fl["analytics"]:
             key = gid("analytics", c.guid)
             analytics[c.guid] = key
@@ -352,7 +379,7 @@ def _seed_documents(ib: Infobase, co: SyntheticCompany, uah: str, org: str, anal
         obj = obj or fl["docs"][doc_type][0]
         row: dict[str, Any] = {"Ref_Key": guid, "Number": number_text or number(obj), "Date": wall(when), "Posted": posted,
                                "DeletionMark": deleted, "Контрагент_Key": cp, "Организация_Key": org,
-                               "СуммаДокумента": amount, fl["doc_currency"]: uah}
+                               "СуммаДокумента": amount, fl["doc_currency"]: uah, fl["doc_contract"]: gid("contract", cp)}
         if doc_type != "payment":
             row[fl["doc_manager"]] = manager or ZERO
             row["Товары"] = [{"Номенклатура_Key": gid("item", 1), "Количество": 1, "Цена": amount, "Сумма": amount}]
@@ -394,7 +421,11 @@ def _seed_documents(ib: Infobase, co: SyntheticCompany, uah: str, org: str, anal
     for d in sales:
         order_guid, invoice_guid = gid("order", d.guid), gid("invoice", d.guid)
         unpaid = d.counterparty_guid in debts and last_sale[d.counterparty_guid] == d.guid
-        due = datetime.combine(debts[d.counterparty_guid].due, datetime.min.time(), anchor.tzinfo) if unpaid else d.date + timedelta(days=10)
+        due = datetime.combine(debts[d.counterparty_guid].due, datetime.min.time(), anchor.tzinfo) if unpaid else d.date + timedelta(days=REGULAR_TERM_DAYS)
+        if unpaid:  # the debtor's contract carries the term its synthetic due date implies
+            contract = ib.sets["Catalog_ДоговорыКонтрагентов"].rows.get(gid("contract", d.counterparty_guid))
+            if contract is not None:
+                contract[fl["contract_term"]] = (debts[d.counterparty_guid].due - d.date.astimezone(KYIV).date()).days
         order_obj = doc("order", order_guid, d.date - timedelta(days=2), d.counterparty_guid, d.amount, manager=d.manager_guid)
         invoice_obj = doc("invoice", invoice_guid, d.date - timedelta(days=1), d.counterparty_guid, d.amount,
                           manager=d.manager_guid, basis=(order_guid, order_obj), due=due)

@@ -14,7 +14,9 @@ with string codes and an optional BOM.
 
 Fault injection (attributes of :class:`ODataEmulator`): ``fail_next`` (502 pages), ``max_url``
 (IIS 404.15 HTML page above that length), ``publication_missing`` (HTML 404 everywhere),
-``unpublished`` (set names answering 404 code 8), ``write_failures`` (set -> handler message,
+``unpublished`` (set names left out of the composition: absent from ``$metadata`` and the service
+document, 404 code 8), ``hidden`` (set -> field names the configuration does not have: absent
+from ``$metadata`` and rows, 400 code 6 when named), ``write_failures`` (set -> handler message,
 500 code -1), ``posting_failures`` (refs whose posting fails), ``bom`` (BOM before JSON bodies),
 ``ignore_skip`` (a broken server repeating the first page). ``requests`` logs every request.
 """
@@ -66,6 +68,7 @@ class ODataEmulator:
         self.max_url = 4096
         self.publication_missing = False
         self.unpublished: set[str] = set()
+        self.hidden: dict[str, set[str]] = {}
         self.write_failures: dict[str, str] = {}
         self.posting_failures: dict[str, str] = {}
         self.bom = False
@@ -206,7 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
         if rest == "":
             return self._service_doc(as_json)
         if rest == "$metadata":
-            return self._send(200, metadata(ib).encode("utf-8"), "application/xml;charset=utf-8")
+            return self._send(200, metadata(ib, emu.unpublished, emu.hidden).encode("utf-8"), "application/xml;charset=utf-8")
         m = _SEG.match(rest)
         if not m:
             raise ODataError(400, "6", f"Неверный URL: Сегмент пути {rest!r} не найден!")
@@ -283,7 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
                 dims = []
                 for d in args["Dimensions"].split(","):
                     d = d.strip()
-                    name = d if d in s.dims else f"{d}_Key" if f"{d}_Key" in s.dims else None
+                    gone = self.emu.hidden.get(s.name, set())
+                    name = d if d in s.dims and d not in gone else f"{d}_Key" if f"{d}_Key" in s.dims and f"{d}_Key" not in gone else None
                     if name is None:
                         raise ODataError(400, "6", f"Неверный URL: Сегмент пути '{d}' не найден!")
                     dims.append(name)
@@ -294,14 +298,21 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ODataError(400, "1", f"Не удалось разобрать строку '{period}' как значение типа Edm.DateTime!")
                 period = pm.group(1)
             rows = ib.balance(s.name, period, cond, dims)
+            gone = self.emu.hidden.get(s.name, set())
+            if gone:
+                rows = [{k: v for k, v in r.items() if k not in gone and not (k.endswith("Balance") and k[:-7] in gone)} for r in rows]
             rows = self._window(rows, params)
             return self._collection(f"{s.name}_Balance", rows, None, as_json, nometa, entity=None)
         raise ODataError(400, "6", f"Неверный URL: Сегмент пути '{op}' не найден!")
 
     # -- reads
 
+    def _visible(self, s: EntitySet, rows: list[dict]) -> list[dict]:
+        gone = self.emu.hidden.get(s.name)
+        return [{k: v for k, v in r.items() if k not in gone} for r in rows] if gone else rows
+
     def _filtered(self, s: EntitySet, params: dict[str, str]) -> list[dict]:
-        rows = s.all_rows()
+        rows = self._visible(s, s.all_rows())
         text = params.get("$filter")
         if text:
             try:
@@ -336,8 +347,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not text:
             return None
         names = [x.strip() for x in text.split(",") if x.strip()]
+        gone = self.emu.hidden.get(s.name, set())
         for n in names:
-            if n not in s.props and n not in s.tables and n.split("/")[0] not in s.props:
+            if n.split("/")[0] in gone or (n not in s.props and n not in s.tables and n.split("/")[0] not in s.props):
                 raise ODataError(400, "6", f"Неверный URL: Сегмент пути '{n}' не найден!")
         return names
 
@@ -350,7 +362,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._collection(s.name, [self._project(s, r, select, nometa) for r in rows], count, as_json, nometa, entity=s)
 
     def _project(self, s: EntitySet, row: dict, select: list[str] | None, nometa: bool) -> dict:
-        out = {k: row[k] for k in (select or row) if k in row}
+        gone = self.emu.hidden.get(s.name, set())
+        out = {k: row[k] for k in (select or row) if k in row and k not in gone}
         if not nometa and s.keyed:
             for k in list(out):
                 if k.endswith("_Key") and k != "Ref_Key":
@@ -536,18 +549,25 @@ def atom_feed(base: str, name: str, s: EntitySet | None, rows: list[dict]) -> st
             f'<title type="text">{escape(name)}</title><updated>{now}</updated>{entries}</feed>')
 
 
-def metadata(ib: Infobase) -> str:
-    """EDMX v3 with the base's entity types, row types, sets and the bound functions."""
+def metadata(ib: Infobase, unpublished: set[str] | None = None, hidden: dict[str, set[str]] | None = None) -> str:
+    """EDMX v3 with the published sets only: entity types, row types, sets and the bound functions.
+
+    Unpublished sets are not in it at all (1C describes only the composition it serves), nor are
+    the fields the configuration does not have (``hidden``).
+    """
     types, sets, funcs = [], [], []
     for s in ib.sets.values():
-        props = "".join(f'<Property Name="{escape(k)}" Type="{EDM[t]}" Nullable="{"false" if k == "Ref_Key" else "true"}"/>'
-                        for k, t in s.props.items())
+        if s.name in (unpublished or ()):
+            continue
+        gone = (hidden or {}).get(s.name, set())
+        props = "".join(f'<Property Name="{escape(k)}" Type="{EDM[t]}" Nullable="{"false" if k in ("Ref_Key", "Ref") else "true"}"/>'
+                        for k, t in s.props.items() if k not in gone)
         props += "".join(f'<Property Name="{escape(t)}" Type="Collection(StandardODATA.{escape(s.name)}_{escape(t)}_RowType)" '
-                         f'Nullable="false"/>' for t in s.tables)
+                         f'Nullable="false"/>' for t in s.tables if t not in gone)
         if s.kind == "accreg":
             tname = f"{s.name}_RecordType"
             key = '<Key><PropertyRef Name="Recorder"/><PropertyRef Name="LineNumber"/></Key>'
-        elif s.kind == "inforeg":
+        elif s.kind in ("inforeg", "journal"):
             tname = s.name
             key = "<Key>" + "".join(f'<PropertyRef Name="{escape(d)}"/>' for d in s.dims) + "</Key>"
         else:
@@ -555,6 +575,8 @@ def metadata(ib: Infobase) -> str:
             key = '<Key><PropertyRef Name="Ref_Key"/></Key>'
         types.append(f'<EntityType Name="{escape(tname)}">{key}{props}</EntityType>')
         for t, cols in s.tables.items():
+            if t in gone:
+                continue
             rp = '<Property Name="Ref_Key" Type="Edm.Guid" Nullable="false"/><Property Name="LineNumber" Type="Edm.Int64" Nullable="false"/>'
             rp += "".join(f'<Property Name="{escape(k)}" Type="{EDM[v]}" Nullable="true"/>' for k, v in cols.items())
             types.append(f'<ComplexType Name="{escape(s.name)}_{escape(t)}_RowType">{rp}</ComplexType>')
@@ -565,8 +587,9 @@ def metadata(ib: Infobase) -> str:
                 funcs.append(f'<FunctionImport Name="{fn}" IsSideEffecting="true" IsBindable="true" m:IsAlwaysBindable="true">'
                              f'<Parameter Name="bindingParameter" Type="StandardODATA.{escape(s.name)}"/>{extra}</FunctionImport>')
         if s.kind == "accreg":
-            bal = "".join(f'<Property Name="{escape(d)}" Type="{EDM[s.props[d]]}" Nullable="true"/>' for d in s.dims)
-            bal += "".join(f'<Property Name="{escape(r)}Balance" Type="Edm.Double" Nullable="true"/>' for r in s.resources)
+            bal = "".join(f'<Property Name="{escape(d)}" Type="{EDM[s.props[d]]}" Nullable="true"/>' for d in s.dims if d not in gone)
+            bal += "".join(f'<Property Name="{escape(r)}Balance" Type="Edm.Double" Nullable="true"/>' for r in s.resources
+                           if r not in gone)
             types.append(f'<ComplexType Name="{escape(s.name)}_Balance">{bal}</ComplexType>')
             funcs.append(f'<FunctionImport Name="Balance" ReturnType="Collection(StandardODATA.{escape(s.name)}_Balance)" '
                          f'IsSideEffecting="false" IsBindable="true" m:IsAlwaysBindable="true">'

@@ -266,10 +266,11 @@ def test_full_pull_maps_every_stream(any_onec):
     debtor = co.company(co.stories["debtor"])
     assert [d.client_key for d in debts] == [make_key("onec", "counterparty", debtor.guid)]
     assert debts[0].amount == 42000.0
-    if any_onec.preset == "ut11":
-        assert debts[0].overdue_amount == 42000.0 and debts[0].overdue_since == co.debts[0].due and debts[0].currency == "UAH"
-    else:
-        assert debts[0].overdue_amount is None  # no terms register in this configuration
+    # УТ 11 from its terms register, УНФ / УТП by ageing the shipment against its contract's term
+    assert debts[0].overdue_amount == 42000.0 and debts[0].overdue_since == co.debts[0].due and debts[0].currency == "UAH"
+    sale = next(x for x in co.onec_docs if x.type == "sale" and x.counterparty_guid == debtor.guid)
+    assert debts[0].documents == ({"number": sale.number, "date": sale.date.date().isoformat(), "amount": 42000.0, "unpaid": 42000.0,
+                                   "due": co.debts[0].due.isoformat()},)
 
 
 def test_incremental_pull_fetches_only_changed_documents(onec):

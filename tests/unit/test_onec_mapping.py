@@ -11,7 +11,17 @@ from connector.domain import ClientKind, DocumentType, make_key
 from connector.errors import AuthError, ConfigError, NotFound, PermanentError, Rejected, TransientError
 from onec.client import build_query, classify, keys_filter, lit_guid, lit_str, parse_error
 from onec.errors import UrlTooLong
-from onec.mapping import doc_select, map_counterparty, map_debts, map_document, map_soap_document, map_user, parse_wall
+from onec.mapping import (
+    doc_select,
+    make_debt,
+    map_counterparty,
+    map_document,
+    map_soap_document,
+    map_user,
+    overdue_buckets,
+    parse_wall,
+    receivable_balances,
+)
 from onec.presets import resolve
 
 KYIV = ZoneInfo("Europe/Kyiv")
@@ -145,22 +155,29 @@ def test_ut11_debts_resolve_analytics_keys_and_overdue_terms():
         {"АналитикаУчетаПоПартнерам_Key": a2, "ДатаПлановогоПогашения": "2026-09-01T00:00:00", "ДолгУпрBalance": -1000.0},
     ]
     as_of = datetime(2026, 11, 23, 10, tzinfo=KYIV)
-    debts = map_debts(balance, n, as_of=as_of, to_counterparty={a1: CP, a2: CP, a3: other}, currencies={UAH: "UAH", usd: "USD"},
-                      overdue=overdue)
-    assert len(debts) == 1
-    d = debts[0]
+    to_cp = {a1: CP, a2: CP, a3: other}
+    balances = receivable_balances(balance, n, to_counterparty=to_cp, currencies={UAH: "UAH", usd: "USD"})
+    assert balances == {CP: (42000.0, "UAH"), other: (-5000.0, "UAH")}  # the advance is kept; the caller skips it
+    buckets = overdue_buckets(overdue, n, to_counterparty=to_cp)
+    assert buckets == {CP: [(date(2026, 9, 1), -1000.0), (date(2026, 10, 20), 2000.0), (date(2026, 11, 3), 20000.0)]}
+    d = make_debt(CP, 42000.0, "UAH", buckets[CP], [], as_of=as_of, today=as_of.date())
     assert d.key == make_key("onec", "debt", CP) and d.client_key == make_key("onec", "counterparty", CP)
     assert d.amount == 42000.0 and d.currency == "UAH" and d.as_of == as_of
     assert d.overdue_amount == 21000.0 and d.overdue_since == date(2026, 10, 20)
+    # the same debt a week earlier: only the October part had passed its due date
+    earlier = make_debt(CP, 42000.0, "UAH", buckets[CP], [], as_of=as_of, today=date(2026, 11, 1))
+    assert (earlier.overdue_amount, earlier.overdue_since) == (1000.0, date(2026, 10, 20))
 
 
-def test_debts_without_a_terms_register_leave_overdue_unknown():
+def test_debts_without_a_terms_register_take_buckets_and_documents_from_ageing():
     n = resolve("utp")
-    debts = map_debts([{"Контрагент_Key": CP, "СуммаВзаиморасчетовBalance": 900.0}], n, as_of=datetime(2026, 1, 1, tzinfo=KYIV),
-                      default_currency=n.f("currency.default"))
-    assert [(d.amount, d.currency, d.overdue_amount, d.overdue_since) for d in debts] == [(900.0, "UAH", None, None)]
-    fully_paid = map_debts([{"Контрагент_Key": CP, "СуммаBalance": 0.001}], resolve("unf"), as_of=datetime(2026, 1, 1, tzinfo=KYIV))
-    assert fully_paid == []
+    balances = receivable_balances([{"Контрагент_Key": CP, "СуммаВзаиморасчетовBalance": 900.0}], n,
+                                   default_currency=n.f("currency.default"))
+    assert balances == {CP: (900.0, "UAH")}
+    docs = [{"number": "РН-1", "date": "2026-10-01", "amount": 900.0, "unpaid": 900.0, "due": "2026-10-15"}]
+    d = make_debt(CP, 900.0, "UAH", [(date(2026, 10, 15), 900.0)], docs, as_of=datetime(2026, 11, 1, tzinfo=KYIV), today=date(2026, 11, 1))
+    assert (d.overdue_amount, d.overdue_since, d.documents) == (900.0, date(2026, 10, 15), tuple(docs))
+    assert receivable_balances([{"Контрагент_Key": CP, "СуммаBalance": 0.001}], resolve("unf")) == {CP: (0.0, "")}
 
 
 # ---------------------------------------------------------------- presets
