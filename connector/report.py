@@ -14,7 +14,7 @@ from rich.table import Table
 
 from connector.redact import redact
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # one line per line, whatever the terminal: grep and logs stay whole
 
 
 def print_sync(rep) -> None:

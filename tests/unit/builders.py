@@ -109,13 +109,14 @@ class World:
         with self.snapshot(now) as snap:
             return Planner(self.settings, snap, cal, journal=Journal(self.store)).plan(force=force)
 
-    def run(self, now: datetime = NOW, sink: "FakeSink | None" = None, *, force: bool = False) -> tuple[Plan, "FakeSink"]:
+    def run(self, now: datetime = NOW, sink: "FakeSink | None" = None, *, force: bool = False,
+            sms: "FakeSink | None" = None) -> tuple[Plan, "FakeSink"]:
         """Plan, journal and execute through a recording sink (the unit-test double of a CRM)."""
         sink = sink or FakeSink()
         plan = self.plan(now, force=force)
         j = Journal(self.store)
         record_plan(j, plan, now, None)
-        Executor(j, [sink, FakeSink("sms")], FixedClock(now)).run()
+        Executor(j, [sink, sms or FakeSink("sms")], FixedClock(now)).run()
         self.store.refresh_own()
         return plan, sink
 
