@@ -18,7 +18,6 @@ from connector.demo import Sandbox
 from connector.sandbox import generate
 from tests.e2e.conftest import ANCHOR, DEMO, ROOT, Env
 
-
 # The trust tests' own config: the sandbox's connections, and rules written for each test
 # (independent of the wording of config/demo.yaml).
 CONNECTIONS = DEMO.read_text(encoding="utf-8").split("\nrules:", 1)[0]

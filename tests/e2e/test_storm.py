@@ -1,0 +1,178 @@
+"""A storm: more than fifty SIGKILLs at seeded points of runs with a few hundred actions, with 500s,
+503 bursts, timeouts whose write still lands, partial batch failures and expired OAuth tokens in
+between. Afterwards every planned task, comment and reassignment exists exactly once, nothing is
+left pending, and messages went out at most once, every unsent one reported."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import sqlite3
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+
+import pytest
+
+from connector.demo import Sandbox
+from connector.sandbox import generate
+from tests.e2e.conftest import ANCHOR, DEMO, ROOT, Env
+
+PENDING = ("planned", "retry_wait", "in_flight")
+
+
+def _config(tmp, sb: Sandbox, portal) -> str:
+    server = next(s for s in sb._services if hasattr(s, "portal")).server
+    access, refresh = portal.issue_oauth("app.storm", "storm-secret-0001")
+    text = DEMO.read_text(encoding="utf-8").split("\nrules:", 1)[0]
+    text = re.sub(r"bitrix24:\n  webhook_url: .*\n", (
+        "bitrix24:\n"
+        "  oauth:\n"
+        f"    domain: {server.base_url}\n"
+        "    client_id: app.storm\n"
+        "    client_secret: storm-secret-0001\n"
+        f"    refresh_token: {refresh}\n"
+        f"    access_token: {access}\n"
+        f"    token_url: {server.base_url}/oauth/token/\n"
+        "  timeout: 2\n"), text)
+    text = re.sub(r"\nsafety: .*\n", "\nsafety: {max_actions_per_run: 5000, max_share: 1.0}\nlease_seconds: 3\n", text)
+    text += """
+rules:
+  - name: forgotten
+    type: forgotten
+    inactive_days: 7
+    actions:
+      - task: {title: "No contact: {{ client.title }}", deadline: 3 workdays}
+      - comment: "Forgotten: a task went to {{ manager.name }}."
+  - name: release
+    type: release
+    after: forgotten
+    grace_days: 14
+    reassign: {to: [7, 9]}
+    actions:
+      - notify: [supervisor, previous_responsible]
+  - name: lost
+    type: lost
+    min_purchases: 2
+    after_days: 180
+    actions:
+      - task: {title: "Win back: {{ client.title }} #{{ callback_number }}", deadline: 1 workdays}
+  - name: missed_call
+    type: missed_call
+    actions:
+      - sms: {text: "Sorry we missed your call."}
+      - task: {title: "Call back {{ call.phone }}", deadline: 2 hours}
+"""
+    path = tmp / "storm.yaml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def _is_write(body) -> bool:
+    return isinstance(body, dict) and any(str(k).startswith("a") and "_" in str(k) for k in (body.get("result", {}) or {}).get("result") or {})
+
+
+@pytest.mark.slow
+def test_a_storm_of_kills_and_faults_leaves_every_action_exactly_once(tmp_path):
+    rng = random.Random(20261202)
+    with Sandbox(company=generate(companies=110)) as sb:
+        env = Env(sb, {**os.environ, **sb.env, "CONNECTOR_STORE": f"sqlite:///{tmp_path / 'storm.db'}", "PYTHONPATH": str(ROOT)}, tmp_path)
+        portal = env.service("portal")
+        turbosms = env.service("turbosms")
+        cfg = _config(tmp_path, sb, portal)
+        start = datetime.fromisoformat(ANCHOR)
+        kills, faults, outputs = 0, Counter(), []
+        step = 0
+        for phase in (start, start + timedelta(days=16)):  # tasks and comments first, releases 16 days later
+            for _ in range(30):
+                step += 1
+                now = (phase + timedelta(minutes=7 * step)).isoformat()
+                kind = rng.choice(["kill_after_write", "kill_after_write", "kill_in_sync", "kill_while_held", "late_answer",
+                                   "error_after_apply", "burst_503", "partial_batch", "expired_token"])
+                faults[kind] += 1
+                proc = env.spawn("run", cfg, "--once", "--now", now, "--wait", "20")
+                writes = {"n": 0, "at": rng.randint(1, 3)}
+
+                def hook(method, status, body, proc=proc, kind=kind, writes=writes):
+                    if not _is_write(body):
+                        return None
+                    writes["n"] += 1
+                    if writes["n"] != writes["at"]:
+                        return None
+                    if kind in ("kill_after_write", "kill_while_held"):
+                        if kind == "kill_while_held":
+                            time.sleep(rng.uniform(0.1, 0.8))  # the portal holds the write open, then the client dies
+                        os.kill(proc.pid, signal.SIGKILL)
+                        return None
+                    if kind == "late_answer":
+                        time.sleep(2.5)  # longer than the client's timeout: the write landed, the answer did not
+                        return None
+                    if kind == "error_after_apply":
+                        return 500, {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}
+                    return None
+
+                portal.after_request = hook
+                if kind == "burst_503":
+                    portal.inject_fault(None, 503, "QUERY_LIMIT_EXCEEDED", "Too many requests", times=rng.randint(2, 8))
+                elif kind == "partial_batch":
+                    portal.inject_fault(rng.choice(["tasks.task.add", "crm.timeline.comment.add", "crm.company.update"]),
+                                        500, "INTERNAL_SERVER_ERROR", "Internal server error", times=rng.randint(1, 3))
+                elif kind == "expired_token":
+                    portal.expire_tokens()
+                timer = None
+                if kind == "kill_in_sync":
+                    timer = threading.Timer(rng.uniform(0.3, 1.5), lambda p=proc: p.poll() is None and os.kill(p.pid, signal.SIGKILL))
+                    timer.start()
+                out, err = proc.communicate(timeout=300)
+                if timer is not None:
+                    timer.join()
+                portal.after_request = None
+                portal.faults.clear()
+                kills += proc.returncode == -9
+                outputs.append(out + err)
+                assert proc.returncode in (0, 1, -9), out + err
+        assert kills >= 50, (kills, faults)
+        # the storm is over: clean runs, later each time, until nothing is pending
+        db = tmp_path / "storm.db"
+        for extra in range(12):
+            now = (start + timedelta(days=16, hours=6 + extra * 2)).isoformat()
+            r = env.cli("run", cfg, "--once", "--now", now, "--wait", "20")
+            outputs.append(r.stdout + r.stderr)
+            with sqlite3.connect(db) as c:
+                pending = c.execute(f"SELECT count(*) FROM journal WHERE state IN {PENDING}").fetchone()[0]
+            if pending == 0 and r.returncode == 0:
+                break
+        with sqlite3.connect(db) as c:
+            states = Counter(s for (s,) in c.execute("SELECT state FROM journal"))
+            rows = c.execute("SELECT key, type, state, remote_key, detail FROM journal").fetchall()
+        assert not any(states[s] for s in PENDING), states
+
+        # every task and comment the connector made exists exactly once, and each done one exists
+        made: Counter = Counter()
+        for t in portal.table("task").values():
+            made.update(re.findall(r"cn-[0-9a-f]{12}", t.get("DESCRIPTION") or ""))
+        for cm in portal.table("comment").values():
+            made.update(re.findall(r"cn-[0-9a-f]{12}", cm.get("COMMENT") or ""))
+        assert made and set(made.values()) == {1}, [m for m, n in made.items() if n > 1]
+        from connector.ports import marker_of
+
+        for key, typ, state, _remote, _detail in rows:
+            if typ in ("task", "comment") and state == "done":
+                assert made[marker_of(key)] == 1, key
+        # every release moved its client once, to a pool member, and the messages about it followed it
+        releases = [r for r in rows if r[1] == "reassign"]
+        assert releases and all(r[2] == "done" for r in releases)
+        assert len({r[0].rsplit(":", 2)[0] for r in releases}) == len(releases)
+        for key, _, _, _, _ in releases:
+            cid = int(key.split(":")[3])
+            assert portal.table("company")[cid]["ASSIGNED_BY_ID"] in (7, 9)
+        # messages at most once: TurboSMS got each text once, each notification text reached each person once
+        assert set(Counter((m.phone, m.text) for m in turbosms.outbox).values()) <= {1}
+        assert set(Counter((n["USER_ID"], n["MESSAGE"]) for n in portal.table("notify").values()).values()) <= {1}
+        unsent = [r for r in rows if r[1] in ("sms", "notify") and r[2] in ("uncertain", "failed", "dead", "cancelled")]
+        log = "\n".join(outputs)
+        for key, _, state, _, _ in unsent:
+            assert key in log, (key, state)  # reported, with its key, in the run that gave up on it
