@@ -114,11 +114,23 @@ class OneCOData(Model):
 
 
 class OneCSoap(Model):
-    wsdl: str
-    endpoint: str | None = None
+    wsdl: str = Field("reference", description="WSDL URL, a local file, or `reference` (the bundled WSDL)")
+    endpoint: str | None = Field(None, description="the service address; default: the WSDL URL without its query")
     user: str | None = None
     password: str | None = None
     operations: dict[str, str] = Field(default_factory=dict)
+    allow_hosts: list[str] = Field(default_factory=list, description="other hosts (or file:///folders/) the WSDL may "
+                                   "import from; fetched without credentials")
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> "OneCSoap":
+        remote = self.wsdl.lower().startswith(("http://", "https://"))
+        if not self.endpoint and not remote:
+            raise ValueError("endpoint is required with wsdl: reference or a local WSDL file "
+                             "(the service address; the WSDL's own soap:address is never used)")
+        if self.endpoint and not self.endpoint.lower().startswith(("http://", "https://")):
+            raise ValueError("endpoint must be an http:// or https:// URL")
+        return self
 
 
 class OneC(Model):
@@ -141,9 +153,17 @@ class OneC(Model):
 
 class BinotelPush(Model):
     listen: str = "127.0.0.1:8085"
-    token: str
+    token: str = Field(description="the secret part of the push URL, at least 16 characters")
     allow_from: list[str] = Field(default_factory=list)
     max_body_bytes: int = 65536
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        if len(v.strip()) < 16:
+            raise ValueError("the push token must be at least 16 characters: it is the only secret in the push URL "
+                             "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
+        return v
 
 
 class Binotel(Model):
@@ -177,6 +197,10 @@ class Sms(Model):
 class Email(Model):
     smtp: str
     from_: str = Field(alias="from")
+    insecure: bool = Field(False, description="allow plain text when the server offers no STARTTLS (a trusted local "
+                           "relay only); `connector check` warns")
+    ca_file: str | None = Field(None, description="PEM file of the CA that signed the server's certificate "
+                                "(an internal CA); the system's CAs otherwise")
 
 
 class Messaging(Model):

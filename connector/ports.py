@@ -147,6 +147,7 @@ class CheckResult:
     what: str
     ok: bool
     detail: str = ""
+    warning: bool = False  # works, but weakens security: shown as WARN, does not fail `check`
 
 
 class Adapter(Protocol):

@@ -240,10 +240,11 @@ def test_adapter_configured_check_and_sandbox() -> None:
     sb = ADAPTER.sandbox(None)
     env = sb.start()
     try:
-        assert set(env) == {"TURBOSMS_TOKEN", "TURBOSMS_URL", "SMTP_URL"}
+        assert set(env) == {"TURBOSMS_TOKEN", "TURBOSMS_URL", "SMTP_URL", "SMTP_CA_FILE"}
         s = Settings(messaging=Messaging(sms=Sms(provider="turbosms", token=env["TURBOSMS_TOKEN"], sender="MyShop",
                                                   url=env["TURBOSMS_URL"]),
-                                          email={"smtp": env["SMTP_URL"], "from": "shop@example.com"}))
+                                          email={"smtp": env["SMTP_URL"], "from": "shop@example.com",
+                                                 "ca_file": env["SMTP_CA_FILE"]}))
         assert ADAPTER.configured(s)
         ctx = Context(clock=SystemClock())
         sink = ADAPTER.sink(s, ctx)
