@@ -203,7 +203,7 @@ class ODataClient:
         def once() -> Any:
             self.counter.add(method)
             try:
-                r = self.session.request(method, url, data=data, headers=headers, timeout=(10, self.timeout))
+                r = self.session.request(method, url, data=data, headers=headers, timeout=(min(10.0, self.timeout), self.timeout))
             except requests.RequestException as e:
                 known = transport_error(e, system=SYSTEM, obj=obj)
                 if known is not None:
