@@ -10,7 +10,6 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -19,8 +18,8 @@ from rich.table import Table
 from connector.config import Settings, json_schema, load_settings
 from connector.errors import ConfigError, ConnectorError, StoreError
 from connector.ports import FixedClock, SystemClock
-from connector.redact import install_logging_filter, redact
-from connector.report import console, print_exec, print_plan, print_sync
+from connector.redact import install_logging_filter, redact_url
+from connector.report import cell, console, plain, print_exec, print_plan, print_sync
 
 err = Console(stderr=True, highlight=False)
 
@@ -51,7 +50,7 @@ def _load(path: str) -> Settings:
         return load_settings(path)
     except ConfigError as e:
         for p in e.problems:
-            err.print(redact(p), markup=False)
+            err.print(plain(p), markup=False)
         err.print(f"{len(e.problems)} problem(s) in {path}; nothing was run.", markup=False)
         sys.exit(2)
 
@@ -96,12 +95,13 @@ def check(config: str) -> None:
         try:
             results = adapter.check(s, ctx)
         except ConnectorError as e:
-            t.add_row(adapter.name, "reach", "[red]FAIL[/]", redact(str(e)))
+            t.add_row(adapter.name, "reach", "[red]FAIL[/]", cell(e))
             bad += 1
             continue
         for r in results:
             bad += not r.ok
-            t.add_row(r.system, r.what, "[green]ok[/]" if r.ok else "[red]FAIL[/]", redact(r.detail))
+            verdict = "[red]FAIL[/]" if not r.ok else "[yellow]WARN[/]" if r.warning else "[green]ok[/]"
+            t.add_row(cell(r.system), cell(r.what), verdict, cell(r.detail))
     console.print(t)
     sys.exit(1 if bad else 0)
 
@@ -145,9 +145,10 @@ def status(config: str) -> None:
 
     s = _load(config)
     store = _open(s)
+    console.print(f"store: {plain(redact_url(s.store))}", markup=False)
     t = Table("system", "stream", "rows", "updated", "cursor")
     for c in store.cursors():
-        t.add_row(c["system"], c["stream"], str(c["rows"]), str(c["updated_at"] or ""), (c["cursor"] or "")[:60])
+        t.add_row(cell(c["system"]), cell(c["stream"]), str(c["rows"]), str(c["updated_at"] or ""), cell((c["cursor"] or "")[:60]))
     console.print(t)
     counts = store.counts()
     console.print("records: " + ", ".join(f"{k} {v}" for k, v in counts.items()), markup=False)
@@ -155,14 +156,14 @@ def status(config: str) -> None:
         last = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(5)).all()
     rt = Table("run", "command", "started", "clock", "status")
     for r in last:
-        rt.add_row(str(r.id), r.command, str(r.started_at), str(r.clock), r.status)
+        rt.add_row(str(r.id), cell(r.command), str(r.started_at), str(r.clock), cell(r.status))
     console.print(rt)
     console.print("journal: " + (", ".join(f"{k} {v}" for k, v in sorted(Journal(store).summary().items())) or "empty"), markup=False)
     problems = link_report(store)
     if problems:
         lt = Table("1C counterparty", "status", "candidates")
         for p in problems:
-            lt.add_row(p["title"] or p["key"], p["status"], ", ".join(p["candidates"]))
+            lt.add_row(cell(p["title"] or p["key"]), cell(p["status"]), cell(", ".join(p["candidates"])))
         console.print(lt)
 
 
@@ -232,7 +233,9 @@ def sandbox(companies: int, env_file: str | None) -> None:
         for line in lines:
             console.print(f"  export {line}", markup=False)
         if env_file:
-            Path(env_file).write_text("\n".join(lines) + "\n", encoding="utf-8")
+            from connector.private import write_private_text
+
+            write_private_text(env_file, "\n".join(lines) + "\n")  # secrets inside: owner only (0600)
             console.print(f"(also written to {env_file}; try: connector plan config/demo.yaml)", markup=False)
         console.print("Ctrl-C to stop.", markup=False)
         try:

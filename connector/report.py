@@ -1,22 +1,45 @@
-"""What the CLI and the demo print: sync figures, plans, execution summaries."""
+"""What the CLI and the demo print: sync figures, plans, execution summaries.
+
+Text that comes from an upstream or a config (client titles such as ``Chernihiv [/] Grain``, 1C
+names, error texts) is never parsed as rich markup and loses its control characters: it goes
+through :func:`safe` inside a markup string, :func:`cell` into a table, or ``markup=False``.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from connector.redact import redact
+from connector.redact import redact, strip_controls
 
 console = Console(highlight=False)
+
+
+def plain(value: Any) -> str:
+    """Secrets masked, control characters dropped: for ``markup=False`` output."""
+    return strip_controls(redact(str(value)))
+
+
+def safe(value: Any) -> str:
+    """:func:`plain`, with rich markup escaped: for interpolation into a markup string."""
+    return escape(plain(value))
+
+
+def cell(value: Any) -> Text:
+    """A table cell that is never parsed as markup."""
+    return Text(plain(value))
 
 
 def print_sync(rep) -> None:
     t = Table("source", "rows", "requests", "seconds", "status")
     for s in rep.sources:
-        t.add_row(s.system, str(s.rows), str(s.requests), f"{s.seconds:.1f}", "ok" if not s.error else f"[red]FAILED[/] {redact(s.error)}")
+        t.add_row(s.system, str(s.rows), str(s.requests), f"{s.seconds:.1f}", "ok" if not s.error else f"[red]FAILED[/] {safe(s.error)}")
     console.print(t)
     if rep.links:
         console.print(f"1C counterparties: {rep.links.get('linked', 0)} linked, {rep.links.get('ambiguous', 0)} ambiguous, "
@@ -69,19 +92,19 @@ def print_plan(plan, *, as_json: bool = False) -> None:
         return
     for rp in plan.rules:
         n = len(rp.actions)
-        console.print(f"[bold]{rp.rule}[/] ({rp.type}): {rp.findings} of {rp.scope} in scope, {n} action{'s' if n != 1 else ''}")
+        console.print(f"[bold]{safe(rp.rule)}[/] ({safe(rp.type)}): {rp.findings} of {rp.scope} in scope, {n} action{'s' if n != 1 else ''}")
         if rp.refused:
-            console.print(f"  [red]REFUSED[/]: {rp.refused}", markup=True)
+            console.print(f"  [red]REFUSED[/]: {safe(rp.refused)}", markup=True)
         for e in rp.errors:
-            console.print(f"  [red]error[/]: {redact(e)}")
+            console.print(f"  [red]error[/]: {safe(e)}")
         for r in rows:
             if r["rule"] != rp.rule:
                 continue
             desc = _describe(r) + (f" (waits until {r['not_before'][:16]})" if r["not_before"] else "")
-            console.print(f"  {r['state']:<9} {desc}", markup=False, soft_wrap=True)
-            console.print(f"            {r['client']} · {r['manager']} · {r['reason']}", markup=False, soft_wrap=True)
+            console.print(plain(f"  {r['state']:<9} {desc}"), markup=False, soft_wrap=True)
+            console.print(plain(f"            {r['client']} · {r['manager']} · {r['reason']}"), markup=False, soft_wrap=True)
     if plan.refused_run:
-        console.print(f"[red]REFUSED[/]: {plan.refused_run}")
+        console.print(f"[red]REFUSED[/]: {safe(plan.refused_run)}")
 
 
 def print_exec(rep) -> None:
@@ -93,8 +116,8 @@ def print_exec(rep) -> None:
         console.print(f"executed: {e.done} done, {e.reconciled} reconciled after a crash, {e.retry} to retry, {e.failed} failed, "
                       f"{e.uncertain} uncertain, {e.skipped} skipped (no channel), {e.delivered} delivered", markup=False)
         for rule, counts in sorted(e.by_rule.items()):
-            console.print(f"  {rule}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), markup=False)
+            console.print(plain(f"  {rule}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))), markup=False)
         for p in e.problems:
-            console.print(f"  [yellow]![/] {redact(p)}")
+            console.print(f"  [yellow]![/] {safe(p)}")
     for n in rep.notes:
-        console.print(f"[red]{redact(n)}[/]")
+        console.print(f"[red]{safe(n)}[/]")
