@@ -137,6 +137,6 @@ def test_a_postgres_url_with_slash_or_at_in_the_password_is_never_printed(passwo
     url = f"postgresql+psycopg://app:{password}@127.0.0.1:1/connector"
     with pytest.raises(StoreError) as e:
         Store(url).counts()
-    assert "app:***@" in str(e.value)
+    assert "postgresql+psycopg://app:***@127.0.0.1:1/connector" in str(e.value)
     for part in [password, *(p for p in password.replace("@", "/").split("/") if len(p) > 2)]:
         assert part not in str(e.value), part
