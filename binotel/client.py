@@ -28,6 +28,7 @@ from connector.config import Binotel
 from connector.errors import AuthError, PermanentError, RateLimited, Rejected, TransientError, UpstreamError
 from connector.ports import Context
 from connector.redact import add_secret
+from connector.upstream import GuardedSession, transport_error
 
 SYSTEM = "binotel"
 log = logging.getLogger("binotel.client")
@@ -155,7 +156,8 @@ class BinotelClient:
         self.settings = settings
         self.base = settings.url.rstrip("/")
         self.counter = ctx.counter(SYSTEM)
-        self.session = session or requests.Session()
+        # the key and secret travel in every body: never follow a redirect; ``timeout`` is a total deadline
+        self.session = session or GuardedSession()
         self._own_session = session is None
         self.sleep = sleep
         self.monotonic = monotonic
@@ -216,6 +218,9 @@ class BinotelClient:
                 resp = self.session.post(url, json=body, timeout=self.timeout)
                 status = resp.status_code
             except requests.RequestException as e:
+                known = transport_error(e, system=SYSTEM, obj=what)
+                if known is not None:
+                    raise known from None
                 raise TransientError(f"connection failed ({type(e).__name__})", system=SYSTEM, obj=what) from None
             finally:
                 gate.last_end = self.monotonic()

@@ -43,6 +43,7 @@ from connector.errors import (
 )
 from connector.ports import Context
 from connector.redact import add_secret
+from connector.upstream import REDIRECT_STATUSES, redirect_error, redirect_target
 
 SYSTEM = "bitrix24"
 
@@ -179,12 +180,15 @@ class _Handler(ServerRequestHandler):
                 body["auth"] = self.token
             owner.counter.add(method)
             try:
-                async with self.session.post(self.webhook + method, json=body, ssl=self.ssl) as resp:
-                    status, raw = resp.status, await resp.read()
+                # never follow a redirect: the body carries the access token (the webhook URL its code)
+                async with self.session.post(self.webhook + method, json=body, ssl=self.ssl, allow_redirects=False) as resp:
+                    status, raw, location = resp.status, await resp.read(), resp.headers.get("Location")
             except (TimeoutError, aiohttp.ClientError) as e:
                 raise TransientError(f"connection failed ({type(e).__name__})", system=SYSTEM, obj=what) from None
             finally:
                 self.leaky_bucket_throttler.add_request_record()
+        if status in REDIRECT_STATUSES:
+            raise redirect_error(SYSTEM, what, redirect_target(self.webhook, location), status)
         data = _json(raw)
         if status >= 400 or data is None or "error" in data:
             if data is None and status < 400:
@@ -464,11 +468,13 @@ class BitrixClient:
                   "refresh_token": refresh}
         self.counter.add("oauth.token")
         try:
-            async with self._session.get(o.token_url, params=params) as resp:
-                status, raw = resp.status, await resp.read()
+            async with self._session.get(o.token_url, params=params, allow_redirects=False) as resp:
+                status, raw, location = resp.status, await resp.read(), resp.headers.get("Location")
         except (TimeoutError, aiohttp.ClientError) as e:
             raise TransientError(f"token refresh failed ({type(e).__name__})", system=SYSTEM,
                                  obj="oauth.token") from None
+        if status in REDIRECT_STATUSES:  # the query carries the client secret and the refresh token
+            raise redirect_error(SYSTEM, "oauth.token", redirect_target(o.token_url, location), status)
         data = _json(raw) or {}
         if status >= 400 or "error" in data or not data.get("access_token"):
             err = classify(status, data, what="oauth.token")

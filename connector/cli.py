@@ -10,7 +10,6 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -19,8 +18,8 @@ from rich.table import Table
 from connector.config import Settings, json_schema, load_settings
 from connector.errors import ConfigError, ConnectorError, StoreError
 from connector.ports import FixedClock, SystemClock
-from connector.redact import install_logging_filter, redact
-from connector.report import console, print_exec, print_plan, print_sync
+from connector.redact import install_logging_filter, redact_url
+from connector.report import cell, console, plain, print_exec, print_plan, print_sync
 
 err = Console(stderr=True, highlight=False)
 
@@ -56,7 +55,7 @@ def _load(path: str) -> Settings:
     except ConfigError as e:
         # plain lines, never wrapped to the terminal's width: one problem per line, for grep and editors
         for p in e.problems:
-            click.echo(redact(p), err=True)
+            click.echo(plain(p), err=True)
         click.echo(f"{len(e.problems)} problem(s) in {path}; nothing was run.", err=True)
         sys.exit(2)
 
@@ -104,8 +103,9 @@ def check(config: str) -> None:
             results.append(CheckResult(adapter.name, "reach", False, str(e)))
     # one plain line per check, never wrapped to the terminal: problems name FILE:LINE for editors and grep
     for r in results:
-        word, colour = ("skip", "yellow") if not r.checked else ("ok", "green") if r.ok else ("FAIL", "red")
-        click.echo(f"{click.style(f'{word:<4}', fg=colour)}  {r.system:<8}  {r.what}: {redact(r.detail)}")
+        word, colour = (("skip", "yellow") if not r.checked else ("FAIL", "red") if not r.ok else
+                        ("WARN", "yellow") if r.warning else ("ok", "green"))
+        click.echo(f"{click.style(f'{word:<4}', fg=colour)}  {plain(r.system):<8}  {plain(r.what)}: {plain(r.detail)}")
     bad = sum(not r.ok for r in results)
     click.echo(f"{bad} check(s) failed." if bad else "All checks passed.")
     sys.exit(1 if bad else 0)
@@ -172,9 +172,10 @@ def status(config: str) -> None:
 
     s = _load(config)
     store = _open(s)
+    console.print(f"store: {plain(redact_url(s.store))}", markup=False)
     t = Table("system", "stream", "rows", "updated", "cursor")
     for c in store.cursors():
-        t.add_row(c["system"], c["stream"], str(c["rows"]), str(c["updated_at"] or ""), (c["cursor"] or "")[:60])
+        t.add_row(cell(c["system"]), cell(c["stream"]), str(c["rows"]), str(c["updated_at"] or ""), cell((c["cursor"] or "")[:60]))
     console.print(t)
     counts = store.counts()
     console.print("records: " + ", ".join(f"{k} {v}" for k, v in counts.items()), markup=False)
@@ -182,14 +183,14 @@ def status(config: str) -> None:
         last = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(5)).all()
     rt = Table("run", "command", "started", "clock", "status")
     for r in last:
-        rt.add_row(str(r.id), r.command, str(r.started_at), str(r.clock), r.status)
+        rt.add_row(str(r.id), cell(r.command), str(r.started_at), str(r.clock), cell(r.status))
     console.print(rt)
     console.print("journal: " + (", ".join(f"{k} {v}" for k, v in sorted(Journal(store).summary().items())) or "empty"), markup=False)
     problems = link_report(store)
     if problems:
         lt = Table("1C counterparty", "status", "candidates")
         for p in problems:
-            lt.add_row(p["title"] or p["key"], p["status"], ", ".join(p["candidates"]))
+            lt.add_row(cell(p["title"] or p["key"]), cell(p["status"]), cell(", ".join(p["candidates"])))
         console.print(lt)
 
 
@@ -300,7 +301,9 @@ def sandbox(companies: int, env_file: str | None) -> None:
         for line in lines:
             console.print(f"  export {line}", markup=False)
         if env_file:
-            Path(env_file).write_text("\n".join(lines) + "\n", encoding="utf-8")
+            from connector.private import write_private_text
+
+            write_private_text(env_file, "\n".join(lines) + "\n")  # secrets inside: owner only (0600)
             console.print(f"(also written to {env_file}; try: connector plan config/demo.yaml)", markup=False)
         console.print("Ctrl-C to stop.", markup=False)
         try:

@@ -145,14 +145,26 @@ class OneCOData(Model):
 
 
 class OneCSoap(Model):
-    wsdl: str = Field(description="WSDL address of the 1C web service, or `reference` for the bundled one.",
-                      examples=["${ONEC_WSDL_URL}", "reference"])
-    endpoint: str | None = Field(None, description="Service address when the WSDL's soap:address is an internal host.",
-                                 examples=["${ONEC_SOAP_ENDPOINT}"])
+    wsdl: str = Field("reference", description="WSDL address of the 1C web service, a local file, or `reference` for the "
+                      "bundled one.", examples=["${ONEC_WSDL_URL}", "reference"])
+    endpoint: str | None = Field(None, description="The service address (the WSDL's own soap:address is never used); default: "
+                                 "the WSDL URL without its query.", examples=["${ONEC_SOAP_ENDPOINT}"])
     user: str | None = Field(None, description="1C user for the web service.", examples=["${ONEC_USER}"])
     password: str | None = Field(None, description="That user's password.", examples=["${ONEC_PASSWORD}"])
     operations: dict[str, str] = Field(default_factory=dict, description="The service's operation names, when the integrator "
                                        "named them differently from the reference WSDL.", examples=[{"GetDebts": "ПолучитьДолги"}])
+    allow_hosts: list[str] = Field(default_factory=list, description="Other hosts (or file:///folders/) the WSDL may import "
+                                   "from; fetched without credentials.", examples=[["schemas.example.com"]])
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> "OneCSoap":
+        remote = self.wsdl.lower().startswith(("http://", "https://"))
+        if not self.endpoint and not remote:
+            raise ValueError("endpoint is required with wsdl: reference or a local WSDL file "
+                             "(the service address; the WSDL's own soap:address is never used)")
+        if self.endpoint and not self.endpoint.lower().startswith(("http://", "https://")):
+            raise ValueError("endpoint must be an http:// or https:// URL")
+        return self
 
 
 class OneC(Model):
@@ -192,11 +204,20 @@ class OneC(Model):
 
 class BinotelPush(Model):
     listen: str = Field("127.0.0.1:8085", description="host:port the push receiver listens on.", examples=["0.0.0.0:8085"])
-    token: str = Field(description="Secret path part of the push URL http://HOST:PORT/binotel/<token>.",
+    token: str = Field(description="Secret path part of the push URL http://HOST:PORT/binotel/<token>, at least 16 "
+                       "characters.",
                        examples=["${BINOTEL_PUSH_TOKEN}"])
     allow_from: list[str] = Field(default_factory=list, description="Addresses or networks allowed to push (empty: any).",
                                   examples=[["194.88.218.0/24"]])
     max_body_bytes: int = Field(65536, description="Larger push requests are refused.", examples=[65536])
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        if len(v.strip()) < 16:
+            raise ValueError("the push token must be at least 16 characters: it is the only secret in the push URL "
+                             "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
+        return v
 
 
 class Binotel(Model):
@@ -241,6 +262,10 @@ class Email(Model):
     smtp: str = Field(description="SMTP server as a URL: smtp://user:pass@host:587 (STARTTLS when offered) or smtps://host:465.",
                       examples=["${SMTP_URL}"])
     from_: str = Field(alias="from", description="Sender address of client e-mails.", examples=["shop@example.com"])
+    insecure: bool = Field(False, description="Allow plain text when the server offers no STARTTLS (a trusted local relay "
+                           "only); `connector check` warns.", examples=[False])
+    ca_file: str | None = Field(None, description="PEM file of the CA that signed the server's certificate (an internal CA); "
+                                "the system's CAs otherwise.", examples=["/etc/ssl/internal-ca.pem"])
 
 
 class Messaging(Model):

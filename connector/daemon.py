@@ -2,7 +2,10 @@
 
 SIGTERM/SIGINT finish the current cycle and exit 0. SIGHUP reloads the config file; a bad new
 config is refused (its problems are logged) and the old one stays in force. The optional Binotel
-push receiver runs beside the cycles and writes calls straight into the store.
+push receiver runs beside the cycles and writes calls straight into the store. A cycle that fails
+with anything at all (an odd upstream value raising ``TypeError``, a library's own exception) is
+logged with its traceback (secrets masked), counted, and tried again next cycle; the push
+receiver keeps serving.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import traceback
 from datetime import UTC, datetime
 
 from croniter import croniter
@@ -17,6 +21,7 @@ from croniter import croniter
 from connector.config import Settings, load_settings
 from connector.errors import ConfigError, ConnectorError
 from connector.ports import Clock, SystemClock
+from connector.redact import redact
 from connector.registry import adapters
 from connector.runner import cycle, make_context, open_store
 
@@ -32,6 +37,8 @@ class Daemon:
         self.stop = threading.Event()
         self.reload = threading.Event()
         self.cycles = 0
+        self.failed_cycles = 0  # cycles that raised (a metric to export)
+        self.unexpected_errors = 0  # of those, not the connector's own errors: bugs or odd upstream data
         self._push = None
 
     def _on_term(self, signum: int, frame: object) -> None:
@@ -101,7 +108,13 @@ class Daemon:
                     for line in (rep.execution.notes + rep.execution.problems) if rep.execution else []:
                         log.warning("%s", line)
                 except ConnectorError as e:
+                    self.failed_cycles += 1
                     log.error("cycle failed: %s", e)
+                except Exception as e:  # anything else must not end the daemon and its push receiver  # noqa: BLE001
+                    self.failed_cycles += 1
+                    self.unexpected_errors += 1
+                    log.error("cycle %d failed unexpectedly (%s); retrying next cycle:\n%s", self.cycles + 1,
+                              type(e).__name__, redact("".join(traceback.format_exception(e))))
                 self.cycles += 1
                 if max_cycles is not None and self.cycles >= max_cycles:
                     break

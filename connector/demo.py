@@ -19,7 +19,7 @@ from rich.table import Table
 from connector.errors import ConfigError
 from connector.ports import FixedClock
 from connector.registry import adapters
-from connector.report import print_exec, print_plan, print_sync
+from connector.report import cell, plain, print_exec, print_plan, print_sync
 from connector.sandbox import SyntheticCompany, generate
 
 
@@ -83,12 +83,12 @@ def run_demo(config_path: str | None, *, companies: int = 40, console: Console |
             settings = load_settings(cfg)
         except ConfigError as e:
             for p in e.problems:
-                console.print(p, markup=False)
+                console.print(plain(p), markup=False)
             return 2
         store = open_store(settings)
         today = sb.company.anchor
         console.rule(f"Sandbox company: {len(sb.company.companies)} clients, {len(sb.company.managers)} managers; simulated date {today:%Y-%m-%d %H:%M %Z}")
-        console.print(f"Config: {cfg}", markup=False)
+        console.print(plain(f"Config: {cfg}"), markup=False)
 
         console.rule("1. connector plan  (sync, evaluate, show; writes nothing)")
         rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=False)
@@ -117,11 +117,11 @@ def run_demo(config_path: str | None, *, companies: int = 40, console: Console |
         for rp in first.plan.rules:
             a = first.execution.by_rule.get(rp.rule, {}) if first.execution else {}
             b = rep16.execution.by_rule.get(rp.rule, {}) if rep16.execution else {}
-            t.add_row(rp.rule, rp.type, _fmt(a), _fmt(b))
+            t.add_row(cell(rp.rule), cell(rp.type), cell(_fmt(a)), cell(_fmt(b)))
         console.print(t)
         highlights = _highlights(store) + _calls_as_contact(settings, store, today)
         for line in highlights:
-            console.print(f"  - {line}", markup=False)
+            console.print(plain(f"  - {line}"), markup=False)
         ok = first.ok and rep16.ok
         return 0 if ok else 1
 

@@ -218,6 +218,7 @@ class CheckResult:
     ok: bool
     detail: str = ""
     checked: bool = True  # False: this cannot be verified from here (``detail`` says why); never a failure
+    warning: bool = False  # works, but weakens security: shown as WARN, does not fail `check`
 
 
 class Adapter(Protocol):

@@ -3,6 +3,9 @@
 Clients register every secret they hold (webhook codes, passwords, tokens) here; errors and the
 logging filter replace them with ``***``. Webhook URLs are also masked by shape, so a URL that
 was never registered (say, from a traceback of a library) still loses its secret segment.
+Connection URLs that the connector prints itself (the store's) go through :func:`redact_url`,
+which parses them. The logging filter also drops control characters, so text from an upstream
+cannot move the cursor or recolour a terminal.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from urllib.parse import parse_qsl, urlencode
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -48,6 +52,47 @@ def redact(text: str) -> str:
     return text
 
 
+_SECRET_PARAM = ("pass", "secret", "token", "key")
+
+
+def redact_url(url: str) -> str:
+    """A connection URL with its password masked, found by parsing, not by pattern.
+
+    The user info ends at the *last* ``@`` before the query, so a password holding ``/`` or ``@``
+    (unencoded, as admins do type them) is masked whole; query parameters that name a password,
+    secret, token or key are masked too. Something that is not a URL at all is not shown.
+    """
+    scheme, sep, rest = str(url).partition("://")
+    if not sep:
+        return "***"
+    location, qsep, query = rest.partition("?")
+    userinfo, at, hostpart = location.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        location = f"{user}:***@{hostpart}" if colon else f"{user}@{hostpart}"
+    if qsep:
+        pairs = [(k, "***" if any(w in k.lower() for w in _SECRET_PARAM) else v) for k, v in parse_qsl(query, keep_blank_values=True)]
+        query = urlencode(pairs, safe="*")
+    return f"{scheme}://{location}" + (f"?{query}" if qsep else "")
+
+
+def url_password(url: str) -> str | None:
+    """The password part of a connection URL (to register it as a secret), parsed as :func:`redact_url` does."""
+    _, sep, rest = str(url).partition("://")
+    userinfo, at, _ = rest.partition("?")[0].rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return None
+    return userinfo.partition(":")[2] or None
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def strip_controls(text: str) -> str:
+    """Drop control characters (terminal escapes, bells, carriage returns) but keep newlines and tabs."""
+    return _CONTROL.sub("", text) if text else text
+
+
 class RedactingFilter(logging.Filter):
     """Logging filter that masks secrets in the formatted message."""
 
@@ -56,7 +101,7 @@ class RedactingFilter(logging.Filter):
             msg = record.getMessage()
         except Exception:  # a broken format string must not hide the log line  # noqa: BLE001
             msg = str(record.msg)
-        record.msg = redact(msg)
+        record.msg = strip_controls(redact(msg))
         record.args = None
         return True
 

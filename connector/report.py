@@ -1,4 +1,9 @@
-"""What the CLI and the demo print: sync figures, plans, execution summaries."""
+"""What the CLI and the demo print: sync figures, plans, execution summaries.
+
+Text that comes from an upstream or a config (client titles such as ``Chernihiv [/] Grain``, 1C
+names, error texts) is never parsed as rich markup and loses its control characters: it goes
+through :func:`safe` inside a markup string, :func:`cell` into a table, or ``markup=False``.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,37 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from connector.redact import redact
+from connector.redact import redact, strip_controls
 
 console = Console(highlight=False, soft_wrap=True)  # one line per line, whatever the terminal: grep and logs stay whole
+
+
+def plain(value: Any) -> str:
+    """Secrets masked, control characters dropped: for ``markup=False`` output."""
+    return strip_controls(redact(str(value)))
+
+
+def safe(value: Any) -> str:
+    """:func:`plain`, with rich markup escaped: for interpolation into a markup string."""
+    return escape(plain(value))
+
+
+def cell(value: Any) -> Text:
+    """A table cell that is never parsed as markup."""
+    return Text(plain(value))
 
 
 def print_sync(rep) -> None:
     t = Table("source", "rows", "requests", "seconds", "status")
     for s in rep.sources:
-        t.add_row(s.system, str(s.rows), str(s.requests), f"{s.seconds:.1f}", "ok" if not s.error else f"[red]FAILED[/] {redact(s.error)}")
+        t.add_row(s.system, str(s.rows), str(s.requests), f"{s.seconds:.1f}", "ok" if not s.error else f"[red]FAILED[/] {safe(s.error)}")
     console.print(t)
     if rep.links:
         console.print(f"1C counterparties: {rep.links.get('linked', 0)} linked, {rep.links.get('ambiguous', 0)} ambiguous, "
@@ -121,15 +142,15 @@ def print_plan(plan, *, as_json: bool = False, limit: int | None = None) -> None
     console.print(_summary(plan))
     for rp in plan.rules:
         n = len(rp.actions)
-        console.print(f"[bold]{escape(rp.rule)}[/] ({rp.type}): {rp.findings} of {rp.scope} in scope, {n} action{'s' if n != 1 else ''}")
+        console.print(f"[bold]{safe(rp.rule)}[/] ({rp.type}): {rp.findings} of {rp.scope} in scope, {n} action{'s' if n != 1 else ''}")
         if rp.refused:
-            console.print(f"  [red]REFUSED[/]: {escape(rp.refused)}")
+            console.print(f"  [red]REFUSED[/]: {safe(rp.refused)}")
         for x in rp.refusals:
-            console.print(f"  [red]REFUSED[/]: {escape(redact(x))}")
+            console.print(f"  [red]REFUSED[/]: {safe(x)}")
         for x in rp.notes:
-            console.print(f"  note: {x}", markup=False)
+            console.print(plain(f"  note: {x}"), markup=False)
         for e in rp.errors:
-            console.print(f"  [red]error[/]: {escape(redact(e))}")
+            console.print(f"  [red]error[/]: {safe(e)}")
         shown = 0
         for a in rp.actions:
             if limit is not None and shown >= limit:
@@ -137,13 +158,13 @@ def print_plan(plan, *, as_json: bool = False, limit: int | None = None) -> None
                 break
             r = _row(plan, rp, a)
             desc = _describe(r) + (f" (waits until {r['not_before'][:16]})" if r["not_before"] else "")
-            console.print(f"  {r['state']:<9} {desc}", markup=False, soft_wrap=True)
-            console.print(f"            {r['client']} · {r['manager']} · {r['reason']}", markup=False, soft_wrap=True)
+            console.print(plain(f"  {r['state']:<9} {desc}"), markup=False)
+            console.print(plain(f"            {r['client']} · {r['manager']} · {r['reason']}"), markup=False)
             shown += 1
     for c in plan.cleared:
-        console.print(f"  ended: {c.rule}: {c.subject_key}: {c.reason}", markup=False, soft_wrap=True)
+        console.print(plain(f"  ended: {c.rule}: {c.subject_key}: {c.reason}"), markup=False)
     if plan.refused_run:
-        console.print(f"[red]REFUSED[/]: {escape(plan.refused_run)}")
+        console.print(f"[red]REFUSED[/]: {safe(plan.refused_run)}")
 
 
 def print_exec(rep) -> None:
@@ -153,7 +174,7 @@ def print_exec(rep) -> None:
         console.print(f"planned {len(rep.plan.actions)} action(s): {rep.recorded} new, {known} already in the journal; "
                       f"{rep.cancelled} cancelled; {rep.closed} episode(s) ended", markup=False)
         for line in rep.plan.refusals:
-            console.print(f"[red]REFUSED[/]: {escape(redact(line))}")
+            console.print(f"[red]REFUSED[/]: {safe(line)}")
         for rp in rep.plan.rules:
             for x in rp.notes:
                 console.print(f"  note: {rp.rule}: {x}", markup=False, soft_wrap=True)
@@ -163,10 +184,10 @@ def print_exec(rep) -> None:
                       f"(no channel), {e.cancelled} cancelled, {e.deferred} waiting, {e.delivered} delivered; "
                       f"{e.requests} request(s)", markup=False)
         for rule, counts in sorted(e.by_rule.items()):
-            console.print(f"  {rule}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), markup=False)
+            console.print(plain(f"  {rule}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))), markup=False)
         for p in e.notes:
-            console.print(f"  - {redact(p)}", markup=False, soft_wrap=True)
+            console.print(plain(f"  - {p}"), markup=False)
         for p in e.problems:
-            console.print(f"  [yellow]![/] {escape(redact(p))}")
+            console.print(f"  [yellow]![/] {safe(p)}")
     for n in rep.notes:
-        console.print(f"[red]{escape(redact(n))}[/]")
+        console.print(f"[red]{safe(n)}[/]")

@@ -3,6 +3,11 @@
 SQLite by default, PostgreSQL by URL. Each source batch (records + deletions + cursor) is written
 in one transaction, so a cursor never runs ahead of its data. Datetimes are stored as naive UTC
 and come back timezone-aware.
+
+A SQLite store is private: created 0600 (its -wal and -shm files inherit that), in a 0700 folder
+when the connector creates the folder. Values in the ``kv`` table (rotated OAuth tokens) are
+encrypted with Fernet when ``CONNECTOR_SECRET_KEY`` is set; a value written before the key was set
+is still read, and encrypted on its next write. The store URL is only ever shown redacted.
 """
 
 from __future__ import annotations
@@ -39,12 +44,13 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError, StatementError
 
 from connector import domain as d
 from connector.errors import StoreError
 from connector.phones import normalize
+from connector.redact import add_secret, redact, redact_url, url_password
 
 
 class UTC(TypeDecorator):
@@ -268,16 +274,75 @@ MIGRATION_LOCK_ID = 0x636E6D67  # "cnmg": the advisory lock that serialises migr
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+SECRET_KEY_ENV = "CONNECTOR_SECRET_KEY"
+_SEALED = "fernet:"
+
+
+class _Sealer:
+    """Fernet for kv values; ``CONNECTOR_SECRET_KEY`` may list several keys (new first) to rotate."""
+
+    def __init__(self, keys: str | None):
+        self.fernet = None
+        if not keys:
+            return
+        from cryptography.fernet import Fernet, MultiFernet
+
+        add_secret(keys)
+        try:
+            self.fernet = MultiFernet([Fernet(k.strip().encode()) for k in keys.split(",") if k.strip()])
+        except ValueError:
+            raise StoreError(f"{SECRET_KEY_ENV} is not a Fernet key (make one with: python3 -c 'from cryptography.fernet "
+                             f"import Fernet; print(Fernet.generate_key().decode())')") from None
+
+    def seal(self, value: str) -> str:
+        return value if self.fernet is None else _SEALED + self.fernet.encrypt(value.encode("utf-8")).decode("ascii")
+
+    def open(self, name: str, value: str) -> str:
+        if not value.startswith(_SEALED):
+            return value  # written before the key was set: re-encrypted on its next write
+        if self.fernet is None:
+            raise StoreError(f"store value {name!r} is encrypted, but {SECRET_KEY_ENV} is not set")
+        from cryptography.fernet import InvalidToken
+
+        try:
+            return self.fernet.decrypt(value[len(_SEALED):].encode("ascii")).decode("utf-8")
+        except InvalidToken:
+            raise StoreError(f"cannot decrypt store value {name!r}: {SECRET_KEY_ENV} is not the key it was written "
+                             f"with") from None
+
+
+def _private_sqlite(url: str) -> None:
+    """A new SQLite file is created 0600 before SQLite opens it (an existing one is tightened)."""
+    from pathlib import Path
+
+    from connector.private import create_private, tighten
+
+    try:
+        u = make_url(url)
+    except Exception:  # create_engine reports it  # noqa: BLE001
+        return
+    db = u.database or ""
+    if u.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:") or u.query.get("uri"):
+        return
+    path = Path(db)
+    create_private(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        tighten(Path(str(path) + suffix))
+
+
 class Store:
     """Thin, explicit SQL helpers; one instance per process."""
 
     def __init__(self, url: str, *, phone_region: str = "UA"):
         self.url = url
         self.phone_region = phone_region
+        add_secret(url_password(url))
+        self._sealer = _Sealer(os.environ.get(SECRET_KEY_ENV))
         try:
+            _private_sqlite(url)
             self.engine: Engine = create_engine(url, future=True)
-        except Exception as e:  # bad URL or missing driver  # noqa: BLE001
-            raise StoreError(f"cannot open store {url!r}: {e}") from None
+        except Exception as e:  # bad URL, missing driver, a folder we may not create  # noqa: BLE001
+            raise StoreError(f"cannot open store {redact_url(url)}: {redact(str(e).replace(url, redact_url(url)))}") from None
         if self.engine.dialect.name == "sqlite":
             @event.listens_for(self.engine, "connect")
             def _pragmas(dbapi_conn, _rec):
@@ -311,7 +376,7 @@ class Store:
                     self._upsert(conn, meta, [{"name": "schema_version", "value": str(i + 1)}], ["name"])
                 return SCHEMA_VERSION
         except OperationalError as e:
-            raise StoreError(f"store {self.engine.url.render_as_string(hide_password=True)}: {e.orig}") from None
+            raise StoreError(f"store {redact_url(self.url)}: {e.orig}") from None
 
     @contextmanager
     def _migration_lock(self) -> Iterator[None]:
@@ -371,11 +436,11 @@ class Store:
     def kv_get(self, name: str) -> str | None:
         with self.tx() as conn:
             row = conn.execute(select(kv.c.value).where(kv.c.name == name)).first()
-            return row[0] if row else None
+        return self._sealer.open(name, row[0]) if row and row[0] is not None else None
 
     def kv_set(self, name: str, value: str) -> None:
         with self.tx() as conn:
-            self._upsert(conn, kv, [{"name": name, "value": value}], ["name"])
+            self._upsert(conn, kv, [{"name": name, "value": self._sealer.seal(value)}], ["name"])
 
     # -- cursors
 

@@ -1,21 +1,37 @@
-"""Sandboxed Jinja2 texts with a fixed vocabulary per rule type.
+"""Sandboxed Jinja2 texts with a fixed vocabulary per rule type, rendered within bounds.
 
 An unknown variable is a ``validate`` error, not a blank in a client's SMS: every template in
 the config is rendered at load time against a sample context that has exactly the variables the
 rule will provide.
+
+Templates run in Jinja2's ``ImmutableSandboxedEnvironment`` (no ``client.update(...)``, no
+attribute games), and, because the sandbox alone bounds neither time nor memory (nested
+``range()`` loops, ``"x" * 10**9``), every render happens in a separate worker process: a render
+that takes longer than :data:`RENDER_SECONDS` is stopped by killing the worker, one that needs
+more than :data:`WORKER_MEMORY` fails there, and output is cut off at :data:`MAX_OUTPUT`
+characters. The same bounds hold at ``validate``, on a SIGHUP reload and when planning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import threading
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import StrictUndefined, TemplateError, TemplateRuntimeError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+RENDER_SECONDS = 2.0  # wall time for one render
+MAX_OUTPUT = 65536  # characters of one rendered text (SMS, task, e-mail)
+WORKER_MEMORY = 512 * 1024 * 1024  # address space of the render worker, bytes
+MAX_RANGE = 10000  # range() in a template: larger ones are refused outright
+
+
+class RenderLimit(TemplateRuntimeError):
+    """A template went over a bound (time, output size, memory)."""
 
 
 def money(value: float | int | str, decimals: int = 2) -> str:
@@ -24,7 +40,20 @@ def money(value: float | int | str, decimals: int = 2) -> str:
     return f"{float(value):,.{decimals}f}".replace(",", " ")
 
 
-_env.filters["money"] = money
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox with a smaller ``range()``; lives in the worker process only."""
+
+    def __init__(self) -> None:
+        super().__init__(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+        self.filters["money"] = money
+        self.globals["range"] = _small_range
+
+
+def _small_range(*args: int) -> range:
+    r = range(*args)
+    if len(r) > MAX_RANGE:
+        raise RenderLimit(f"range() of {len(r)} items is over the limit of {MAX_RANGE}")
+    return r
 
 
 def _person(name: str) -> dict[str, Any]:
@@ -102,14 +131,96 @@ def variables_for(rule_type: str) -> dict[str, Any]:
     return {**BASE_VARS, **EXTRA_VARS.get(rule_type, {})}
 
 
-@lru_cache(maxsize=1024)
-def _compiled(template: str):
-    return _env.from_string(template)
+# ---------------------------------------------------------------- the render worker
+
+def _worker_main(conn: Any) -> None:
+    """The worker process: render what arrives, answer ``("ok", text)`` or ``("error", message)``."""
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY, WORKER_MEMORY))
+    except (ImportError, ValueError, OSError):
+        pass
+    env = _Environment()
+    compiled = lru_cache(maxsize=1024)(env.from_string)
+    conn.send(("ready", ""))
+    while True:
+        try:
+            template, context = conn.recv()
+        except EOFError:
+            return
+        try:
+            parts: list[str] = []
+            size = 0
+            for chunk in compiled(template).generate(**context):
+                size += len(chunk)
+                if size > MAX_OUTPUT:
+                    raise RenderLimit(f"the text is longer than {MAX_OUTPUT} characters")
+                parts.append(chunk)
+            conn.send(("ok", "".join(parts)))
+        except TemplateError as e:
+            conn.send(("error", e.message or str(e)))
+        except MemoryError:
+            conn.send(("error", "the template needs too much memory"))
+        except Exception as e:  # anything a template can raise inside the sandbox  # noqa: BLE001
+            conn.send(("error", f"{type(e).__name__}: {e}"[:300]))
+
+
+class _Worker:
+    """One render worker per process, restarted after a render had to be stopped."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: Any = None
+        self._conn: Any = None
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited threads or locks
+        parent, child = ctx.Pipe()
+        process = ctx.Process(target=_worker_main, args=(child,), name="connector-templates", daemon=True)
+        process.start()
+        child.close()
+        if not parent.poll(60) or parent.recv()[0] != "ready":
+            process.kill()
+            raise RuntimeError("the template worker did not start")
+        self._process, self._conn = process, parent
+
+    def _kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.join(5)
+        if self._conn is not None:
+            self._conn.close()
+        self._process = self._conn = None
+
+    def render(self, template: str, context: dict[str, Any]) -> str:
+        with self._lock:
+            if self._process is None or not self._process.is_alive():
+                self._kill()
+                self._start()
+            try:
+                self._conn.send((template, context))
+                answered = self._conn.poll(RENDER_SECONDS)
+                reply = self._conn.recv() if answered else None
+            except (EOFError, OSError):
+                self._kill()
+                raise RenderLimit("the template stopped its renderer (too much memory?)") from None
+            if reply is None:
+                self._kill()
+                raise RenderLimit(f"rendering took longer than {RENDER_SECONDS:g} s (nested loops?)")
+        kind, value = reply
+        if kind == "ok":
+            return value
+        raise RenderLimit(value)
+
+
+_worker = _Worker()
 
 
 def render(template: str, context: dict[str, Any]) -> str:
-    """Render a template; raises :class:`jinja2.TemplateError` on unknown variables."""
-    return _compiled(template).render(**context)
+    """Render a template within the bounds; raises :class:`jinja2.TemplateError` on unknown
+    variables, unsafe calls and bounds exceeded."""
+    return _worker.render(template, context)
 
 
 def pick_variant(variants: list[str], client_key: str, sent_before: int) -> str:

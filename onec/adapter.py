@@ -166,8 +166,8 @@ def _check_soap(cfg: Any, ctx: Context) -> list[CheckResult]:
     except ConnectorError as e:
         return [CheckResult(SYSTEM, "load WSDL", False, str(e))]
     address = client.binding_address()
-    endpoint = cfg.soap.endpoint or address
-    detail = f"endpoint {endpoint}" + (f" (WSDL says {address})" if cfg.soap.endpoint and address != cfg.soap.endpoint else "")
+    endpoint = client.endpoint  # always the configured (or derived) one, never the WSDL's
+    detail = f"endpoint {endpoint}" + (f" (WSDL says {address}, not used)" if address and address != endpoint else "")
     out.append(CheckResult(SYSTEM, "load WSDL", True, detail))
     for ours, theirs in client.ops.items():
         ok = hasattr(service, theirs)

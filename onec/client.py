@@ -38,6 +38,7 @@ from connector.errors import (
 )
 from connector.ports import RequestCounter
 from connector.redact import add_secret
+from connector.upstream import GuardedSession, transport_error
 from onec.errors import UrlTooLong
 
 SYSTEM = "onec"
@@ -178,7 +179,9 @@ class ODataClient:
         self.max_wait = max_wait
         self.key_batch = key_batch
         add_secret(password)
-        self.session = session or requests.Session()
+        # no redirects (they would carry the Basic credentials away) and ``timeout`` bounds each
+        # request in total, so a server that drips its answer cannot hang a sync
+        self.session = session or GuardedSession()
         self.session.auth = (user.encode("utf-8"), password.encode("utf-8"))
         self.session.headers.update({"Accept": "application/json", "Accept-Charset": "utf-8"})
 
@@ -203,12 +206,16 @@ class ODataClient:
         def once() -> Any:
             self.counter.add(method)
             try:
-                r = self.session.request(method, url, data=data, headers=headers or None, timeout=(10, timeout or self.timeout))
-            except requests.Timeout:
-                raise TransientError("timed out", system=SYSTEM, obj=obj) from None
-            except requests.ConnectionError as e:
-                raise TransientError(f"connection failed ({type(e).__name__})", system=SYSTEM, obj=obj) from None
+                r = self.session.request(method, url, data=data, headers=headers or None,
+                                         timeout=(min(10.0, timeout or self.timeout), timeout or self.timeout))
             except requests.RequestException as e:
+                known = transport_error(e, system=SYSTEM, obj=obj)
+                if known is not None:
+                    raise known from None
+                if isinstance(e, requests.Timeout):
+                    raise TransientError("timed out", system=SYSTEM, obj=obj) from None
+                if isinstance(e, requests.ConnectionError):
+                    raise TransientError(f"connection failed ({type(e).__name__})", system=SYSTEM, obj=obj) from None
                 raise PermanentError(f"request failed ({type(e).__name__})", system=SYSTEM, obj=obj) from None
             if r.status_code >= 400:
                 raise classify(r.status_code, r.content, obj=obj, write=write, retry_after=r.headers.get("Retry-After"))

@@ -1,15 +1,24 @@
 """SOAP to a 1C web service (zeep): our reference ``Exchange`` service or an integrator's copy.
 
 1C generates ``soap:address`` from how it sees the request — usually an internal host behind a
-proxy (reference §11) — so the service is bound with ``client.create_service(binding, endpoint)``
-whenever ``settings.onec.soap.endpoint`` is set. Operation names map from our logical names (the
-reference WSDL's) to the integrator's through ``settings.onec.soap.operations``; arguments are
-passed by position, so renamed parameters in the same order still work. ``wsdl: reference``
-uses the bundled ``onec/reference.wsdl`` (then ``endpoint`` is required).
+proxy (reference §11) — so the service is always bound to the configured endpoint with
+``client.create_service(binding, endpoint)``, never to the WSDL's address (any host could be named
+there, and it would receive the credentials). Without ``endpoint`` the WSDL URL minus its query is
+the endpoint (1C publishes ``…/ws/<name>.1cws?wsdl`` for the service at ``…/ws/<name>.1cws``);
+``wsdl: reference`` (the default: the bundled ``onec/reference.wsdl``) and a local WSDL file need
+an ``endpoint`` (config validation says so).
 
-Credentials go to a ``requests`` session as UTF-8 bytes. Every HTTP request (WSDL, XSD and
-calls) is counted by a response hook. Faults and transport failures are classified in
-:func:`classify`, the one place that maps them onto the connector's error tree.
+The WSDL and every document it imports are fetched by :func:`guarded_transport`'s transport: the Basic
+credentials go only to the host of the WSDL URL and of the endpoint; another host is fetched only
+when listed in ``onec.soap.allow_hosts``, and then without credentials; ``file:`` imports (and
+local paths) are refused unless their folder is listed as ``file:///folder/`` (a local WSDL's own
+folder is allowed). Redirects are never followed and each request has a total deadline.
+
+Operation names map from our logical names (the reference WSDL's) to the integrator's through
+``settings.onec.soap.operations``; arguments are passed by position, so renamed parameters in the
+same order still work. Credentials go to a ``requests`` session as UTF-8 bytes. Every HTTP request
+(WSDL, XSD and calls) is counted by a response hook. Faults and transport failures are classified
+in :func:`classify`, the one place that maps them onto the connector's error tree.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -26,6 +36,7 @@ from connector.config import OneCSoap
 from connector.errors import AuthError, NotFound, PermanentError, Rejected, TransientError, UpstreamError
 from connector.ports import RequestCounter
 from connector.redact import add_secret
+from connector.upstream import GuardedSession, transport_error
 
 SYSTEM = "onec"
 NS = "http://connector.example/1c/exchange"
@@ -54,6 +65,9 @@ def classify(exc: BaseException, *, op: str, write: bool, status: int | None = N
     obj = f"ws {op}"
     if isinstance(exc, UpstreamError):
         return exc
+    known = transport_error(exc, system=SYSTEM, obj=obj)
+    if known is not None:
+        return known
     if isinstance(exc, Fault) and isinstance(exc.detail, (bytes, str)):
         # zeep's "Unknown fault": a non-200 reply that parsed as XML but is no SOAP fault (an HTML
         # error page of the web server); only the HTTP status tells what happened
@@ -101,8 +115,88 @@ def classify(exc: BaseException, *, op: str, write: bool, status: int | None = N
     raise exc
 
 
+def host_key(url: str | None) -> str | None:
+    """``host:port`` of an http(s) URL (default ports filled in), None for anything else."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        return None
+    return f"{parts.hostname.lower()}:{port}"
+
+
+def service_endpoint(cfg: OneCSoap) -> str:
+    """Where the operations go: ``endpoint``, else the WSDL URL without its query (1C's layout)."""
+    if cfg.endpoint:
+        return cfg.endpoint
+    if host_key(cfg.wsdl):
+        parts = urlsplit(cfg.wsdl)
+        return parts._replace(query="", fragment="").geturl()
+    raise PermanentError("wsdl: reference (or a local WSDL file) needs onec.soap.endpoint", system=SYSTEM, obj="ws")
+
+
+def guarded_transport(*, wsdl_source: str, trusted: set[str], allow_hosts: list[str], local_folders: list[Path],
+                      session: requests.Session, public: requests.Session, timeout: float,
+                      operation_timeout: float) -> Any:
+    """A zeep transport that fetches imports only from where they may come, credentials only at home."""
+    from zeep.transports import Transport
+
+    allowed = {a.strip().lower() for a in allow_hosts if a.strip() and not a.strip().lower().startswith("file:")}
+    folders = list(local_folders) + [Path(unquote(urlsplit(a.strip()).path)).resolve()
+                                     for a in allow_hosts if a.strip().lower().startswith("file:")]
+
+    class GuardedTransport(Transport):
+        def load(self, url: str) -> bytes:
+            if url == wsdl_source:  # the configured document itself
+                return super().load(url)
+            parts = urlsplit(url)
+            scheme = parts.scheme.lower()
+            if scheme in ("http", "https"):
+                key = host_key(url)
+                if key in trusted:
+                    return super().load(url)
+                host = (parts.hostname or "").lower()
+                if key in allowed or host in allowed:
+                    response = public.get(url, timeout=self.load_timeout)  # no credentials
+                    response.raise_for_status()
+                    return response.content
+                raise PermanentError(f"the WSDL refers to {host or url!r}, which is not the configured 1C host: not fetched, "
+                                     f"so the credentials stay home (list the host in onec.soap.allow_hosts to fetch it "
+                                     f"without credentials)", system=SYSTEM, obj="WSDL")
+            if scheme in ("", "file"):
+                path = Path(unquote(parts.path) if scheme == "file" else url).resolve()
+                if any(path.is_relative_to(folder) for folder in folders):
+                    return path.read_bytes()
+                raise PermanentError(f"the WSDL refers to the local file {str(path)!r}: refused (list its folder as "
+                                     f"file:///folder/ in onec.soap.allow_hosts if that is intended)", system=SYSTEM, obj="WSDL")
+            raise PermanentError(f"the WSDL refers to a {scheme}: URL: refused", system=SYSTEM, obj="WSDL")
+
+        def _check(self, address: str) -> None:
+            if host_key(address) not in trusted:
+                raise PermanentError(f"refusing to call {urlsplit(address).hostname!r}: only the configured endpoint gets "
+                                     f"the credentials", system=SYSTEM, obj="ws")
+
+        def get(self, address: str, params: Any, headers: dict) -> Any:
+            self._check(address)
+            return super().get(address, params, headers)
+
+        def post(self, address: str, message: Any, headers: dict) -> Any:
+            """1C operation names may be Cyrillic, and so is the SOAPAction that zeep puts in a header;
+            ``http.client`` would encode it as latin-1 and fail, so non-ASCII values go as UTF-8 bytes."""
+            self._check(address)
+            fixed = {k: (v.encode("utf-8") if isinstance(v, str) and not v.isascii() else v) for k, v in headers.items()}
+            return super().post(address, message, fixed)
+
+    return GuardedTransport(session=session, timeout=timeout, operation_timeout=operation_timeout)
+
+
 class SoapClient:
-    """A zeep client bound to the public endpoint; the WSDL is loaded on first use."""
+    """A zeep client bound to the configured endpoint; the WSDL is loaded on first use."""
 
     def __init__(self, cfg: OneCSoap, counter: RequestCounter, *, timeout: float = 30.0, operation_timeout: float = 120.0,
                  attempts: int = 3, wait: float = 1.0):
@@ -118,11 +212,13 @@ class SoapClient:
             from connector.errors import ConfigError
 
             raise ConfigError([f"onec.soap.operations.{k}: unknown operation; known: {', '.join(OPERATIONS)}" for k in unknown])
-        self.session = requests.Session()
+        self.session = GuardedSession()
         if cfg.user:
             add_secret(cfg.password)
             self.session.auth = (cfg.user.encode("utf-8"), (cfg.password or "").encode("utf-8"))
-        self.session.hooks["response"].append(self._count)
+        self.public = GuardedSession()  # allow_hosts imports: never with credentials
+        for s in (self.session, self.public):
+            s.hooks["response"].append(self._count)
         self._service: Any = None
         self._client: Any = None
         self._last_status: int | None = None
@@ -133,6 +229,7 @@ class SoapClient:
 
     def close(self) -> None:
         self.session.close()
+        self.public.close()
 
     @property
     def service(self) -> Any:
@@ -140,33 +237,31 @@ class SoapClient:
             self._connect()
         return self._service
 
+    @property
+    def endpoint(self) -> str:
+        return service_endpoint(self.cfg)
+
     def _connect(self) -> None:
         import zeep
-        from zeep.transports import Transport
         from zeep.wsdl.bindings.soap import Soap11Binding
 
-        wsdl = str(REFERENCE_WSDL) if self.cfg.wsdl in ("reference", "") else self.cfg.wsdl
-        if self.cfg.wsdl in ("reference", "") and not self.cfg.endpoint:
-            raise PermanentError("wsdl: reference needs onec.soap.endpoint", system=SYSTEM, obj="ws")
-
-        class Utf8Transport(Transport):
-            """1C operation names may be Cyrillic, and so is the SOAPAction that zeep puts in a header;
-            ``http.client`` would encode it as latin-1 and fail, so non-ASCII values go as UTF-8 bytes."""
-
-            def post(self, address: str, message: Any, headers: dict) -> Any:
-                fixed = {k: (v.encode("utf-8") if isinstance(v, str) and not v.isascii() else v) for k, v in headers.items()}
-                return super().post(address, message, fixed)
-
-        transport = Utf8Transport(session=self.session, timeout=self.timeout, operation_timeout=self.operation_timeout)
+        reference = self.cfg.wsdl in ("reference", "")
+        source = str(REFERENCE_WSDL) if reference else self.cfg.wsdl
+        endpoint = service_endpoint(self.cfg)
+        trusted = {k for k in (host_key(self.cfg.wsdl), host_key(endpoint)) if k}
+        local = [] if reference or host_key(source) or "://" in source else [Path(source).resolve().parent]
+        transport = guarded_transport(wsdl_source=source, trusted=trusted, allow_hosts=self.cfg.allow_hosts,
+                                      local_folders=local, session=self.session, public=self.public,
+                                      timeout=self.timeout, operation_timeout=self.operation_timeout)
         try:
-            client = zeep.Client(wsdl, transport=transport, settings=zeep.Settings(xml_huge_tree=True))
+            client = zeep.Client(source, transport=transport, settings=zeep.Settings(xml_huge_tree=True))
         except Exception as e:  # zeep raises many types while loading; classify() re-raises what it does not know  # noqa: BLE001
             raise classify(e, op="WSDL", write=False, status=self._last_status) from None
         binding = next((qn for qn, b in client.wsdl.bindings.items() if isinstance(b, Soap11Binding)), None)
         if binding is None:
             raise PermanentError("the WSDL has no SOAP 1.1 binding", system=SYSTEM, obj="ws")
         self._client = client
-        self._service = client.create_service(binding, self.cfg.endpoint) if self.cfg.endpoint else client.service
+        self._service = client.create_service(binding, endpoint)
 
     def binding_address(self) -> str | None:
         """The ``soap:address`` the WSDL declares (often an internal host; for ``check``)."""

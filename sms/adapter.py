@@ -20,13 +20,14 @@ if TYPE_CHECKING:
 
 
 class SmsSandbox:
-    """TurboSMS emulator plus an SMTP sink, both on loopback port 0."""
+    """TurboSMS emulator plus an SMTP sink (STARTTLS with a throw-away certificate), both on loopback port 0."""
 
     def __init__(self, company: "SyntheticCompany | None" = None):
         from sms.emulator import SmtpSink, TurboSmsEmulator
+        from sms.emulator.smtp import self_signed
 
         self.turbosms = TurboSmsEmulator(balance=500.0, auto_advance=True)
-        self.smtp = SmtpSink()
+        self.smtp = SmtpSink(certificate=self_signed())  # STARTTLS, as a real relay: the client requires it
 
     def start(self) -> dict[str, str]:
         turbosms_url = self.turbosms.start()
@@ -35,7 +36,8 @@ class SmsSandbox:
         except BaseException:
             self.turbosms.stop()
             raise
-        return {"TURBOSMS_TOKEN": self.turbosms.token, "TURBOSMS_URL": turbosms_url, "SMTP_URL": smtp_url}
+        return {"TURBOSMS_TOKEN": self.turbosms.token, "TURBOSMS_URL": turbosms_url, "SMTP_URL": smtp_url,
+                "SMTP_CA_FILE": self.smtp.ca_file or ""}
 
     def stop(self) -> None:
         self.smtp.stop()
@@ -81,10 +83,14 @@ class SmsAdapter:
         elif m.sms and m.sms.provider == "log":
             out.append(CheckResult(SYSTEM, "sms provider", True, "log: messages are written to the log, not sent"))
         if m.email:
+            client = SmtpClient(m.email.smtp, m.email.from_, ctx, timeout=20, insecure=m.email.insecure, ca_file=m.email.ca_file)
             try:
-                out.append(CheckResult("smtp", "connect and log in", True, SmtpClient(m.email.smtp, m.email.from_, ctx, timeout=20).noop()))
+                out.append(CheckResult("smtp", "connect, TLS and log in", True, client.noop()))
             except ConnectorError as e:
-                out.append(CheckResult("smtp", "connect and log in", False, f"{settings.where('messaging', 'email', 'smtp')}: {e}"))
+                out.append(CheckResult("smtp", "connect, TLS and log in", False, f"{settings.where('messaging', 'email', 'smtp')}: {e}"))
+            if client.plain_text_allowed():
+                out.append(CheckResult("smtp", "insecure: true", True, "a server without STARTTLS gets the password and the "
+                                       "messages in clear text; keep it for a trusted local relay only", warning=True))
         return out
 
     def sandbox(self, company: "SyntheticCompany") -> SmsSandbox:

@@ -34,7 +34,8 @@ class MessageSink(OneByOneSink):
         self.sms_provider = sms.provider if sms else None
         self.turbosms = turbosms or (TurboSmsClient(sms, ctx) if sms and sms.provider == "turbosms" else None)
         self.log_provider = log_provider or LogProvider(ctx)
-        self.smtp = SmtpClient(messaging.email.smtp, messaging.email.from_, ctx) if messaging.email else None
+        email = messaging.email
+        self.smtp = SmtpClient(email.smtp, email.from_, ctx, insecure=email.insecure, ca_file=email.ca_file) if email else None
 
     def supports(self, action_type: str) -> bool:
         if action_type == "sms":

@@ -24,6 +24,7 @@ from connector.config import Sms
 from connector.errors import AuthError, PermanentError, Rejected, TransientError, UpstreamError
 from connector.ports import Context
 from connector.redact import add_secret
+from connector.upstream import GuardedSession, transport_error
 
 SYSTEM = "turbosms"
 COUNTER = "sms"
@@ -90,7 +91,8 @@ class TurboSmsClient:
         self.settings = settings
         self.base = settings.url.rstrip("/")
         self.counter = ctx.counter(COUNTER)
-        self.session = session or requests.Session()
+        # the bearer token goes with every request: never follow a redirect; ``timeout`` is a total deadline
+        self.session = session or GuardedSession()
         self._own_session = session is None
         self.timeout = timeout
         self.attempts = max(1, attempts)
@@ -110,6 +112,9 @@ class TurboSmsClient:
             resp = self.session.post(f"{self.base}/{module}/{method}.json", json=dict(body or {}), timeout=self.timeout,
                                      headers={"Authorization": f"Bearer {self.settings.token}"})
         except requests.RequestException as e:
+            known = transport_error(e, system=SYSTEM, obj=what)
+            if known is not None:
+                raise known from None
             raise TransientError(f"connection failed ({type(e).__name__})", system=SYSTEM, obj=what) from None
         if resp.status_code != 200:
             cls = TransientError if resp.status_code >= 500 or resp.status_code == 429 else PermanentError

@@ -366,3 +366,38 @@ def test_adapter_check_and_sandbox(company) -> None:
         assert not res.ok and "121" in res.detail
     finally:
         sb.stop()
+
+
+# ---------------------------------------------------------------- redirects and a total deadline
+
+
+def test_a_redirect_is_not_followed_and_the_key_and_secret_do_not_reach_its_target():
+    from tests.contract.hostile import Recorder, Redirector
+
+    target = Recorder("127.0.0.2")
+    redirect = Redirector(target.origin)
+    try:
+        settings = Binotel(key="key-abcdef-123", secret="secret-abcdef-123", url=redirect.origin + "/api/4.0",
+                           min_interval_seconds=0)
+        client = BinotelClient(settings, Context(clock=SystemClock()), attempts=1)
+        with pytest.raises(PermanentError, match="redirected the request to 127.0.0.2") as e:
+            client.employees()
+        assert redirect.hits == 1 and target.requests == []
+        assert "secret-abcdef-123" not in str(e.value)
+    finally:
+        redirect.stop()
+        target.stop()
+
+
+def test_a_dripping_server_ends_in_a_clear_timeout_within_the_deadline():
+    from tests.contract.hostile import DripServer, http_answer
+
+    drip = DripServer(http_answer(b'{"status":"success","listOfEmployees":[]}'), interval=0.05)
+    try:
+        settings = Binotel(key="key-abcdef-123", secret="secret-abcdef-123", url=drip.url + "/api/4.0", min_interval_seconds=0)
+        client = BinotelClient(settings, Context(clock=SystemClock()), attempts=1, timeout=1.0)
+        with pytest.raises(TransientError, match="no complete answer within 1 s"):
+            client.employees()
+        assert drip.completed == 0
+    finally:
+        drip.stop()

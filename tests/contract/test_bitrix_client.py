@@ -203,3 +203,30 @@ def test_adapter_check_reports_scopes_and_read_access_without_the_secret(company
         (reach,) = ADAPTER.check(bad, Context(clock=SystemClock()))
     assert not reach.ok and "NO_AUTH_FOUND" in reach.detail
     assert all(CODE not in r.detail and "notthecode77" not in r.detail for r in [*rows.values(), reach])
+
+
+# ---------------------------------------------------------------- redirects carry nothing away
+
+
+def test_a_redirected_rest_call_is_not_followed_and_its_target_receives_nothing(portal):
+    from connector.errors import PermanentError
+    from tests.contract.hostile import Recorder, Redirector
+
+    target = Recorder("127.0.0.2")
+    redirect = Redirector(target.origin)
+    try:
+        webhook = f"{redirect.origin}/rest/1/{CODE}/"
+        client, _, _ = make(portal, webhook=webhook)
+        with client, pytest.raises(PermanentError, match="redirected the request to 127.0.0.2") as e:
+            client.result("crm.company.get", {"id": 1})
+        assert CODE not in str(e.value)
+        # an OAuth application: the token endpoint redirects; the secret and refresh token stay home
+        oauth = OAuth(domain=redirect.origin, client_id="local.app", client_secret="appsecret-123456",
+                      refresh_token="refresh-token-1234", token_url=f"{redirect.origin}/oauth/token/")
+        client, _, _ = make(portal, oauth=oauth)
+        with client, pytest.raises(PermanentError, match="redirected the request to 127.0.0.2"):
+            client.result("crm.company.get", {"id": 1})
+        assert redirect.hits >= 2 and target.requests == []
+    finally:
+        redirect.stop()
+        target.stop()

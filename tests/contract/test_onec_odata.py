@@ -572,3 +572,34 @@ def test_onec_only_config_runs_debtors_and_lost_into_1c(onec, tmp_path, monkeypa
     again = cycle(cfg, store, make_context(store, FixedClock(co.anchor + timedelta(hours=1))), execute=True)
     assert again.execution.done == 0 and len(onec.ib.sets["Task_ЗадачаИсполнителя"].rows) == 2
     assert again.sync.sources[0].requests <= 10
+
+
+# ---------------------------------------------------------------- redirects and a total deadline
+
+
+def test_a_redirect_is_not_followed_and_the_basic_credentials_do_not_reach_its_target():
+    from tests.contract.hostile import Recorder, Redirector
+
+    target = Recorder("127.0.0.2")
+    redirect = Redirector(target.origin)
+    try:
+        c = ODataClient(redirect.origin + "/base/odata/standard.odata", USER, PASSWORD, RequestCounter(), attempts=1)
+        with pytest.raises(PermanentError, match="redirected the request to 127.0.0.2"):
+            c.count("Catalog_Контрагенты")
+        assert redirect.hits == 1 and target.requests == []
+    finally:
+        redirect.stop()
+        target.stop()
+
+
+def test_a_dripping_server_ends_in_a_clear_timeout_within_the_deadline():
+    from tests.contract.hostile import DripServer, http_answer
+
+    drip = DripServer(http_answer(b'{"value": []}'), interval=0.05)
+    try:
+        c = ODataClient(drip.url + "/base/odata/standard.odata", USER, PASSWORD, RequestCounter(), attempts=1, timeout=1.0)
+        with pytest.raises(TransientError, match="no complete answer within 1 s"):
+            c.get("Catalog_Контрагенты", [])
+        assert drip.completed == 0
+    finally:
+        drip.stop()

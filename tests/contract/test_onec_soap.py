@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from connector.config import OneC, OneCSoap
 from connector.domain import make_key
@@ -16,6 +17,7 @@ from onec.emulator.base import wall
 from onec.sink import SoapSink
 from onec.soap import SoapClient
 from onec.source import SoapSource
+from tests.contract.hostile import DripServer, Recorder, Redirector, http_answer
 
 USER, PASSWORD = "Администратор", "Пароль-sandbox-1C"
 
@@ -50,8 +52,9 @@ def test_wsdl_points_at_an_internal_host_and_the_endpoint_override_is_used(onec)
 def test_bundled_reference_wsdl_works_with_an_endpoint(onec):
     c = make_client(onec, wsdl="reference")
     assert c.counterparty(onec.company.companies[0].guid)["Name"] == onec.company.companies[0].title
-    with pytest.raises(PermanentError, match="needs onec.soap.endpoint"):
-        make_client(onec, wsdl="reference", endpoint=None).users()
+    with pytest.raises(ValidationError, match="endpoint is required with wsdl: reference"):
+        make_client(onec, wsdl="reference", endpoint=None)
+    assert OneCSoap(endpoint=onec.soap.endpoint).wsdl == "reference"  # the bundled WSDL is the default
 
 
 def test_read_operations_return_the_seeded_base(onec):
@@ -172,3 +175,84 @@ def test_soap_sink_creates_once_reconciles_and_reassigns(onec):
     with pytest.raises(Rejected):
         sink.execute(r)
     assert not sink.supports("comment")
+
+
+# ---------------------------------------------------------------- credentials stay home
+
+EXTRA_SCHEMA = b"""<?xml version="1.0" encoding="UTF-8"?>
+<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:connector-test:imported">
+  <xs:element name="Extra" type="xs:string"/>
+</xs:schema>"""
+
+
+def wsdl_importing(sb: OneCSandbox, location: str) -> bytes:
+    """The reference WSDL plus one schema that imports ``location`` (as an integrator's WSDL might)."""
+    extra = (f'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:connector-test:extra">'
+             f'<xs:import namespace="urn:connector-test:imported" schemaLocation="{location}"/></xs:schema>')
+    return sb.soap.wsdl().replace(b"<types>", b"<types>" + extra.encode(), 1)
+
+
+def test_a_schema_import_from_another_host_is_not_fetched_and_gets_no_credentials(onec, monkeypatch):
+    other = Recorder("127.0.0.2", body=EXTRA_SCHEMA, content_type="text/xml")
+    try:
+        patched = wsdl_importing(onec, other.origin + "/schema.xsd")
+        monkeypatch.setattr(onec.soap, "wsdl", lambda: patched)
+        with pytest.raises(PermanentError, match="not the configured 1C host") as e:
+            make_client(onec).users()
+        assert "127.0.0.2" in str(e.value)
+        assert other.requests == [] and onec.soap.calls == []
+        # listed in allow_hosts: fetched, but without the 1C credentials
+        assert len(make_client(onec, allow_hosts=["127.0.0.2"]).users()) == len(onec.company.managers)
+        [(method, path, headers, _)] = other.requests
+        assert (method, path) == ("GET", "/schema.xsd") and "Authorization" not in headers
+    finally:
+        other.stop()
+
+
+@pytest.mark.parametrize("local", ["secret-schema", "/etc/passwd"])
+def test_a_file_import_is_refused(onec, monkeypatch, tmp_path, local):
+    path = tmp_path / "extra.xsd"
+    path.write_bytes(EXTRA_SCHEMA)  # a valid schema: read, it would load without an error
+    target = path if local == "secret-schema" else local
+    patched = wsdl_importing(onec, f"file://{target}")
+    monkeypatch.setattr(onec.soap, "wsdl", lambda: patched)
+    with pytest.raises(PermanentError, match="refers to the local file"):
+        make_client(onec).users()
+    assert onec.soap.calls == []
+    if local == "secret-schema":  # its folder listed in allow_hosts: read
+        assert len(make_client(onec, allow_hosts=[f"file://{tmp_path}/"]).users()) == len(onec.company.managers)
+
+
+def test_without_endpoint_the_service_is_the_wsdl_url_never_the_wsdls_soap_address(onec):
+    c = make_client(onec, endpoint=None)
+    assert c.binding_address() == "http://srv-1c-app01.corp.local/base/ws/exchange.1cws"
+    assert c.endpoint == onec.soap.endpoint
+    assert len(c.users()) == len(onec.company.managers) and onec.soap.calls == ["GetUsers"]
+
+
+def test_a_redirect_is_not_followed_and_its_target_receives_nothing(onec):
+    target = Recorder("127.0.0.2")
+    redirect = Redirector(target.origin)
+    try:
+        c = make_client(onec, endpoint=redirect.origin + "/base/ws/exchange.1cws")
+        with pytest.raises(PermanentError, match="redirected the request to 127.0.0.2") as e:
+            c.users()
+        assert redirect.hits == 1 and target.requests == []
+        assert PASSWORD not in str(e.value)
+    finally:
+        redirect.stop()
+        target.stop()
+
+
+def test_a_dripping_endpoint_ends_in_a_clear_timeout_within_the_deadline(onec):
+    envelope = (b'<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">'
+                b'<soap:Body/></soap:Envelope>')
+    drip = DripServer(http_answer(envelope, "text/xml; charset=utf-8"), interval=0.05)
+    try:
+        c = SoapClient(soap_cfg(onec, endpoint=drip.url + "/base/ws/exchange.1cws"), RequestCounter(), attempts=1, wait=0,
+                       operation_timeout=1.0)
+        with pytest.raises(TransientError, match="no complete answer within 1 s"):
+            c.users()
+        assert drip.completed == 0
+    finally:
+        drip.stop()

@@ -240,17 +240,18 @@ def test_adapter_configured_check_and_sandbox() -> None:
     sb = ADAPTER.sandbox(None)
     env = sb.start()
     try:
-        assert set(env) == {"TURBOSMS_TOKEN", "TURBOSMS_URL", "SMTP_URL"}
+        assert set(env) == {"TURBOSMS_TOKEN", "TURBOSMS_URL", "SMTP_URL", "SMTP_CA_FILE"}
         s = Settings(messaging=Messaging(sms=Sms(provider="turbosms", token=env["TURBOSMS_TOKEN"], sender="MyShop",
                                                   url=env["TURBOSMS_URL"]),
-                                          email={"smtp": env["SMTP_URL"], "from": "shop@example.com"}))
+                                          email={"smtp": env["SMTP_URL"], "from": "shop@example.com",
+                                                 "ca_file": env["SMTP_CA_FILE"]}))
         assert ADAPTER.configured(s)
         ctx = Context(clock=SystemClock())
         sink = ADAPTER.sink(s, ctx)
         assert sink.supports("sms") and sink.supports("email") and not sink.supports("task")
         results = ADAPTER.check(s, ctx)
         assert [(r.what, r.ok, r.checked) for r in results] == [
-            ("token and balance", True, True), ("sender", True, False), ("connect and log in", True, True)], results
+            ("token and balance", True, True), ("sender", True, False), ("connect, TLS and log in", True, True)], results
         assert results[1].detail.startswith("messaging.sms.sender: `MyShop` cannot be checked without sending")
         s.messaging.sms.token = "bad-token-999999"
         bad = ADAPTER.check(s, ctx)[0]
@@ -270,3 +271,36 @@ def test_sandbox_emulator_advances_on_each_status_query() -> None:
         assert sink.delivery(sent)["k:0"].status == "delivered"
     finally:
         emu.stop()
+
+
+# ---------------------------------------------------------------- redirects and a total deadline
+
+
+def test_a_redirect_is_not_followed_and_the_token_does_not_reach_its_target() -> None:
+    from tests.contract.hostile import Recorder, Redirector
+
+    target = Recorder("127.0.0.2")
+    redirect = Redirector(target.origin)
+    try:
+        settings = Sms(provider="turbosms", token="turbo-token-123456", sender="MyShop", url=redirect.origin)
+        client = TurboSmsClient(settings, Context(clock=SystemClock()), attempts=1)
+        with pytest.raises(PermanentError, match="redirected the request to 127.0.0.2"):
+            client.send("+380501234567", "text", seq_id="cn1")
+        assert redirect.hits == 1 and target.requests == []
+    finally:
+        redirect.stop()
+        target.stop()
+
+
+def test_a_dripping_server_ends_in_a_clear_timeout_within_the_deadline() -> None:
+    from tests.contract.hostile import DripServer, http_answer
+
+    drip = DripServer(http_answer(b'{"response_code":0,"response_result":{"balance":1}}'), interval=0.05)
+    try:
+        settings = Sms(provider="turbosms", token="turbo-token-123456", sender="MyShop", url=drip.url)
+        client = TurboSmsClient(settings, Context(clock=SystemClock()), attempts=1, timeout=1.0)
+        with pytest.raises(TransientError, match="no complete answer within 1 s"):
+            client.balance()
+        assert drip.completed == 0
+    finally:
+        drip.stop()

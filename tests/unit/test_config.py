@@ -193,7 +193,7 @@ def test_money_filter_groups_thousands():
 
 
 def test_env_references_inside_flow_mappings_as_the_issues_write_them(tmp_path, monkeypatch):
-    monkeypatch.setenv("BINOTEL_PUSH_TOKEN", "tok{en}:#x")
+    monkeypatch.setenv("BINOTEL_PUSH_TOKEN", "tok{en}:#x-16-chars-or-more")
     monkeypatch.setenv("SMTP_URL", "smtp://u:p@127.0.0.1:2525")
     monkeypatch.setenv("BINOTEL_KEY", "k123")
     monkeypatch.setenv("BINOTEL_SECRET", "s123")
@@ -212,7 +212,7 @@ store2: ${NOT_SET_ANYWHERE}
     assert any(x.startswith(f"{p}:14: store2: environment variable NOT_SET_ANYWHERE is not set") for x in e.value.problems)
     p.write_text(p.read_text().replace("store2: ${NOT_SET_ANYWHERE}\n", ""), encoding="utf-8")
     s = load_settings(p)
-    assert s.binotel.push.token == "tok{en}:#x" and s.messaging.email.smtp == "smtp://u:p@127.0.0.1:2525"
+    assert s.binotel.push.token == "tok{en}:#x-16-chars-or-more" and s.messaging.email.smtp == "smtp://u:p@127.0.0.1:2525"
 
 
 ISSUE_5_AND_6 = """\
@@ -262,6 +262,6 @@ rules:
 def test_the_contracts_of_issues_5_and_6_validate_verbatim(tmp_path, monkeypatch):
     for name in ("BITRIX24_WEBHOOK_URL", "BINOTEL_KEY", "BINOTEL_SECRET", "BINOTEL_PUSH_TOKEN", "TURBOSMS_TOKEN", "SMTP_URL",
                  "ONEC_ODATA_URL", "ONEC_USER", "ONEC_PASSWORD", "ONEC_WSDL_URL"):
-        monkeypatch.setenv(name, "https://x/rest/1/abcdef123/" if "URL" in name else "value1234")
+        monkeypatch.setenv(name, "https://x/rest/1/abcdef123/" if "URL" in name else "value1234-value1234")
     s = load_settings(write(tmp_path, GOOD + ISSUE_5_AND_6))
-    assert s.binotel.push.token == "value1234" and s.onec.preset == "ut11" and [r.type for r in s.rules] == ["missed_call", "debtors"]
+    assert s.binotel.push.token == "value1234-value1234" and s.onec.preset == "ut11" and [r.type for r in s.rules] == ["missed_call", "debtors"]

@@ -41,7 +41,8 @@ def test_the_configuration_reference_validates(tmp_path, monkeypatch):
     section = README.split("## Configuration reference", 1)[1]
     header, rules = re.findall(r"```yaml\n(.+?)\n```", section, flags=re.S)[:2]
     for name in set(re.findall(r"\$\{([A-Z0-9_]+)", header + rules)):
-        monkeypatch.setenv(name, "https://example.test/rest/1/abcd1234/" if "URL" in name else "value1234")
+        monkeypatch.setenv(name, "https://example.test/rest/1/abcd1234/" if "URL" in name or "ENDPOINT" in name
+                           else "value1234-value1234")
     text = header.replace("rules: [...]", rules)
     p = tmp_path / "reference.yaml"
     p.write_text(text, encoding="utf-8")

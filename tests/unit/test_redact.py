@@ -22,3 +22,20 @@ def test_errors_and_log_records_are_masked(caplog):
     rec = logging.LogRecord("x", logging.INFO, "f", 1, "calling %s", ("https://p/rest/1/hookcode123/x",), None)
     RedactingFilter().filter(rec)
     assert "hookcode123" not in rec.getMessage()
+
+
+def test_store_urls_are_redacted_by_parsing():
+    from connector.redact import redact_url
+
+    assert redact_url("postgresql+psycopg://app:s3cr@t/pw@db.example:5432/connector") == \
+        "postgresql+psycopg://app:***@db.example:5432/connector"
+    assert redact_url("postgresql://app:a/b@h/db?sslpassword=zz&application_name=x") == \
+        "postgresql://app:***@h/db?sslpassword=***&application_name=x"
+    assert redact_url("sqlite:////home/user@host/connector.db") == "sqlite:////home/user@host/connector.db"
+    assert redact_url("no url at all: secret") == "***"
+
+
+def test_log_records_lose_control_characters():
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "title \x1b[2J\x07evil\r\nnext\tline", None, None)
+    RedactingFilter().filter(record)
+    assert record.getMessage() == "title [2Jevil\nnext\tline"

@@ -59,3 +59,84 @@ def test_activity_rebinding_replaces_old_bindings(tmp_path):
     a.owner_keys = ("bitrix24:company:5",)
     s.write([a])
     assert s.counts()["activities"] == 1
+
+
+# ---------------------------------------------------------------- privacy
+
+
+def _mode(path) -> int:
+    import os
+    import stat
+
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_a_new_sqlite_store_is_0600_in_a_0700_folder_and_so_are_its_wal_and_shm(tmp_path):
+    import os
+
+    old = os.umask(0o022)  # the usual umask: files 0644 unless the connector says otherwise
+    try:
+        path = tmp_path / "var" / "connector" / "s.db"
+        s = Store(f"sqlite:///{path}")
+        s.kv_set("bitrix24.refresh_token", "rotated-refresh-token")
+        with s.tx() as conn:  # keep a reader open so the -wal and -shm files exist
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+            assert _mode(path) == 0o600
+            for suffix in ("-wal", "-shm"):
+                assert _mode(f"{path}{suffix}") == 0o600, suffix
+        assert _mode(path.parent) == 0o700 and _mode(path.parent.parent) == 0o700
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_world_readable_store_is_tightened(tmp_path):
+    import os
+
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o755)
+    os.chmod(folder, 0o755)
+    path = folder / "s.db"
+    Store(f"sqlite:///{path}")
+    os.chmod(path, 0o644)
+    Store(f"sqlite:///{path}")
+    assert _mode(path) == 0o600 and _mode(folder) == 0o755  # an existing folder is left alone
+
+
+def test_tokens_in_kv_are_encrypted_when_a_key_is_set(tmp_path, monkeypatch):
+    from cryptography.fernet import Fernet
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    Store(url).kv_set("bitrix24.refresh_token", "written-before-the-key")  # an older store
+    key = Fernet.generate_key().decode()
+    monkeypatch.setenv("CONNECTOR_SECRET_KEY", key)
+    s = Store(url)
+    assert s.kv_get("bitrix24.refresh_token") == "written-before-the-key"  # still readable
+    s.kv_set("bitrix24.refresh_token", "rotated-refresh-token")
+    s.kv_set("bitrix24.access_token", "fresh-access-token")
+    with s.tx() as conn:
+        raw = dict(conn.execute(text("SELECT name, value FROM kv")).all())
+    assert all(v.startswith("fernet:") for v in raw.values())
+    assert "rotated-refresh-token" not in (tmp_path / "s.db").read_bytes().decode("latin-1")
+    assert s.kv_get("bitrix24.refresh_token") == "rotated-refresh-token"
+    monkeypatch.setenv("CONNECTOR_SECRET_KEY", Fernet.generate_key().decode())
+    with pytest.raises(StoreError, match="CONNECTOR_SECRET_KEY is not the key it was written with"):
+        Store(url).kv_get("bitrix24.refresh_token")
+    monkeypatch.setenv("CONNECTOR_SECRET_KEY", f"{Fernet.generate_key().decode()},{key}")  # rotation: new first
+    assert Store(url).kv_get("bitrix24.access_token") == "fresh-access-token"
+    monkeypatch.delenv("CONNECTOR_SECRET_KEY")
+    with pytest.raises(StoreError, match="encrypted, but CONNECTOR_SECRET_KEY is not set"):
+        Store(url).kv_get("bitrix24.access_token")
+    monkeypatch.setenv("CONNECTOR_SECRET_KEY", "not-a-key")
+    with pytest.raises(StoreError, match="is not a Fernet key") as e:
+        Store(url)
+    assert "not-a-key" not in str(e.value)
+
+
+@pytest.mark.parametrize("password", ["pa/ss@w0rd", "s3cr@t/pw", "plain-secret"])
+def test_a_postgres_url_with_slash_or_at_in_the_password_is_never_printed(password):
+    url = f"postgresql+psycopg://app:{password}@127.0.0.1:1/connector"
+    with pytest.raises(StoreError) as e:
+        Store(url).counts()
+    assert "postgresql+psycopg://app:***@127.0.0.1:1/connector" in str(e.value)
+    for part in [password, *(p for p in password.replace("@", "/").split("/") if len(p) > 2)]:
+        assert part not in str(e.value), part
