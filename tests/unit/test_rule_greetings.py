@@ -60,7 +60,7 @@ def test_the_day_is_the_companys_local_day_around_midnight(tmp_path):
     w.run(datetime(2026, 11, 23, 21, 30, tzinfo=UTC))
     # ... but at 00:30 local on the 24th its day is over: the late greeting is cancelled, never sent a day late
     plan = w.plan(datetime(2026, 11, 23, 22, 30, tzinfo=UTC))
-    assert (a.key, "cancelled: the occasion's day is over") in [(key, f"cancelled: {why}") for key, why in plan.cancel]
+    assert a.key in [key for key, _why in plan.cancel]
 
 
 def test_nothing_before_the_configured_time_of_day(tmp_path):
