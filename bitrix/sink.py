@@ -1,5 +1,6 @@
 """Write-back to Bitrix24: tasks, field changes, reassignment, comments, notifications,
-automation triggers, workflows and closing the connector's own tasks, up to 50 commands a request.
+automation triggers, workflows and closing the connector's own tasks, up to 50 commands a request;
+and files (the control report) uploaded to a user's Drive, one request each.
 
 The executor hands over every due action of a wave; they are packed into ``batch`` requests
 (one command per action, one per entity for a reassignment), and each action's own outcome is
@@ -15,6 +16,7 @@ resent.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from connector.ports import ActionResult, Context, Outcome, PlannedAction
 
 log = logging.getLogger("bitrix.sink")
 
-TYPES = frozenset({"task", "field", "reassign", "comment", "notify", "trigger", "workflow", "close_task"})
+TYPES = frozenset({"task", "field", "reassign", "comment", "notify", "trigger", "workflow", "close_task", "disk_upload"})
 BATCH = 50  # commands per batch request (the portal's limit)
 RATE_RETRIES = 3  # a command refused for load inside a batch is resent this many times before the executor waits
 RECONCILE_PAGES = 10  # newest 500 tasks/comments of one binding are searched for a marker
@@ -125,7 +127,12 @@ class BitrixSink:
     def execute_batch(self, actions: list[PlannedAction]) -> dict[str, Outcome]:
         out: dict[str, Outcome] = {}
         plans: list[_Plan] = []
-        for a in actions:
+        for a in [a for a in actions if a.type == "disk_upload"]:  # a file is no batch command: its own request
+            try:
+                out[a.key] = self._upload(a)
+            except UpstreamError as e:
+                out[a.key] = e
+        for a in [a for a in actions if a.type != "disk_upload"]:
             plan = self._plan(a)
             if plan.error is not None:
                 out[a.key] = plan.error
@@ -326,6 +333,41 @@ class BitrixSink:
         return _Plan(a, cmds, lambda res: ActionResult(remote_id=str(tid), detail=f"task {tid} completed: the episode ended"),
                      tolerate_missing=True)
 
+    # ------------------------------------------------------------ a file on a user's Drive
+
+    def _drive_root(self, a: PlannedAction) -> tuple[int, int]:
+        """The root folder of the user's Drive (``disk.storage.getlist`` filtered to that user's storage)."""
+        uid = _manager_id(a.payload.get("user"))
+        rows = self.client.result("disk.storage.getlist", {"filter": {"ENTITY_TYPE": "user", "ENTITY_ID": str(uid)}})
+        row = next((r for r in rows or [] if isinstance(r, Mapping) and str(r.get("ENTITY_ID")) == str(uid)), None)
+        if row is None:
+            raise Rejected(f"the Bitrix24 Drive of user {uid} is not visible to the webhook's user (use that user's or an "
+                           "administrator's webhook, with the disk scope)", system=SYSTEM, obj=f"disk.storage.getlist user={uid}")
+        return uid, int(row["ROOT_OBJECT_ID"])
+
+    def _find_file(self, folder: int, name: str) -> Mapping | None:
+        rows = self.client.result("disk.folder.getchildren", {"id": folder, "filter": {"NAME": name}})
+        return next((r for r in rows or [] if isinstance(r, Mapping) and r.get("NAME") == name), None)
+
+    def _upload(self, a: PlannedAction) -> ActionResult:
+        """Upload the file under its own deterministic name; a file of that name already there is the
+        earlier upload of this very action (from a crash, or another store): adopted, not doubled."""
+        name = str(a.payload.get("name") or "").strip()
+        content = a.payload.get("content")
+        if not name or content is None:
+            raise Rejected("no file name or content", system=SYSTEM, obj=a.key)
+        uid, root = self._drive_root(a)
+        have = self._find_file(root, name)
+        if have is not None:
+            return ActionResult(remote_id=str(have.get("ID")), detail=f"already on the Drive of user {uid}: {name}")
+        data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+        res = self.client.result("disk.folder.uploadfile", {"id": root, "data": {"NAME": name},
+                                                            "fileContent": [name, base64.b64encode(data).decode("ascii")],
+                                                            "generateUniqueName": False}, idempotent=False)
+        fid = (res or {}).get("ID") if isinstance(res, Mapping) else None
+        return ActionResult(remote_id=str(fid) if fid is not None else None,
+                            detail=f"uploaded to the Drive of user {uid}: {(res or {}).get('DETAIL_URL') or name}")
+
     # ------------------------------------------------------------ reconcile
 
     def reconcile(self, action: PlannedAction) -> ActionResult | None:
@@ -337,7 +379,14 @@ class BitrixSink:
     def reconcile_batch(self, actions: list[PlannedAction]) -> dict[str, ActionResult | None | UpstreamError]:
         out: dict[str, ActionResult | None | UpstreamError] = {}
         probes: list[_Probe] = []
-        for a in actions:
+        for a in [a for a in actions if a.type == "disk_upload"]:  # the file is found by its name
+            try:
+                _uid, root = self._drive_root(a)
+                have = self._find_file(root, str(a.payload.get("name") or ""))
+                out[a.key] = ActionResult(remote_id=str(have.get("ID")), detail="file found on the Drive") if have else None
+            except UpstreamError as e:
+                out[a.key] = e
+        for a in [a for a in actions if a.type != "disk_upload"]:
             try:
                 probe = self._probe(a)
             except UpstreamError as e:

@@ -1,4 +1,4 @@
-"""The ``connector`` command: validate, schema, check, sync, status, plan, run, sandbox, demo.
+"""The ``connector`` command: validate, schema, check, sync, status, plan, run, report, sandbox, demo.
 
 Exit codes: 0 fine, 1 a source or an action failed, 2 bad config or usage, 3 something was
 refused (the safety brake, an empty release pool), 4 the store is held by another process.
@@ -281,6 +281,47 @@ def run(config: str, once: bool, force: bool, now: str | None, wait: float | Non
     if rep.refused:
         sys.exit(3)
     sys.exit(0 if rep.ok else 1)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--period", default="week", show_default=True, help="week (the last full week), month (the last full month), "
+              "7d (the last seven days) or FROM..TO (ISO dates).")
+@click.option("--format", "fmt", type=click.Choice(["html", "md", "csv", "json"]), default=None,
+              help="Default: html with --out FILE.html, else md.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write the report to this file.")
+@click.option("--manager", "manager", default=None, help="Only this manager (a user id).")
+@_now_option
+def report(config: str, period: str, fmt: str | None, out: str | None, manager: str | None, now: str | None) -> None:
+    """The supervisor's control report from the store and the journal (no sync): per manager and for the company."""
+    from connector import control
+    from connector.calendar import BusinessCalendar
+    from connector.rules.base import person_key
+    from connector.snapshot import load_snapshot
+
+    s = _load(config)
+    store = _open(s)
+    clock = _clock(now).now()
+    try:
+        p = control.resolve_period(period, clock, BusinessCalendar(s.calendar, s.timezone))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--period") from None
+    who = None
+    if manager is not None:
+        with load_snapshot(s, store, clock) as snap:
+            who = person_key(snap, manager)
+    rep = control.build(s, store, p, clock, manager=who)
+    fmt = fmt or ("html" if out and out.lower().endswith((".html", ".htm")) else "md")
+    text = control.render(rep, fmt)
+    if out:
+        from connector.private import write_private_text
+
+        write_private_text(out, text)  # client names and figures: owner only (0600)
+        for line in rep.summary():
+            click.echo(line)
+        click.echo(str(out))
+    else:
+        click.echo(text, nl=False)
 
 
 @main.command()

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import time
+from datetime import date, time
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -289,11 +289,26 @@ class Messaging(Model):
         return v
 
 
+class Absence(Model):
+    user: int | str = Field(description="The manager's user id.", examples=[5])
+    from_: date = Field(alias="from", description="First day away (ISO date).", examples=["2026-12-01"])
+    to: date = Field(description="Last day away (ISO date).", examples=["2026-12-14"])
+
+    @model_validator(mode="after")
+    def _order(self) -> "Absence":
+        if self.to < self.from_:
+            raise ValueError("an absence must end on or after its first day (from <= to)")
+        return self
+
+
 class People(Model):
     supervisor: int | str | None = Field(None, description="The head of sales: user id in the CRM (or 1C user Ref_Key "
                                          "for 1C-only companies); `supervisor` in actions.", examples=[1])
     duty_manager: int | str | None = Field(None, description="Who calls back unknown numbers; `duty_manager` in actions "
                                            "(default: the supervisor).", examples=[2])
+    absences: list[Absence] = Field(default_factory=list, description="Managers' days away (vacations, sick leave): a "
+                                    "greeting call task due then moves to the last working day before.",
+                                    examples=[[{"user": 5, "from": "2026-12-01", "to": "2026-12-14"}]])
 
 
 class Safety(Model):
@@ -604,6 +619,9 @@ class LostRule(RuleBase):
     auto_max_days: int = Field(365, description="auto: at most this many days.", examples=[365])
     cadence: Cadence = Field(default_factory=Cadence, description="How often to call back.",
                              examples=[{"field": "UF_CRM_TEMPERATURE", "days": {"warm": 14, "cold": 30}}])
+    reason_field: str | None = Field(None, description="Custom field where managers record why the client stopped buying; "
+                                     "the control report groups lost clients by it (pulled automatically).",
+                                     examples=["UF_CRM_LOST_REASON"])
 
 
 class UnpaidRule(RuleBase):
@@ -625,8 +643,101 @@ class MissedCallRule(RuleBase):
     lookback_hours: int = Field(24, description="Only calls of the last this many hours.", examples=[24])
 
 
+_MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
+OCCASION_DATES = {"new_year": "01-01", "womens_day": "03-08"}
+
+
+class GreetingChannel(Model):
+    """One way to greet: an SMS, an e-mail, or a task for the responsible manager to call."""
+
+    where: Where | None = Field(None, description="The segment this channel is for (default: everyone left).",
+                                examples=[{"segment": ["VIP"]}])
+    sms: SmsSpec | None = Field(None, description="Send an SMS (messaging.sms).",
+                                examples=[{"variants": ["Happy birthday, {{ client.greeting_name }}! {{ manager.name }}"]}])
+    email: EmailSpec | None = Field(None, description="Send an e-mail (messaging.email).",
+                                    examples=[{"subject": "Happy birthday!", "text": "Dear {{ client.greeting_name }}, …"}])
+    task: TaskSpec | None = Field(None, description="A task for the responsible manager to call; due at the end of the "
+                                  "occasion's day, or of the last working day before it when that day is off or the manager "
+                                  "is away (the deadline key is not used).",
+                                  examples=[{"title": "Call {{ client.name }}: {{ occasion.title }}"}])
+
+    @model_validator(mode="after")
+    def _one(self) -> "GreetingChannel":
+        if sum(x is not None for x in (self.sms, self.email, self.task)) != 1:
+            raise ValueError("a channel is exactly one of: sms, email, task")
+        return self
+
+
+class GreetingOffer(Model):
+    days_before: int = Field(ge=1, le=60, description="Days before the occasion the offer goes out.", examples=[5])
+    channels: list[GreetingChannel] = Field(min_length=1, description="How the offer is sent, per segment (the first "
+                                            "that fits and reaches the client).",
+                                            examples=[[{"sms": {"text": "{{ client.greeting_name }}, -10% for your birthday week"}}]])
+
+
+class GreetingsRule(RuleBase):
+    type: Literal["greetings"] = Field(description="Birthday, company-day and holiday greetings.", examples=["greetings"])
+    occasion: Literal["birthday", "company_day", "new_year", "womens_day", "holiday"] = Field(
+        description="birthday (the contact's birth date, or field), company_day (a date field of the client), new_year "
+                    "(1 January), womens_day (8 March) or holiday (date).", examples=["birthday"])
+    field: str | None = Field(None, description="birthday: a custom date field instead of the contact's birth date; "
+                              "company_day: the custom date field (required).", examples=["UF_CRM_FOUNDED"])
+    date: str | None = Field(None, description="holiday: the day, MM-DD (a company holiday).", examples=["06-15"])
+    title: str | None = Field(None, description="How texts name the occasion ({{ occasion.title }}); default: the "
+                              "occasion's name in the config's language.", examples=["Company day"])
+    clients: Literal["companies", "contacts"] = Field("contacts", description="Which CRM clients are greeted.",
+                                                      examples=["contacts"])
+    at: str = Field("09:00", description="Local time of day the greetings go out (not before it), HH:MM.", examples=["09:00"])
+    channels: list[GreetingChannel] = Field(min_length=1, description="Per segment, the channel: the first whose where "
+                                            "fits and that reaches the client (a mobile phone, an e-mail, a manager).",
+                                            examples=[[{"where": {"segment": ["VIP"]}, "task": {"title": "Call {{ client.name }}"}},
+                                                       {"sms": {"variants": ["Happy birthday!", "All the best!"]}}]])
+    offer: GreetingOffer | None = Field(None, description="An offer sent days before the occasion, with its own text.",
+                                        examples=[{"days_before": 5, "channels": [{"sms": {"text": "-10% for your birthday"}}]}])
+    on_clear: OnClear = Field(default_factory=lambda: OnClear(close_tasks=False), description="A greeting's day is over: "
+                              "its call task is left as it is (an unfinished one counts as missed in the report).",
+                              examples=[{"close_tasks": False}])
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, v: str) -> str:
+        m = re.match(r"^(\d{1,2}):(\d{2})$", v.strip())
+        if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+            raise ValueError(f"expected HH:MM, got {v!r}")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _occasion(self) -> "GreetingsRule":
+        problems: list[tuple[tuple, str]] = []
+        if self.occasion == "company_day" and not self.field:
+            problems.append((("field",), "company_day needs field: the custom date field of the client"))
+        if self.occasion == "holiday":
+            m = _MONTH_DAY.match(self.date or "")
+            if not m:
+                problems.append((("date",), "holiday needs date: MM-DD"))
+            else:
+                try:
+                    date(2024, int(m.group(1)), int(m.group(2)))
+                except ValueError:
+                    problems.append((("date",), f"no such day: {self.date}"))
+        elif self.date is not None:
+            problems.append((("date",), "date is for occasion: holiday"))
+        if self.actions or self.escalate:
+            problems.append((("actions",), "greetings send through channels (and offer.channels), not actions or escalate"))
+        if problems:
+            raise Problems(problems)
+        return self
+
+    def month_day(self) -> str | None:
+        """The fixed MM-DD of a calendar occasion (None for dates read from clients)."""
+        return OCCASION_DATES.get(self.occasion) or (self.date if self.occasion == "holiday" else None)
+
+    def all_channels(self) -> list[tuple[str, GreetingChannel]]:
+        return [("channels", c) for c in self.channels] + [("offer", c) for c in (self.offer.channels if self.offer else [])]
+
+
 Rule = Annotated[
-    ForgottenRule | ReleaseRule | LostRule | UnpaidRule | DebtorsRule | MissedCallRule,
+    ForgottenRule | ReleaseRule | LostRule | UnpaidRule | DebtorsRule | MissedCallRule | GreetingsRule,
     Field(discriminator="type"),
 ]
 
@@ -659,6 +770,35 @@ def _rule_references(rules: list[tuple[Any, Any, Any]]) -> list[tuple[tuple, str
     return problems
 
 
+class ReportSchedule(Model):
+    cron: str = Field(description="When the report goes out: a 5-field cron expression in the company's time zone.",
+                      examples=["0 9 * * mon"])
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        return Schedule._cron(v) or v
+
+
+class ReportSpec(Model):
+    name: str = Field("control", pattern=r"^[a-z0-9_\-]+$", description="The report's name; part of its deliveries' keys.",
+                      examples=["weekly"])
+    schedule: ReportSchedule = Field(description="When it is sent.", examples=[{"cron": "0 9 * * mon"}])
+    period: Literal["week", "month", "7d"] = Field("week", description="What it covers: the last full week (Mon-Sun), "
+                                                   "the last full month, or the 7 days before it is sent.", examples=["week"])
+    to: list[PersonRef] = Field(default_factory=lambda: ["supervisor"], description="Who receives it: supervisor or user ids.",
+                                examples=[["supervisor", 7]])
+    via: list[Literal["email", "bitrix24"]] = Field(default_factory=lambda: ["email"], min_length=1, description="email (HTML "
+                                                    "with the charts inline, messaging.email), bitrix24 (a notification with the "
+                                                    "summary and the HTML file on the person's Bitrix24 Drive).",
+                                                    examples=[["email", "bitrix24"]])
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _to(cls, v: Any) -> Any:
+        return _person_list(v)
+
+
 class Settings(Model):
     language: Literal["uk", "ru", "en"] = Field("uk", description="Language of every built-in text people read: reasons, default "
                                                 "task and notification texts, messages, command output, reports.",
@@ -688,6 +828,10 @@ class Settings(Model):
                                examples=[{"every_minutes": 15}, {"cron": "*/10 8-20 * * mon-fri"}])
     lease_seconds: float = Field(60, gt=0, description="The store lease (one runner per store) expires this long after its "
                                  "holder's last heartbeat; another process may then take over.", examples=[60])
+    reports: list[ReportSpec] = Field(default_factory=list, description="Control reports the daemon sends on a schedule, "
+                                      "each exactly once per period.",
+                                      examples=[[{"schedule": {"cron": "0 9 * * mon"}, "period": "week", "to": ["supervisor"],
+                                                  "via": ["email", "bitrix24"]}]])
     rules: list[Rule] = Field(default_factory=list, description="The follow-up rules.",
                               examples=[[{"name": "forgotten", "type": "forgotten", "inactive_days": 60,
                                           "actions": [{"task": {"title": "No contact: {{ client.title }}"}}]}]])
@@ -731,6 +875,11 @@ class Settings(Model):
         for r in self.rules:
             if isinstance(r, LostRule) and r.cadence.field:
                 names.append(r.cadence.field)
+            if isinstance(r, LostRule) and r.reason_field:
+                names.append(r.reason_field)
+            if isinstance(r, GreetingsRule):
+                names.extend([r.field] if r.field else [])
+                names.extend(n for _, ch in r.all_channels() if ch.where is not None and ch.where.field for n in ch.where.field)
             if r.where is not None and r.where.field:
                 names.extend(r.where.field)
         for opt in (self.messaging.opt_out_field if self.messaging else None,

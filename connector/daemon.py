@@ -98,6 +98,10 @@ class Daemon:
                     store = self.lease.store if self.lease is not None else open_store(self.settings)
                     if self.lease is not None and not self.lease.held:
                         self.lease.acquire()  # taken over while we stalled: take it back, or LeaseHeld skips the cycle
+                    if self.settings.reports:  # scheduled control reports: journaled here, sent by this cycle's executor
+                        from connector.report_delivery import record_deliveries
+
+                        record_deliveries(self.settings, store, self.clock.now())
                     rep = cycle(self.settings, store, make_context(store, self.clock), execute=True, lease=self.lease,
                                 should_stop=self.stop.is_set)
                     done = rep.execution.done if rep.execution else 0

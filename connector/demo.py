@@ -122,8 +122,27 @@ def run_demo(config_path: str | None, *, companies: int = 40, console: Console |
         highlights = _highlights(store) + _calls_as_contact(settings, store, today)
         for line in highlights:
             console.print(plain(f"  - {line}"), markup=False)
+        _control_report(settings, store, today, later, console)
         ok = first.ok and rep16.ok
         return 0 if ok else 1
+
+
+def _control_report(settings, store, start, end, console: Console) -> Path:
+    """The supervisor's view of the two runs: the one-screen summary, and the HTML report with its charts."""
+    from connector import control
+    from connector.calendar import BusinessCalendar
+    from connector.i18n import _
+    from connector.private import write_private_text
+
+    period = control.resolve_period(f"{start.date()}..{end.date()}", end, BusinessCalendar(settings.calendar, settings.timezone))
+    rep = control.build(settings, store, period, end)
+    console.rule(_("The supervisor's control report (connector report)"))
+    for line in rep.summary():
+        console.print(line, markup=False)
+    out = Path.cwd() / "connector-demo-report.html"
+    write_private_text(out, control.render(rep, "html"))
+    console.print(_("The full report with charts: {path}").format(path=out), markup=False)
+    return out
 
 
 def _calls_as_contact(settings, store, now) -> list[str]:

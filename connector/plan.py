@@ -191,7 +191,7 @@ class Planner:
     def _brake(self, rule: Any, rp: RulePlan, force: bool) -> None:
         s = self.settings.safety
         new_subjects = {a.subject_key for a in rp.actions if a.key not in self.known and not _is_closing(a.key)}
-        if force or rp.scope < s.min_clients_for_share or not new_subjects:
+        if force or rp.scope < s.min_clients_for_share or not new_subjects or rule.type == "greetings":  # greeting everyone is the point
             return
         share = len(new_subjects) / max(rp.scope, 1)
         if share > s.max_share:
@@ -242,7 +242,7 @@ class Planner:
             if rule.reassign.comment:
                 out.append(self._action(rule, f, f"{episode}:rc", "comment", c.system,
                                         {"entity": c.key, "text": render(rule.reassign.comment, ctx)}, ctx))
-        for i, a in enumerate(rule.actions):
+        for i, a in enumerate(f.actions if f.actions is not None else rule.actions):
             out.extend(self._render(rule, f, f"{episode}:{i}", a, ctx, responsible))
         # escalation ladder: after N days counted from the episode's first action, or when its task is overdue
         if rule.escalate:
@@ -319,7 +319,7 @@ class Planner:
                 bindings = [c.deal_keys[0]]
             return [self._action(rule, f, key, "task", system, {
                 "title": title, "description": desc, "responsible": who[0] if who else None,
-                "deadline": self.cal.deadline(self.snap.now, spec.deadline).isoformat(), "bindings": bindings}, ctx)]
+                "deadline": (f.deadline or self.cal.deadline(self.snap.now, spec.deadline)).isoformat(), "bindings": bindings}, ctx)]
         if isinstance(a, FieldAction):
             if not entity:
                 return []
@@ -400,7 +400,7 @@ class Planner:
         text = render(a.sms.text if a.sms.text else self._variant(a.sms.variants, rule, f, key), ctx)
         payload = {"phone": phone, "text": text, "client_key": c.key if c else None, "marketing": a.sms.marketing}
         m = self.settings.messaging
-        when = self._message_time()
+        when = f.send_at or self._message_time()
         not_before = when if when > self.snap.now else None
         if m and m.sms and m.sms.provider == "bitrix24":
             # No REST method sends an SMS: fire the portal's automation trigger whose robot sends it.
@@ -426,7 +426,7 @@ class Planner:
         text = render(a.email.text if a.email.text else self._variant(a.email.variants, rule, f, key), ctx)
         act = self._action(rule, f, key, "email", "sms", {"to": to, "subject": render(a.email.subject, ctx), "text": text}, ctx)
         if a.email.to == "client":
-            when = self._message_time()
+            when = f.send_at or self._message_time()
             act.not_before = when if when > self.snap.now else None
         return [act]
 

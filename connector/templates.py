@@ -124,6 +124,11 @@ EXTRA_VARS: dict[str, dict[str, Any]] = {
         "callback_minutes": 15,
     },
     "forgotten": {},
+    "greetings": {
+        "occasion": {"name": "birthday", "title": "birthday", "date": "01.01.2026", "year": 2026},
+        "purchases": [{"date": "01.12.2025", "amount": 100.0, "kind": "deal"}],
+        "last_purchase": {"date": "01.12.2025", "amount": 100.0, "kind": "deal"},
+    },
 }
 
 
@@ -259,6 +264,10 @@ def check_templates(settings: Any) -> list[tuple[tuple, str]]:
             parts.append((("rules", ri, "escalate", si, "actions"), step.actions))
         if rule.type == "release":
             parts.append((("rules", ri, "reassign"), rule.reassign))
+        if rule.type == "greetings":
+            parts.append((("rules", ri, "channels"), rule.channels))
+            if rule.offer is not None:
+                parts.append((("rules", ri, "offer", "channels"), rule.offer.channels))
         for base, obj in parts:
             for loc, text in _texts(obj, base):
                 try:

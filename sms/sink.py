@@ -8,6 +8,7 @@ cannot be asked afterwards, so an interrupted e-mail is reported, never resent.
 
 from __future__ import annotations
 
+import base64
 import logging
 
 from connector.config import Messaging
@@ -84,7 +85,8 @@ class MessageSink(OneByOneSink):
             raise Rejected("empty text", system=SYSTEM, obj=f"email {action.key}")
         if self.smtp is None:
             raise PermanentError("e-mail is not configured", system=SYSTEM, obj=action.key)
-        mid = self.smtp.send(to=to, subject=subject, text=text, action_key=action.key)
+        images = {cid: base64.b64decode(data) for cid, data in (p.get("images") or {}).items()}
+        mid = self.smtp.send(to=to, subject=subject, text=text, action_key=action.key, html=p.get("html") or None, images=images)
         # SMTP acceptance is all we will ever learn; "done", not "sent", so it is not polled for delivery.
         return ActionResult(remote_id=mid, status="done", detail="accepted by the SMTP server")
 

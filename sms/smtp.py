@@ -146,7 +146,7 @@ class _SmtpSsl(smtplib.SMTP_SSL):
 
 
 class SmtpClient:
-    """Sends plain-text e-mail; counts each SMTP session in ``ctx.counter("sms")``.
+    """Sends e-mail (plain text, or with an HTML alternative and inline images); counts each SMTP session.
 
     ``timeout`` bounds one whole session (connect, TLS, login, one message); ``ssl_context``
     overrides the verifying context built from the system's CAs and ``ca_file``.
@@ -186,7 +186,9 @@ class SmtpClient:
             raise
         return conn
 
-    def build(self, *, to: str, subject: str, text: str, action_key: str) -> EmailMessage:
+    def build(self, *, to: str, subject: str, text: str, action_key: str, html: str | None = None,
+              images: dict[str, bytes] | None = None) -> EmailMessage:
+        """Plain text; with ``html`` also an HTML alternative whose ``cid:`` images travel inside the message."""
         msg = EmailMessage()
         msg["From"] = self.sender
         msg["To"] = to
@@ -194,9 +196,15 @@ class SmtpClient:
         msg["Date"] = formatdate(localtime=False, usegmt=True)
         msg["Message-ID"] = message_id(action_key, valid_address(self.sender) or self.sender)
         msg.set_content(text)
+        if html:
+            msg.add_alternative(html, subtype="html")
+            body = msg.get_payload()[-1]
+            for cid, data in (images or {}).items():
+                body.add_related(data, maintype="image", subtype="png", cid=f"<{cid}>", filename=f"{cid}.png", disposition="inline")
         return msg
 
-    def send(self, *, to: str, subject: str, text: str, action_key: str) -> str:
+    def send(self, *, to: str, subject: str, text: str, action_key: str, html: str | None = None,
+             images: dict[str, bytes] | None = None) -> str:
         """Send one message; returns its Message-ID."""
         bare = valid_address(to)
         if bare is None:
@@ -206,7 +214,7 @@ class SmtpClient:
             raise PermanentError("messaging.email.from is not a valid address", system=SYSTEM, obj="config")
         if any(c in subject for c in "\r\n"):
             subject = " ".join(subject.splitlines())
-        msg = self.build(to=bare, subject=subject, text=text, action_key=action_key)
+        msg = self.build(to=bare, subject=subject, text=text, action_key=action_key, html=html, images=images)
         what = f"send to {bare.split('@', 1)[1]}"
         handed_over = False
         self.counter.add("smtp send")

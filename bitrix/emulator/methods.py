@@ -1029,6 +1029,108 @@ class Methods:
         self.tables["task"].remove(tid)
         return Out({"task": True})
 
+
+    # ------------------------------------------------------------ Drive (disk.*)
+
+    def _disk(self) -> dict:
+        """Storages (a user's own Drive appears with the user, as on a real portal) and their files."""
+        state = self.app_state.setdefault("disk", [])
+        if not state:
+            state.append({"storages": {}, "objects": {}, "next": 100})
+        d = state[0]
+        if not any(st["ENTITY_TYPE"] == "common" for st in d["storages"].values()):
+            self._new_storage(d, "Shared drive", "common", "shared_files_s1")
+        for uid in self.tables["user"].rows:
+            if not any(st["ENTITY_TYPE"] == "user" and st["ENTITY_ID"] == str(uid) for st in d["storages"].values()):
+                self._new_storage(d, f"User {uid}", "user", str(uid))
+        return d
+
+    def _new_storage(self, d: dict, name: str, etype: str, eid: str) -> None:
+        sid, root = d["next"], d["next"] + 1
+        d["next"] += 2
+        d["storages"][sid] = {"ID": str(sid), "NAME": name, "CODE": None, "MODULE_ID": "disk", "ENTITY_TYPE": etype,
+                              "ENTITY_ID": eid, "ROOT_OBJECT_ID": str(root)}
+        d["objects"][root] = {"ID": root, "NAME": name, "TYPE": "folder", "STORAGE_ID": str(sid), "PARENT_ID": None,
+                              "REAL_OBJECT_ID": root, "DELETED_TYPE": 0, "CREATE_TIME": iso(self.now())}
+
+    def _may_use(self, storage: dict, caller: "Caller") -> bool:
+        """A user's own Drive, the shared one, and (administrators) every Drive."""
+        return (caller.user_id in self.admins or storage["ENTITY_TYPE"] in ("common", "group")
+                or (storage["ENTITY_TYPE"] == "user" and storage["ENTITY_ID"] == str(caller.user_id)))
+
+    def m_disk_storage_getlist(self, p: Params, caller: "Caller") -> Out:
+        d = self._disk()
+        flt = {str(k).upper(): v for k, v in _filter_map(p).items()}
+        rows = [st for st in d["storages"].values() if self._may_use(st, caller)
+                and all(str(st.get(k)) == str(v) for k, v in flt.items() if k in st)]
+        start = max(_start(p), 0)
+        page = rows[start:start + PAGE]
+        return Out(page, total=len(rows), next=start + PAGE if start + PAGE < len(rows) else None, returned=len(page))
+
+    def _folder(self, p: Params, caller: "Caller") -> tuple[dict, dict]:
+        if p.get("id") in (None, ""):
+            raise ApiError(400, "ERROR_ARGUMENT", "Invalid value of parameter {Parameter #0}")
+        d = self._disk()
+        fid = intval(p.get("id"))
+        obj = d["objects"].get(fid)
+        if obj is None or obj["TYPE"] != "folder":
+            raise ApiError(400, "ERROR_NOT_FOUND", f"Could not find entity with id `{fid}`")
+        storage = d["storages"][int(obj["STORAGE_ID"])]
+        if not self._may_use(storage, caller):
+            raise ApiError(403, "ACCESS_DENIED", "Access denied")
+        return obj, storage
+
+    def _file_row(self, obj: dict, storage: dict) -> dict:
+        return {k: obj.get(k) for k in ("ID", "NAME", "CODE", "STORAGE_ID", "TYPE", "PARENT_ID", "DELETED_TYPE",
+                                         "GLOBAL_CONTENT_VERSION", "FILE_ID", "SIZE", "CREATE_TIME", "UPDATE_TIME", "DELETE_TIME",
+                                         "CREATED_BY", "UPDATED_BY", "DELETED_BY", "DOWNLOAD_URL", "DETAIL_URL")}
+
+    def m_disk_folder_getchildren(self, p: Params, caller: "Caller") -> Out:
+        folder, storage = self._folder(p, caller)
+        d = self._disk()
+        flt = {str(k).upper(): v for k, v in _filter_map(p).items()}
+        rows = [self._file_row(o, storage) if o["TYPE"] == "file" else dict(o) for o in d["objects"].values()
+                if str(o.get("PARENT_ID")) == str(folder["ID"]) and all(str(o.get(k)) == str(v) for k, v in flt.items())]
+        return Out(rows, total=len(rows), returned=len(rows))
+
+    def m_disk_folder_uploadfile(self, p: Params, caller: "Caller") -> Out:
+        import base64
+        import binascii
+
+        folder, storage = self._folder(p, caller)
+        data = p.get("data") if isinstance(p.get("data"), dict) else {}
+        name = str(data.get("NAME") or data.get("name") or "").strip()
+        content = p.get("fileContent")
+        if content in (None, "", []):  # no content: the two-step upload (an upload URL), which the connector does not use
+            return Out({"field": "file", "uploadUrl": f"/rest/upload.json?token=disk%7C{folder['ID']}"})
+        if not name:
+            raise ApiError(400, "DISK_BASE_SERVICE_22001", "Error: required parameter NAME (DISK_BASE_SERVICE_22001)")
+        parts = as_list(content)
+        try:
+            raw = base64.b64decode(str(parts[-1]), validate=True)
+        except (binascii.Error, ValueError, IndexError):
+            raise ApiError(400, "ERROR_COULD_NOT_SAVE_FILE", "Could not save file") from None
+        d = self._disk()
+        siblings = {o["NAME"] for o in d["objects"].values() if str(o.get("PARENT_ID")) == str(folder["ID"])}
+        if name in siblings:
+            if not truthy(p.get("generateUniqueName")):
+                raise ApiError(400, "DISK_OBJ_22000", "Object with same name already exists")
+            stem, dot, ext = name.rpartition(".")
+            n = 1
+            while (cand := f"{stem or ext} ({n}){dot}{ext if stem else ''}") in siblings:
+                n += 1
+            name = cand
+        oid = d["next"]
+        d["next"] += 1
+        now = iso(self.now())
+        obj = {"ID": oid, "NAME": name, "CODE": None, "STORAGE_ID": storage["ID"], "TYPE": "file", "PARENT_ID": str(folder["ID"]),
+               "DELETED_TYPE": 0, "GLOBAL_CONTENT_VERSION": 1, "FILE_ID": 30000 + oid, "SIZE": str(len(raw)), "CREATE_TIME": now,
+               "UPDATE_TIME": now, "DELETE_TIME": None, "CREATED_BY": str(caller.user_id), "UPDATED_BY": str(caller.user_id),
+               "DELETED_BY": None, "DOWNLOAD_URL": f"/rest/download.json?token=disk%7C{oid}",
+               "DETAIL_URL": f"/company/personal/user/{storage['ENTITY_ID']}/disk/file/{name}", "CONTENT": raw}
+        d["objects"][oid] = obj
+        return Out(self._file_row(obj, storage))
+
     # ------------------------------------------------------------ notifications
 
     def _notify(self, p: Params, caller: "Caller", kind: str) -> Out:

@@ -26,7 +26,7 @@ from bitrix.emulator.tables import KYIV, MULTI, QueryCache, Table, as_list, coer
 PLANS = {"standard": (50, 2.0), "enterprise": (250, 5.0)}
 ENTITIES = ("user", "department", "company", "contact", "deal", "activity", "invoice", "requisite", "task",
             "comment", "notify", "trigger", "workflow", "status")
-DEFAULT_SCOPES = ("crm", "task", "user", "department", "im", "bizproc")
+DEFAULT_SCOPES = ("crm", "task", "user", "department", "im", "bizproc", "disk")
 
 
 @dataclass
@@ -241,6 +241,13 @@ class Portal(Methods):
                 self._bump_owner(owner_type, row.get("ENTITY_ID") or 0, row["CREATED"],
                                  row.get("AUTHOR_ID") or self.webhook_user)
             return rid
+
+    def drive_files(self, user_id: int) -> dict[str, bytes]:
+        """The files on a user's Drive (its root folder), by name, for assertions."""
+        d = self._disk()
+        root = next(int(st["ROOT_OBJECT_ID"]) for st in d["storages"].values()
+                    if st["ENTITY_TYPE"] == "user" and st["ENTITY_ID"] == str(user_id))
+        return {o["NAME"]: o["CONTENT"] for o in d["objects"].values() if o["TYPE"] == "file" and str(o["PARENT_ID"]) == str(root)}
 
     def delete(self, entity: str, id: int) -> None:
         """A user deletes a record."""

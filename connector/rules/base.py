@@ -38,6 +38,9 @@ class Finding:
     phone: str | None = None  # SMS recipient override (missed calls)
     reassign_to: str | None = None  # release: the new manager
     previous_key: str | None = None  # release: the manager who lost the client
+    actions: list[Any] | None = None  # this finding's own actions instead of the rule's (greetings: the client's channel)
+    deadline: datetime | None = None  # tasks are due exactly then (greetings: the end of the day of the call)
+    send_at: datetime | None = None  # client messages wait until then, not for the usual quiet days (greetings: on the day)
 
 
 @dataclass

@@ -11,3 +11,5 @@ def test_demo_runs_every_rule_and_exits_0():
     for word in ("forgotten", "release", "lost", "unpaid", "debtors", "missed_call", "SMS to", "from 1C", "call counted as contact"):
         assert word in out, word
     assert "planned" in out and "0 new" in out  # the rerun did nothing twice
+    report = ROOT / "connector-demo-report.html"
+    assert str(report) in out and report.read_text(encoding="utf-8").count("<svg") == 4  # the control report, with its charts
