@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import signal
 import threading
 from collections.abc import Iterable
 from functools import lru_cache
@@ -41,12 +42,31 @@ def money(value: float | int | str, decimals: int = 2) -> str:
 
 
 class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox with a smaller ``range()``; lives in the worker process only."""
+    """The sandbox with a smaller ``range()``, and no operation that builds a huge value
+    (``"x" * 10**9``, ``"x".ljust(10**9)``, ``9 ** 10**9``): refused before it allocates."""
+
+    intercepted_binops = frozenset({"*", "**"})
 
     def __init__(self) -> None:
         super().__init__(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
         self.filters["money"] = money
         self.globals["range"] = _small_range
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise RenderLimit("the result would need too much memory (a power over 64)")
+        if operator == "*":
+            n = right if isinstance(left, (str, list, tuple)) and isinstance(right, int) else \
+                left if isinstance(right, (str, list, tuple)) and isinstance(left, int) else None
+            if n is not None and n * max(len(left if not isinstance(left, int) else right), 1) > MAX_OUTPUT:
+                raise RenderLimit(f"the result would need too much memory ({n} repetitions)")
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - jinja's signature
+        for v in (*args, *kwargs.values()) if __obj is not _small_range else ():
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_OUTPUT:
+                raise RenderLimit(f"the result would need too much memory (an argument of {v})")
+        return super().call(__context, __obj, *args, **kwargs)
 
 
 def _small_range(*args: int) -> range:
@@ -222,10 +242,41 @@ class _Worker:
 _worker = _Worker()
 
 
+_here = _Environment()
+_compiled = lru_cache(maxsize=4096)(_here.from_string)
+
+
 def render(template: str, context: dict[str, Any]) -> str:
     """Render a template within the bounds; raises :class:`jinja2.TemplateError` on unknown
-    variables, unsafe calls and bounds exceeded."""
-    return _worker.render(template, context)
+    variables, unsafe calls and bounds exceeded.
+
+    In the main thread (every command, the daemon's cycles, a SIGHUP reload) the render runs here,
+    stopped by a SIGALRM timer after :data:`RENDER_SECONDS` (thousands of texts a plan cost
+    microseconds each, in the config's language); elsewhere it goes to the worker process."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        return _worker.render(template, context)
+    if signal.getsignal(signal.SIGALRM) is not _stop:
+        signal.signal(signal.SIGALRM, _stop)  # the connector has no other use for SIGALRM
+    signal.setitimer(signal.ITIMER_REAL, RENDER_SECONDS)
+    try:
+        parts: list[str] = []
+        size = 0
+        for chunk in _compiled(template).generate(**context):
+            size += len(chunk)
+            if size > MAX_OUTPUT:
+                raise RenderLimit(f"the text is longer than {MAX_OUTPUT} characters")
+            parts.append(chunk)
+        return "".join(parts)
+    except MemoryError:
+        raise RenderLimit("the template needs too much memory") from None
+    except RecursionError:
+        raise RenderLimit("the template recurses too deeply") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise RenderLimit(f"rendering took longer than {RENDER_SECONDS:g} s (nested loops?)")
 
 
 def pick_variant(variants: list[str], client_key: str, sent_before: int) -> str:
