@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,11 @@ def find_demo_config(path: str | None) -> Path:
 
 def run_demo(config_path: str | None, *, companies: int = 40, console: Console | None = None) -> int:
     from connector.config import load_settings
-    from connector.runner import cycle, make_context, open_store
+    from connector.runner import cycle, make_context, make_lease, open_store
 
     console = console or Console()
     cfg = find_demo_config(config_path)
-    with tempfile.TemporaryDirectory(prefix="connector-demo-") as tmp, Sandbox(companies=companies) as sb:
+    with tempfile.TemporaryDirectory(prefix="connector-demo-") as tmp, Sandbox(companies=companies) as sb, ExitStack() as stack:
         os.environ["CONNECTOR_STORE"] = f"sqlite:///{Path(tmp) / 'demo.db'}"
         try:
             settings = load_settings(cfg)
@@ -89,30 +90,33 @@ def run_demo(config_path: str | None, *, companies: int = 40, console: Console |
             return 2
         i18n.use(settings.language)
         store = open_store(settings)
+        # held as `run` holds it: only the lease holder tells the connector's own tasks from people's
+        # (without it the demo's own reminder kept its client, and nobody was ever released)
+        lease = stack.enter_context(make_lease(settings, store))
         today = sb.company.anchor
         console.rule(_("Sandbox company: {clients} clients, {managers} managers; simulated date {date}").format(
             clients=len(sb.company.companies), managers=len(sb.company.managers), date=i18n.moment(today)))
         console.print(_("Config: {file}").format(file=cfg), markup=False)
 
         console.rule(_("1. connector plan  (sync, evaluate, show; writes nothing)"))
-        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=False)
+        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=False, lease=lease)
         print_sync(rep.sync)
         if not rep.sync.ok:
             return 1
         print_plan(rep.plan)
 
         console.rule(_("2. connector run --once  (the same, executed through the APIs)"))
-        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=True)
+        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=True, lease=lease)
         print_exec(rep)
         first = rep
 
         console.rule(_("3. connector run --once again  (nothing is done twice)"))
-        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=True)
+        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=True, lease=lease)
         print_exec(rep)
 
         later = today + timedelta(days=16)
         console.rule(_("4. connector run --once --now {date}  (16 days later: release, next call-back)").format(date=f"{later:%Y-%m-%d}"))
-        rep16 = cycle(settings, store, make_context(store, FixedClock(later)), execute=True)
+        rep16 = cycle(settings, store, make_context(store, FixedClock(later)), execute=True, lease=lease)
         print_plan(rep16.plan)
         print_exec(rep16)
 

@@ -35,6 +35,12 @@ def _speaking(language: str | None, fn: Any, *args: Any) -> Any:
     return contextvars.copy_context().run(call)
 
 
+def _plain(text: str) -> str:
+    """Babel groups digits with no-break spaces; texts for people (an SMS above all) get a plain
+    space, which looks the same and keeps a Latin SMS in the cheaper GSM-7 alphabet."""
+    return text.replace("\u202f", " ").replace("\xa0", " ")
+
+
 @pass_context
 def money(ctx: Any, value: float | int | str, currency: str | int | None = None, decimals: int = 2) -> str:
     """The ``money`` filter, by the config's language: ``{{ 42000 | money }}`` -> ``42 000,00``,
@@ -51,8 +57,8 @@ def money(ctx: Any, value: float | int | str, currency: str | int | None = None,
             pattern = parse_pattern(i18n.locale().currency_formats["standard"])
             pattern.frac_prec = (decimals, decimals)
             return pattern.apply(amount, i18n.locale(), currency=str(currency), currency_digits=False)
-        return _speaking(ctx.get(LANGUAGE), fmt)
-    return _speaking(ctx.get(LANGUAGE), i18n.number, amount, decimals)
+        return _plain(_speaking(ctx.get(LANGUAGE), fmt))
+    return _plain(_speaking(ctx.get(LANGUAGE), i18n.number, amount, decimals))
 
 
 _env.filters["money"] = money
@@ -133,7 +139,11 @@ def moment_var(t: datetime) -> When:
 
 def amount_var(value: float | int | None) -> Amount:
     v = float(value or 0.0)
-    return Amount(v, i18n.number(v))
+    return Amount(v, _plain(i18n.number(v)))
+
+
+def _money(amount: float, currency: str) -> str:
+    return _plain(i18n.money(amount, currency or "UAH"))
 
 
 def person_var(key: str | None, name: str | None, email: str | None = None) -> Text:
@@ -168,7 +178,7 @@ def last_contact_var(kind: str | None, when: date | datetime | None) -> Text:
 def last_purchase_var(when: date | datetime, amount: float, what: str) -> Text:
     """``last_purchase`` (lost): "реалізація в 1С від 12.11.2026 на суму 42 000,00"."""
     d, a = day_var(when), amount_var(amount)
-    return Text(_("{kind} of {date} for {amount}").format(kind=words.purchase_kind(what), date=d, amount=a),
+    return Text(_("{kind} of {date} for {amount}").format(kind=words.purchase_kind(what), date=d, amount=str(a)),
                 date=d, amount=a, kind=what, name=words.purchase_kind(what))
 
 
@@ -176,7 +186,7 @@ def invoice_var(*, key: str, title: str, number: str, amount: float, currency: s
                 days_overdue: int) -> Text:
     """``invoice`` (unpaid): "Рахунок №17 на суму 1 250,50 ₴, сплатити до 01.01.2026"."""
     d = day_var(due_date)
-    return Text(_("{title} for {amount}, due {date}").format(title=title, amount=i18n.money(amount, currency), date=d),
+    return Text(_("{title} for {amount}, due {date}").format(title=title, amount=_money(amount, currency), date=d),
                 key=key, id=key.rsplit(":", 1)[-1], title=title, number=number, amount=amount_var(amount),
                 currency=currency, due_date=d, days_overdue=days_overdue)
 
@@ -193,7 +203,7 @@ def document_var(doc: dict[str, Any], currency: str) -> Text:
     unpaid = doc.get("unpaid", doc.get("amount"))
     text = _("{number} of {date}: {unpaid} unpaid, due {due}").format(
         number=doc.get("number") or "", date=attrs.get("date", ""),
-        unpaid=i18n.money(float(unpaid or 0.0), currency), due=attrs.get("due", ""))
+        unpaid=_money(float(unpaid or 0.0), currency), due=attrs.get("due", ""))
     return Text(text, **attrs)
 
 
@@ -202,10 +212,10 @@ def debt_var(*, amount: float, currency: str, overdue_amount: float, overdue_sin
     """``debt`` (debtors): "42 000,00 ₴, з них 12 000,00 ₴ прострочено з 01.10.2026"."""
     since = day_var(overdue_since)
     if abs(overdue_amount - amount) < 0.005:
-        text = _("{amount} overdue since {date}").format(amount=i18n.money(amount, currency), date=since)
+        text = _("{amount} overdue since {date}").format(amount=_money(amount, currency), date=since)
     else:
         text = _("{amount}, of which {overdue} overdue since {date}").format(
-            amount=i18n.money(amount, currency), overdue=i18n.money(overdue_amount, currency), date=since)
+            amount=_money(amount, currency), overdue=_money(overdue_amount, currency), date=since)
     docs = [document_var(x, currency) for x in documents]
     return Text(text, amount=amount_var(amount), currency=currency, overdue_amount=amount_var(overdue_amount),
                 overdue_since=since, days_overdue=days_overdue, documents=TextList(docs, "; ".join(str(x) for x in docs)))

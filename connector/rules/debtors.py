@@ -31,22 +31,19 @@ def evaluate(rule: DebtorsRule, snap: Snapshot, cal: BusinessCalendar) -> Evalua
         overdue = (today - debt.overdue_since).days
         if overdue < rule.overdue_days:
             continue
-        money = {"total": i18n.money(debt.amount, debt.currency), "overdue": i18n.money(amount, debt.currency),
-                 "since": day_var(debt.overdue_since), "days": overdue}
+        debt_text = debt_var(amount=round(debt.amount, 2), currency=debt.currency, overdue_amount=round(amount, 2),
+                             overdue_since=debt.overdue_since, days_overdue=overdue, documents=debt.documents)
         oldest = next((x for x in debt.documents if x.get("number")), None)
         if oldest:
-            reason = _("owes {total}, {overdue} of it overdue since {since} ({days} days); the oldest unpaid: {number} of "
-                       "{date}, {unpaid} due {due}").format(
-                **money, number=oldest["number"], date=day_var(oldest.get("date")),
+            reason = _("owes {debt} ({days} days); the oldest unpaid: {number} of {date}, {unpaid} due {due}").format(
+                debt=debt_text, days=overdue, number=oldest["number"], date=day_var(oldest.get("date")),
                 unpaid=i18n.money(float(oldest.get("unpaid") or 0.0), debt.currency), due=day_var(oldest.get("due")))
         else:
-            reason = _("owes {total}, {overdue} of it overdue since {since} ({days} days)").format(**money)
+            reason = _("owes {debt} ({days} days)").format(debt=debt_text, days=overdue)
         findings.append(
             Finding(
                 subject_key=debt.key, client=c, period=debt.overdue_since.isoformat(), reason=reason,
-                vars={"debt": debt_var(amount=round(debt.amount, 2), currency=debt.currency, overdue_amount=round(amount, 2),
-                                       overdue_since=debt.overdue_since, days_overdue=overdue, documents=debt.documents),
-                      "days": overdue},
+                vars={"debt": debt_text, "days": overdue},
             )
         )
     return Evaluation(findings, scope)
