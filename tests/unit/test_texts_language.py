@@ -249,3 +249,19 @@ def test_validate_time_samples_have_exactly_the_variables_the_planner_provides(t
             for attr, v in value.items():
                 for kind in (Text, When, Amount):
                     assert isinstance(v, kind) == isinstance(sample[name][attr], kind), (name, attr)
+
+
+def test_the_readme_documents_every_template_variable_and_attribute():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Template variables", 1)[1].split("**Contact** is", 1)[0]
+    for rule_type in sorted(RULE_TYPES):
+        for name, value in variables_for(rule_type).items():
+            assert f"`{name}`" in section, name
+            if isinstance(value, Text):
+                row = next(line for line in section.splitlines() if line.startswith(f"| `{name}` |"))
+                if "as `manager`" in row:  # supervisor, previous_manager: the same attributes
+                    row = next(line for line in section.splitlines() if line.startswith("| `manager` |"))
+                for attr in value:
+                    assert f"`{attr}`" in row, (name, attr)
