@@ -56,12 +56,27 @@ def _load(path: str) -> Settings:
         i18n.use(s.language)
         return s
     except ConfigError as e:
+        _language_of(path)
         # plain lines, never wrapped to the terminal's width: one problem per line, for grep and editors
         for p in e.problems:
             click.echo(redact(p), err=True)
         click.echo(ngettext("{n} problem in {file}; nothing was run.", "{n} problems in {file}; nothing was run.",
                             len(e.problems)).format(n=len(e.problems), file=path), err=True)
         sys.exit(2)
+
+
+def _language_of(path: str) -> None:
+    """A config that did not load still says in which language its summary line is wanted."""
+    import re
+
+    from connector import i18n
+
+    try:
+        m = re.search(r"^language:\s*[\"']?(uk|ru|en)\b", Path(path).read_text(encoding="utf-8"), re.M)
+    except (OSError, UnicodeDecodeError):
+        return
+    if m:
+        i18n.use(m.group(1))
 
 
 @click.group()

@@ -24,7 +24,7 @@ console = Console(highlight=False)
 def print_sync(rep) -> None:
     t = Table(_("source"), _("rows"), _("requests"), _("seconds"), _("status"))
     for s in rep.sources:
-        t.add_row(s.system, str(s.rows), str(s.requests), f"{s.seconds:.1f}",
+        t.add_row(s.system, str(s.rows), str(s.requests), i18n.number(s.seconds, 1),
                   _("ok") if not s.error else Text(_("FAILED: {error}").format(error=redact(s.error)), style="red"))
     console.print(t)
     if rep.links:

@@ -265,3 +265,16 @@ def test_the_readme_documents_every_template_variable_and_attribute():
                     row = next(line for line in section.splitlines() if line.startswith("| `manager` |"))
                 for attr in value:
                     assert f"`{attr}`" in row, (name, attr)
+
+
+def test_a_config_that_does_not_load_is_summed_up_in_its_own_language(tmp_path):
+    from click.testing import CliRunner
+
+    from connector.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("language: ru\nrules: [{name: x, type: nope}]\n", encoding="utf-8")
+    r = CliRunner().invoke(main, ["validate", str(bad)])
+    assert r.exit_code == 2
+    assert f"1 проблема в {bad}; ничего не запущено." in r.output
+    assert "rules[0].type: unknown type `nope`" in r.output  # the problem line itself stays English (see README, Language)
