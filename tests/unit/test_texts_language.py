@@ -278,3 +278,24 @@ def test_a_config_that_does_not_load_is_summed_up_in_its_own_language(tmp_path):
     assert r.exit_code == 2
     assert f"1 проблема в {bad}; ничего не запущено." in r.output
     assert "rules[0].type: unknown type `nope`" in r.output  # the problem line itself stays English (see README, Language)
+
+
+def test_objects_survive_a_trip_to_another_process_and_the_immutable_sandbox():
+    """Renders may happen in a worker process (pickled context) under ImmutableSandboxedEnvironment."""
+    import pickle
+
+    from jinja2 import StrictUndefined
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from connector.templates import LANGUAGE, money
+
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+    env.filters["money"] = money
+    ctx = pickle.loads(pickle.dumps({**variables_for("debtors"), LANGUAGE: "ru"}))
+    out = env.from_string("{{ debt }} | {{ debt.amount | money(debt.currency) }} | {{ today }} {{ today.iso }}").render(**ctx)
+    assert out == "1 500,00 ₴, прострочено з 01.01.2026 | 1 500,00 ₴ | 01.01.2026 2026-01-01"  # texts made in uk; the filter in ru
+    with pytest.raises(SecurityError):
+        env.from_string("{{ debt.update({}) }}").render(**ctx)
+    with pytest.raises(SecurityError):
+        env.from_string("{{ debt._text }}").render(**ctx)
