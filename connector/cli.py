@@ -10,13 +10,16 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from connector import words
 from connector.config import Settings, json_schema, load_settings
 from connector.errors import ConfigError, ConnectorError, StoreError
+from connector.i18n import _, ngettext
 from connector.ports import FixedClock, SystemClock
 from connector.redact import install_logging_filter, redact_url
 from connector.report import cell, console, plain, print_exec, print_plan, print_sync
@@ -53,11 +56,27 @@ def _load(path: str) -> Settings:
         i18n.use(s.language)
         return s
     except ConfigError as e:
+        _language_of(path)
         # plain lines, never wrapped to the terminal's width: one problem per line, for grep and editors
         for p in e.problems:
             click.echo(plain(p), err=True)
-        click.echo(f"{len(e.problems)} problem(s) in {path}; nothing was run.", err=True)
+        click.echo(ngettext("{n} problem in {file}; nothing was run.", "{n} problems in {file}; nothing was run.",
+                            len(e.problems)).format(n=len(e.problems), file=path), err=True)
         sys.exit(2)
+
+
+def _language_of(path: str) -> None:
+    """A config that did not load still says in which language its summary line is wanted."""
+    import re
+
+    from connector import i18n
+
+    try:
+        m = re.search(r"^language:\s*[\"']?(uk|ru|en)\b", Path(path).read_text(encoding="utf-8"), re.M)
+    except (OSError, UnicodeDecodeError):
+        return
+    if m:
+        i18n.use(m.group(1))
 
 
 @click.group()
@@ -73,7 +92,8 @@ def main(verbose: bool) -> None:
 def validate(config: str) -> None:
     """Check a config file: every problem as FILE:LINE: path: message."""
     s = _load(config)
-    click.echo(f"{config}: OK ({len(s.rules)} rules: {', '.join(r.name for r in s.rules) or 'none'})")
+    click.echo(ngettext("{file}: OK ({n} rule: {names})", "{file}: OK ({n} rules: {names})", len(s.rules)).format(
+        file=config, n=len(s.rules), names=", ".join(r.name for r in s.rules) or _("none")))
 
 
 @main.command()
@@ -107,7 +127,7 @@ def check(config: str) -> None:
                         ("WARN", "yellow") if r.warning else ("ok", "green"))
         click.echo(f"{click.style(f'{word:<4}', fg=colour)}  {plain(r.system):<8}  {plain(r.what)}: {plain(r.detail)}")
     bad = sum(not r.ok for r in results)
-    click.echo(f"{bad} check(s) failed." if bad else "All checks passed.")
+    click.echo(ngettext("{n} check failed.", "{n} checks failed.", bad).format(n=bad) if bad else _("All checks passed."))
     sys.exit(1 if bad else 0)
 
 
@@ -156,7 +176,7 @@ def _open(s: Settings):
     try:
         return open_store(s)
     except StoreError as e:
-        err.print(f"store: {e}", markup=False)
+        err.print(_("store: {error}").format(error=e), markup=False)
         sys.exit(1)
 
 
@@ -173,22 +193,22 @@ def status(config: str) -> None:
     s = _load(config)
     store = _open(s)
     console.print(f"store: {plain(redact_url(s.store))}", markup=False)
-    t = Table("system", "stream", "rows", "updated", "cursor")
+    t = Table(_("system"), _("stream"), _("rows"), _("updated"), _("cursor"))
     for c in store.cursors():
         t.add_row(cell(c["system"]), cell(c["stream"]), str(c["rows"]), str(c["updated_at"] or ""), cell((c["cursor"] or "")[:60]))
     console.print(t)
     counts = store.counts()
-    console.print("records: " + ", ".join(f"{k} {v}" for k, v in counts.items()), markup=False)
+    console.print(_("records: {counts}").format(counts=", ".join(f"{k} {v}" for k, v in counts.items())), markup=False)
     with store.tx() as conn:
         last = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(5)).all()
-    rt = Table("run", "command", "started", "clock", "status")
+    rt = Table(_("run"), _("command"), _("started"), _("clock"), _("status"))
     for r in last:
         rt.add_row(str(r.id), cell(r.command), str(r.started_at), str(r.clock), cell(r.status))
     console.print(rt)
-    console.print("journal: " + (", ".join(f"{k} {v}" for k, v in sorted(Journal(store).summary().items())) or "empty"), markup=False)
+    console.print(_("journal: {counts}").format(counts=words.counts(Journal(store).summary()) or _("empty")), markup=False)
     problems = link_report(store)
     if problems:
-        lt = Table("1C counterparty", "status", "candidates")
+        lt = Table(_("1C counterparty"), _("status"), _("candidates"))
         for p in problems:
             lt.add_row(cell(p["title"] or p["key"]), cell(p["status"]), cell(", ".join(p["candidates"])))
         console.print(lt)
@@ -216,7 +236,7 @@ def plan(config: str, as_json: bool, force: bool, no_sync: bool, rules: tuple[st
     s = _load(config)
     unknown = [r for r in rules if r not in {x.name for x in s.rules}]
     if unknown:
-        err.print(f"--rule: no rule named {', '.join(unknown)} in {config}", markup=False)
+        err.print(_("--rule: no rule named {names} in {file}").format(names=", ".join(unknown), file=config), markup=False)
         sys.exit(2)
     store = _open(s)
     ctx = make_context(store, _clock(now))
@@ -226,7 +246,7 @@ def plan(config: str, as_json: bool, force: bool, no_sync: bool, rules: tuple[st
         try:
             lease.acquire()
         except LeaseHeld as e:
-            err.print(f"{e}: evaluating the store as it is (no sync)", markup=False)
+            err.print(_("{reason}: evaluating the store as it is (no sync)").format(reason=e), markup=False)
             lease, no_sync = None, True
     try:
         rep = cycle(s, store, ctx, execute=False, force=force, progress=not as_json and sys.stdout.isatty(), lease=lease,
@@ -237,7 +257,7 @@ def plan(config: str, as_json: bool, force: bool, no_sync: bool, rules: tuple[st
     if not rep.sync.ok:
         if not as_json:
             print_sync(rep.sync)
-        err.print("a source failed: no rule was evaluated", markup=False)
+        err.print(_("a source failed: no rule was evaluated"), markup=False)
         sys.exit(1)
     if out:
         from connector.report import write_plan_json
@@ -338,15 +358,15 @@ def sandbox(companies: int, env_file: str | None) -> None:
     # pins a fixed date for reproducible output).
     with Sandbox(company=generate(companies=companies, anchor=datetime.now(UTC))) as sb:
         lines = [f"{k}={v}" for k, v in sb.env.items()]
-        console.print("Sandbox running on loopback. Point a config at it with:", markup=False)
+        console.print(_("Sandbox running on loopback. Point a config at it with:"), markup=False)
         for line in lines:
             console.print(f"  export {line}", markup=False)
         if env_file:
             from connector.private import write_private_text
 
             write_private_text(env_file, "\n".join(lines) + "\n")  # secrets inside: owner only (0600)
-            console.print(f"(also written to {env_file}; try: connector plan config/demo.yaml)", markup=False)
-        console.print("Ctrl-C to stop.", markup=False)
+            console.print(_("(also written to {file}; try: connector plan config/demo.yaml)").format(file=env_file), markup=False)
+        console.print(_("Ctrl-C to stop."), markup=False)
         try:
             while True:
                 time.sleep(3600)

@@ -583,7 +583,7 @@ class Reassign(Model):
     move_contacts: bool = Field(True, description="Move the company's contacts too.", examples=[True])
     comment: str | None = Field(
         "Client released from {{ previous_manager.name }} to {{ manager.name }}: no contact for {{ days }} days.",
-        description="Timeline comment on the client (a template); null for none.",
+        description="Timeline comment on the client (a template); null for none. The default is written in the config's `language`.",
         examples=["Released: no contact for {{ days }} days."])
 
 

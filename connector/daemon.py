@@ -60,6 +60,9 @@ class Daemon:
             log.error("reload refused: the store cannot change while the daemon runs (restart it instead)")
             return
         self.settings = new
+        from connector import i18n
+
+        i18n.use(new.language)  # a changed `language:` applies from the next cycle
         self._restart_push()
         log.warning("config reloaded from %s (%d rules)", self.path, len(new.rules))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from connector import i18n, words
 from connector.errors import ConfigError
+from connector.i18n import _
 from connector.ports import FixedClock
 from connector.registry import adapters
 from connector.report import cell, plain, print_exec, print_plan, print_sync
@@ -68,16 +71,16 @@ def find_demo_config(path: str | None) -> Path:
     for candidate in (Path.cwd() / "config" / "demo.yaml", Path(__file__).resolve().parents[1] / "config" / "demo.yaml"):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError("config/demo.yaml not found: run `connector demo` from the project folder or pass --config")
+    raise FileNotFoundError(_("config/demo.yaml not found: run `connector demo` from the project folder or pass --config"))
 
 
 def run_demo(config_path: str | None, *, companies: int = 40, console: Console | None = None) -> int:
     from connector.config import load_settings
-    from connector.runner import cycle, make_context, open_store
+    from connector.runner import cycle, make_context, make_lease, open_store
 
     console = console or Console()
     cfg = find_demo_config(config_path)
-    with tempfile.TemporaryDirectory(prefix="connector-demo-") as tmp, Sandbox(companies=companies) as sb:
+    with tempfile.TemporaryDirectory(prefix="connector-demo-") as tmp, Sandbox(companies=companies) as sb, ExitStack() as stack:
         os.environ["CONNECTOR_STORE"] = f"sqlite:///{Path(tmp) / 'demo.db'}"
         try:
             settings = load_settings(cfg)
@@ -85,35 +88,40 @@ def run_demo(config_path: str | None, *, companies: int = 40, console: Console |
             for p in e.problems:
                 console.print(plain(p), markup=False)
             return 2
+        i18n.use(settings.language)
         store = open_store(settings)
+        # held as `run` holds it: only the lease holder tells the connector's own tasks from people's
+        # (without it the demo's own reminder kept its client, and nobody was ever released)
+        lease = stack.enter_context(make_lease(settings, store))
         today = sb.company.anchor
-        console.rule(f"Sandbox company: {len(sb.company.companies)} clients, {len(sb.company.managers)} managers; simulated date {today:%Y-%m-%d %H:%M %Z}")
-        console.print(plain(f"Config: {cfg}"), markup=False)
+        console.rule(_("Sandbox company: {clients} clients, {managers} managers; simulated date {date}").format(
+            clients=len(sb.company.companies), managers=len(sb.company.managers), date=i18n.moment(today)))
+        console.print(plain(_("Config: {file}").format(file=cfg)), markup=False)
 
-        console.rule("1. connector plan  (sync, evaluate, show; writes nothing)")
-        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=False)
+        console.rule(_("1. connector plan  (sync, evaluate, show; writes nothing)"))
+        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=False, lease=lease)
         print_sync(rep.sync)
         if not rep.sync.ok:
             return 1
         print_plan(rep.plan)
 
-        console.rule("2. connector run --once  (the same, executed through the APIs)")
-        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=True)
+        console.rule(_("2. connector run --once  (the same, executed through the APIs)"))
+        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=True, lease=lease)
         print_exec(rep)
         first = rep
 
-        console.rule("3. connector run --once again  (nothing is done twice)")
-        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=True)
+        console.rule(_("3. connector run --once again  (nothing is done twice)"))
+        rep = cycle(settings, store, make_context(store, FixedClock(today)), execute=True, lease=lease)
         print_exec(rep)
 
         later = today + timedelta(days=16)
-        console.rule(f"4. connector run --once --now {later:%Y-%m-%d}  (16 days later: release, next call-back)")
-        rep16 = cycle(settings, store, make_context(store, FixedClock(later)), execute=True)
+        console.rule(_("4. connector run --once --now {date}  (16 days later: release, next call-back)").format(date=f"{later:%Y-%m-%d}"))
+        rep16 = cycle(settings, store, make_context(store, FixedClock(later)), execute=True, lease=lease)
         print_plan(rep16.plan)
         print_exec(rep16)
 
-        console.rule("What each rule did")
-        t = Table("rule", "type", "today", "16 days later")
+        console.rule(_("What each rule did"))
+        t = Table(_("rule"), _("type"), _("today"), _("16 days later"))
         for rp in first.plan.rules:
             a = first.execution.by_rule.get(rp.rule, {}) if first.execution else {}
             b = rep16.execution.by_rule.get(rp.rule, {}) if rep16.execution else {}
@@ -136,7 +144,7 @@ def _control_report(settings, store, start, end, console: Console) -> Path:
 
     period = control.resolve_period(f"{start.date()}..{end.date()}", end, BusinessCalendar(settings.calendar, settings.timezone))
     rep = control.build(settings, store, period, end)
-    console.rule(_("The supervisor's control report (connector report)"))
+    console.rule(_("The supervisor's control report"))
     for line in rep.summary():
         console.print(line, markup=False)
     out = Path.cwd() / "connector-demo-report.html"
@@ -162,16 +170,21 @@ def _calls_as_contact(settings, store, now) -> list[str]:
             if call.answered and call.talk_s > 0 and call.client_key:
                 pbx[call.client_key] = max(call.started_at, pbx.get(call.client_key, call.started_at))
         for key, c in snap.clients(list(pbx)).items():
-            crm_last, _ = c.last_contact([k for k in rule.contact_kinds if k != "call"])
+            crm_last = c.last_contact([k for k in rule.contact_kinds if k != "call"])[0]
             if crm_last is None or (now - crm_last).days > rule.inactive_days:
-                crm = f"nothing in the CRM or 1C for {(now - crm_last).days} days" if crm_last else "nothing in the CRM or 1C"
-                out.append(f"call counted as contact: {c.title}: {crm}, but a Binotel call on {pbx[key]:%Y-%m-%d} "
-                           f"keeps it off the forgotten list")
+                if crm_last:
+                    line = _("call counted as contact: {client}: nothing in the CRM or 1C for {days} days, but a Binotel call "
+                             "on {date} keeps it off the forgotten list")
+                else:
+                    line = _("call counted as contact: {client}: nothing in the CRM or 1C, but a Binotel call on {date} keeps "
+                             "it off the forgotten list")
+                out.append(line.format(client=c.title, days=(now - crm_last).days if crm_last else 0,
+                                       date=i18n.day(pbx[key])))
     return out
 
 
 def _fmt(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to do"
+    return words.counts(counts) or _("nothing to do")
 
 
 def _highlights(store) -> list[str]:
@@ -181,11 +194,15 @@ def _highlights(store) -> list[str]:
     for row in Journal(store).rows(limit=500):
         p = row["payload"] or {}
         title = p.get("_title", "")
+        state = words.state(row["state"])
         if row["type"] == "reassign":
-            out.append(f"release: {title} moved from {p.get('from_name', p.get('from'))} to {p.get('to_name', p.get('to'))} ({row['state']})")
+            out.append(_("release: {client} moved from {previous} to {manager} ({state})").format(
+                client=title, previous=p.get("from_name", p.get("from")), manager=p.get("to_name", p.get("to")), state=state))
         elif row["type"] in ("sms",) or (row["type"] == "trigger" and p.get("sms")):
             sms = p.get("sms", p)
-            out.append(f"{row['rule']}: SMS to {sms.get('phone')} “{sms.get('text')}” ({row['state']})")
-        elif row["type"] == "task" and row["rule"] in ("debtors",) or (row["type"] == "task" and "1c" in (row["reason"] or "")):
-            out.append(f"{row['rule']} (from 1C): {p.get('title')} ({row['state']})")
+            out.append(_("{rule}: SMS to {phone} “{text}” ({state})").format(rule=row["rule"], phone=sms.get("phone"),
+                                                                           text=sms.get("text"), state=state))
+        elif row["type"] == "task" and (row["rule"] in ("debtors",) or any(
+                words.purchase_kind(k) in (row["reason"] or "") for k in ("1c sale", "1c order"))):
+            out.append(_("{rule} (from 1C): {title} ({state})").format(rule=row["rule"], title=p.get("title"), state=state))
     return sorted(set(out))

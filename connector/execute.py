@@ -24,7 +24,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from connector import words
 from connector.errors import PermanentError, RateLimited, TransientError, UpstreamError
+from connector.i18n import _
 from connector.journal import BROKEN_STATES, DONE_STATES, Change, Entry, Journal, State
 from connector.ports import ActionResult, Clock, DeliveryTracking, PlannedAction, Sink
 
@@ -101,7 +103,7 @@ class Executor:
                 continue
             remote_key, at = hit
             res = ActionResult(remote_id=remote_key.rsplit(":", 1)[-1], remote_key=remote_key, at=at,
-                               detail=f"already exists ({remote_key}): adopted, not made again")
+                               detail=_("already exists ({remote}): adopted, not made again").format(remote=remote_key))
             changes.append(Change(key, S.DONE, (State(e.state),), result=res))
         moved = self.journal.apply(changes, self.clock.now())
         for key in moved:
@@ -136,14 +138,14 @@ class Executor:
                     frm = (State(e.state),)
                     if isinstance(res, ActionResult):
                         to = State(res.status) if res.status in ("done", "sent", "delivered") else S.DONE
-                        changes.append(Change(a.key, to, frm, result=res, detail=res.detail or "found remotely after an interruption"))
+                        changes.append(Change(a.key, to, frm, result=res, detail=res.detail or _("found remotely after an interruption")))
                     elif res is None and a.key in found:
                         # certainly not done: eligible to run now (an in-flight leftover goes back to retry_wait first)
                         if e.state == S.IN_FLIGHT:
-                            changes.append(Change(a.key, S.RETRY_WAIT, frm, detail="interrupted before it happened remotely"))
+                            changes.append(Change(a.key, S.RETRY_WAIT, frm, detail=_("interrupted before it happened remotely")))
                         e.ambiguous = False
                     else:
-                        err = res if isinstance(res, UpstreamError) else TransientError("no answer for this action", system=sink.system)
+                        err = res if isinstance(res, UpstreamError) else TransientError(_("no answer for this action"), system=sink.system)
                         changes.append(self._cannot_tell(e, err))
                 moved = self.journal.apply(changes, now)
                 for c in changes:
@@ -165,10 +167,11 @@ class Executor:
     def _cannot_tell(self, e: Entry, err: UpstreamError) -> Change:
         a, frm = e.action, (State(e.state),)
         if a.type in AT_MOST_ONCE or isinstance(err, PermanentError):
-            return Change(a.key, S.UNCERTAIN, frm, detail=f"interrupted; cannot verify remotely, not resent: {err}")
+            return Change(a.key, S.UNCERTAIN, frm, detail=_("interrupted; cannot verify remotely, not resent: {error}").format(error=err))
         if e.attempts >= MAX_ATTEMPTS:
-            return Change(a.key, S.DEAD, frm, detail=f"gave up after {e.attempts} attempts; the last one could not be verified: {err}")
-        return Change(a.key, S.RETRY_WAIT, frm, detail=f"could not verify yet: {err}", ambiguous=True,
+            return Change(a.key, S.DEAD, frm, detail=_("gave up after {n} attempts; the last one could not be verified: {error}").format(
+                n=e.attempts, error=err))
+        return Change(a.key, S.RETRY_WAIT, frm, detail=_("could not verify yet: {error}").format(error=err), ambiguous=True,
                       next_attempt_at=self.clock.now() + self.settle)
 
     # ------------------------------------------------------------------ 3. waves
@@ -188,11 +191,13 @@ class Executor:
                     runnable.append(e)
             for e, broken in cancel:
                 waiting.pop(e.action.key)
-                why = f"not sent: the step it depends on did not happen ({', '.join(broken)})"
+                why = _("not sent: the step it depends on did not happen ({keys})").format(keys=", ".join(broken))
                 if self.journal.apply([Change(e.action.key, S.CANCELLED, (State(e.state),), detail=why)], self.clock.now()):
                     rep.cancelled += 1
                     rep.count(e.action.rule, "cancelled")
-                    rep.notes.append(f"{e.action.rule}: {e.action.client_title or e.action.subject_key}: {e.action.type} {why}")
+                    rep.notes.append(_("{rule}: {client}: {action}: {reason}").format(
+                        rule=e.action.rule, client=e.action.client_title or e.action.subject_key, action=words.action(e.action.type),
+                        reason=why))
             if not runnable:
                 break
             for e in runnable:
@@ -204,8 +209,9 @@ class Executor:
         for e in waiting.values():
             rep.deferred += 1
             rep.count(e.action.rule, "deferred")
-            rep.notes.append(f"{e.action.rule}: {e.action.client_title or e.action.subject_key}: {e.action.type} waits for "
-                             f"{', '.join(e.action.depends_on)}")
+            rep.notes.append(_("{rule}: {client}: {action} waits for {keys}").format(
+                rule=e.action.rule, client=e.action.client_title or e.action.subject_key, action=words.action(e.action.type),
+                keys=", ".join(e.action.depends_on)))
 
     def _execute(self, entries: list[Entry], rep: ExecReport) -> dict[str, str]:
         """Run one wave; returns the new state of every action it touched."""
@@ -221,12 +227,13 @@ class Executor:
                 by_sink.setdefault(id(sink), (sink, []))[1].append(e)
         for e in skipped:
             a = e.action
-            why = f"no sink for {a.type} on {a.system}: channel not configured"
+            why = _("no sink for {action} on {system}: channel not configured").format(action=words.action(a.type), system=a.system)
             if self.journal.apply([Change(a.key, S.SKIPPED, (State(e.state),), detail=why)], now):
                 states[a.key] = S.SKIPPED
                 rep.skipped += 1
                 rep.count(a.rule, "skipped")
-                rep.notes.append(f"{a.rule}: {a.client_title or a.subject_key}: {a.type} skipped ({why})")
+                rep.notes.append(_("{rule}: {client}: {action} skipped ({reason})").format(
+                    rule=a.rule, client=a.client_title or a.subject_key, action=words.action(a.type), reason=why))
         for sink, items in by_sink.values():
             for chunk in _chunks(items, max(1, sink.batch_size)):
                 if not self._may_call():
@@ -264,13 +271,13 @@ class Executor:
             to = State(out.status) if out.status in ("done", "sent", "delivered") else S.DONE
             return Change(a.key, to, frm, result=out)
         if out is None:  # the sink said nothing about it: it may or may not have happened
-            out = TransientError("no result returned for this action", system=a.system, obj=a.key, ambiguous=True)
+            out = TransientError(_("no result returned for this action"), system=a.system, obj=a.key, ambiguous=True)
         if isinstance(out, TransientError):
             ambiguous = bool(out.ambiguous)
             if ambiguous and a.type in AT_MOST_ONCE:
-                return Change(a.key, S.UNCERTAIN, frm, detail=f"outcome unknown, not resent: {out}")
+                return Change(a.key, S.UNCERTAIN, frm, detail=_("outcome unknown, not resent: {error}").format(error=out))
             if attempts >= MAX_ATTEMPTS:
-                return Change(a.key, S.DEAD, frm, detail=f"gave up after {attempts} attempts: {out}")
+                return Change(a.key, S.DEAD, frm, detail=_("gave up after {n} attempts: {error}").format(n=attempts, error=out))
             wait = timedelta(minutes=2 ** max(attempts - 1, 0))
             if isinstance(out, RateLimited) and out.retry_after:
                 wait = max(wait, timedelta(seconds=out.retry_after))
@@ -278,7 +285,7 @@ class Executor:
                 wait = max(wait, self.settle)
             return Change(a.key, S.RETRY_WAIT, frm, detail=str(out), next_attempt_at=self.clock.now() + wait, ambiguous=ambiguous)
         if out.ambiguous:
-            return Change(a.key, S.UNCERTAIN, frm, detail=f"outcome unknown, not resent: {out}")
+            return Change(a.key, S.UNCERTAIN, frm, detail=_("outcome unknown, not resent: {error}").format(error=out))
         return Change(a.key, S.FAILED, frm, detail=str(out))
 
     def _count_failure(self, a: PlannedAction, c: Change, rep: ExecReport) -> None:
@@ -290,12 +297,14 @@ class Executor:
         elif c.to == S.UNCERTAIN:
             rep.uncertain += 1
             rep.count(a.rule, "uncertain")
-            rep.problems.append(f"{a.key} ({who}): uncertain: {c.detail}")
+            rep.problems.append(_("{key} ({client}): {state}: {detail}").format(key=a.key, client=who, state=words.state("uncertain"),
+                                                                               detail=c.detail))
             log.warning("%s %s for %s is uncertain: %s", a.rule, a.type, who, c.detail)
         else:
             rep.failed += 1
             rep.count(a.rule, str(c.to))
-            rep.problems.append(f"{a.key} ({who}): {c.to}: {c.detail}")
+            rep.problems.append(_("{key} ({client}): {state}: {detail}").format(key=a.key, client=who, state=words.state(str(c.to)),
+                                                                               detail=c.detail))
             log.warning("%s %s for %s %s: %s", a.rule, a.type, who, c.to, c.detail)
 
     # ------------------------------------------------------------------ helpers
@@ -324,7 +333,7 @@ class Executor:
             try:
                 results: dict[str, ActionResult] = sink.delivery(items)
             except UpstreamError as e:
-                rep.problems.append(f"delivery status from {sink.system}: {e}")
+                rep.problems.append(_("delivery status from {system}: {error}").format(system=sink.system, error=e))
                 continue
             changes = [Change(key, State(res.status), (S.SENT,), result=res) for key, res in results.items()
                        if res.status in ("delivered", "failed")]

@@ -17,11 +17,13 @@ from jinja2 import TemplateError
 
 from connector.calendar import BusinessCalendar
 from connector.config import (
+    DEFAULT_CONTACT,
     CommentAction,
     EmailAction,
     FieldAction,
     NotifyAction,
     NotifySpec,
+    Reassign,
     ReleaseRule,
     Settings,
     SmsAction,
@@ -30,12 +32,25 @@ from connector.config import (
     WorkflowAction,
     WorkflowSpec,
 )
+from connector.i18n import _, ngettext
 from connector.journal import Journal
 from connector.ports import PlannedAction
 from connector.rules import clear_reason, evaluate
 from connector.rules.base import DONE_STATES, FINAL_STATES, Finding, episode_of, person_key
 from connector.snapshot import ClientView, EpisodeView, ManagerView, Snapshot, family_of, split_episode
-from connector.templates import pick_variant, render
+from connector.templates import (
+    client_var,
+    day_var,
+    last_contact_var,
+    moment_var,
+    person_var,
+    pick_variant,
+    render,
+    rule_var,
+)
+
+# the release comment as the config's default: written in the config's language (a comment set in the config is used as written)
+RELEASE_COMMENT = Reassign.model_fields["comment"].default
 
 
 @dataclass
@@ -91,22 +106,19 @@ class Plan:
 
 
 def _client_vars(c: ClientView | None, fallback_title: str = "") -> dict[str, Any]:
+    """``client``: reads as its title; an unknown caller as the phone number, greeted as "dear client"."""
     if c is None:
-        return {"key": "", "id": "", "title": fallback_title or "unknown client", "name": fallback_title or "unknown client",
-                "first_name": None, "greeting_name": "dear client", "phone": fallback_title, "email": "", "segment": "",
-                "tax_id": "", "kind": "", "fields": {}, "system": ""}
-    return {
-        "key": c.key, "id": c.key.rsplit(":", 1)[-1], "title": c.title, "name": c.title, "first_name": c.first_name,
-        "greeting_name": c.first_name or "dear client", "phone": c.phones[0] if c.phones else "",
-        "email": c.emails[0] if c.emails else "", "segment": c.segment or "", "tax_id": c.tax_id or "", "kind": c.kind,
-        "fields": c.fields, "system": c.system,
-    }
+        return client_var(title=fallback_title, phone=fallback_title)
+    return client_var(key=c.key, title=c.title, first_name=c.first_name, phone=c.phones[0] if c.phones else "",
+                      email=c.emails[0] if c.emails else "", segment=c.segment or "", tax_id=c.tax_id or "", kind=c.kind,
+                      fields=c.fields, system=c.system)
 
 
 def _person_vars(m: ManagerView | None, key: str | None) -> dict[str, Any]:
+    """``manager`` and the like: reads as the name ("your manager" when unknown)."""
     if m is None:
-        return {"id": (key or "").rsplit(":", 1)[-1], "key": key or "", "name": "your manager", "email": "", "first_name": "your manager"}
-    return {"id": m.key.rsplit(":", 1)[-1], "key": m.key, "name": m.name, "email": m.email or "", "first_name": m.name.split()[0]}
+        return person_var(key, None)
+    return person_var(m.key, m.name, m.email)
 
 
 class Planner:
@@ -143,7 +155,7 @@ class Planner:
                 try:
                     rp.actions.extend(self._expand(rule, f, episodes))
                 except TemplateError as e:  # validated at load time; data can still surprise
-                    rp.errors.append(f"{f.subject_key}: template error: {e}")
+                    rp.errors.append(_("{subject}: template error: {error}").format(subject=f.subject_key, error=e))
             current = {family_of(episode_of(rule.name, f.subject_key, f.period)) for f in ev.findings} | ev.holding
             for ep in self.snap.open_episodes(rule.name):
                 if ep.episode in current:
@@ -160,10 +172,10 @@ class Planner:
         new = plan.new_actions
         limit = self.settings.safety.max_actions_per_run
         if not force and len(new) > limit:
-            plan.refused_run = (
-                f"{len(new)} new actions exceed safety.max_actions_per_run={limit}; nothing new will be executed "
-                f"(check the sources, raise the limit, or rerun with --force)"
-            )
+            plan.refused_run = _(
+                "{n} new actions exceed safety.max_actions_per_run={limit}; nothing new will be executed "
+                "(check the sources, raise the limit, or rerun with --force)"
+            ).format(n=len(new), limit=limit)
         # pending steps of episodes that ended are cancelled; a step the rule no longer plans for an
         # episode that still holds (the config changed) too; absence that proves nothing cancels nothing
         planned_keys = {a.key for a in plan.actions}
@@ -179,7 +191,7 @@ class Planner:
                 if fam in ended:
                     plan.cancel.append((key, next(c.reason for c in cleared if c.episode == fam)))
                 elif fam in live:
-                    plan.cancel.append((key, "no longer planned for this episode (the rule changed)"))
+                    plan.cancel.append((key, _("no longer planned for this episode (the rule changed)")))
         return plan
 
     def _learn_known(self, keys: list[str]) -> None:
@@ -195,10 +207,10 @@ class Planner:
             return
         share = len(new_subjects) / max(rp.scope, 1)
         if share > s.max_share:
-            rp.refused = (
-                f"rule {rule.name!r} would act on {len(new_subjects)} of {rp.scope} subjects ({share:.0%}) "
-                f"> safety.max_share {s.max_share:.0%}; refused (a source may be incomplete). Use --force if this is real."
-            )
+            rp.refused = _(
+                "rule {rule} would act on {n} of {scope} subjects ({share}), more than safety.max_share {max_share}; "
+                "refused (a source may be incomplete). Use --force if this is real."
+            ).format(rule=repr(rule.name), n=len(new_subjects), scope=rp.scope, share=f"{share:.0%}", max_share=f"{s.max_share:.0%}")
 
     # -- expansion
 
@@ -209,12 +221,12 @@ class Planner:
             "client": _client_vars(c, f.phone or ""),
             "manager": _person_vars(self.snap.manager(f.reassign_to or responsible), f.reassign_to or responsible),
             "supervisor": _person_vars(self.snap.manager(self.supervisor_key), self.supervisor_key),
-            "rule": {"name": rule.name, "type": rule.type},
+            "rule": rule_var(rule.name, rule.type),
             "reason": f.reason,
-            "now": f"{self.cal.local(self.snap.now):%Y-%m-%d %H:%M}",
-            "today": self.cal.today(self.snap.now).isoformat(),
+            "now": moment_var(self.cal.local(self.snap.now)),
+            "today": day_var(self.cal.today(self.snap.now)),
             "days": 0,
-            "last_contact": {"kind": "none", "date": ""},
+            "last_contact": _last_contact(c, self.cal),
             **f.vars,
         }
         if isinstance(rule, ReleaseRule):
@@ -240,8 +252,11 @@ class Planner:
             out.append(r)
             after = [r.key]  # the comment and messages about a reassignment wait for it, and are dropped if it fails
             if rule.reassign.comment:
-                out.append(self._action(rule, f, f"{episode}:rc", "comment", c.system,
-                                        {"entity": c.key, "text": render(rule.reassign.comment, ctx)}, ctx))
+                text = render(rule.reassign.comment, ctx) if rule.reassign.comment != RELEASE_COMMENT else ngettext(
+                    "Client released from {previous} to {manager}: no contact for {days} day.",
+                    "Client released from {previous} to {manager}: no contact for {days} days.", ctx["days"]).format(
+                    previous=ctx["previous_manager"]["name"], manager=ctx["manager"]["name"], days=ctx["days"])
+                out.append(self._action(rule, f, f"{episode}:rc", "comment", c.system, {"entity": c.key, "text": text}, ctx))
         for i, a in enumerate(f.actions if f.actions is not None else rule.actions):
             out.extend(self._render(rule, f, f"{episode}:{i}", a, ctx, responsible))
         # escalation ladder: after N days counted from the episode's first action, or when its task is overdue
@@ -268,7 +283,8 @@ class Planner:
         spec = rule.on_clear
         out: list[PlannedAction] = []
         c = self.snap.client(ep.client_key)
-        f = Finding(subject_key=ep.subject_key, client=c, period=split_episode(ep.episode)[2], reason=f"episode ended: {why}")
+        f = Finding(subject_key=ep.subject_key, client=c, period=split_episode(ep.episode)[2],
+                    reason=_("episode ended: {reason}").format(reason=why))
         ctx = self._context(rule, f) if c is not None else {"client": _client_vars(None, ep.subject_key), "manager": _person_vars(None, None)}
         if spec.close_tasks:
             entries = self.snap.family_entries([ep.episode]).get(ep.episode, [])
@@ -276,7 +292,7 @@ class Planner:
             still_open = self.snap.open_tasks(tasks)
             for n, task in enumerate(tasks):
                 if task in still_open:
-                    text = f"Closed automatically: {why}."
+                    text = _("Closed automatically: {reason}.").format(reason=why)
                     out.append(self._action(rule, f, f"{ep.episode}:x{n}", "close_task", task.split(":", 1)[0],
                                             {"task": task, "text": text}, ctx))
         if spec.field and c is not None:
@@ -332,7 +348,7 @@ class Planner:
         if isinstance(a, NotifyAction):
             refs = a.notify.to if isinstance(a.notify, NotifySpec) else a.notify
             text = render(a.notify.text, ctx) if isinstance(a.notify, NotifySpec) and a.notify.text else (
-                f"[{rule.name}] {ctx['client']['title']}: {f.reason}")
+                _("[{rule}] {client}: {reason}").format(rule=rule.name, client=ctx["client"]["title"], reason=f.reason))
             return [
                 self._action(rule, f, f"{key}.{n}", "notify", system, {"user": who, "user_name": _person_vars(self.snap.manager(who), who)["name"], "text": text}, ctx)
                 for n, who in enumerate(self._people(refs, f, responsible))
@@ -442,6 +458,12 @@ class Planner:
         elif type_ == "comment":
             payload["text"] = f"{payload['text']} {marker}"
         return act
+
+
+def _last_contact(c: ClientView | None, cal: BusinessCalendar) -> Any:
+    """``last_contact`` for rules that do not compute their own: the client's latest contact of any kind."""
+    last, kind = c.last_contact(DEFAULT_CONTACT) if c is not None else (None, None)
+    return last_contact_var(kind, cal.local(last) if last else None)
 
 
 def is_final(state: str) -> bool:

@@ -11,6 +11,7 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from typing import IO, Any
 
 from rich.console import Console
@@ -18,6 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from connector import i18n, words
+from connector.i18n import _, ngettext
 from connector.redact import redact, strip_controls
 
 console = Console(highlight=False, soft_wrap=True)  # one line per line, whatever the terminal: grep and logs stay whole
@@ -39,13 +42,15 @@ def cell(value: Any) -> Text:
 
 
 def print_sync(rep) -> None:
-    t = Table("source", "rows", "requests", "seconds", "status")
+    t = Table(_("source"), _("rows"), _("requests"), _("seconds"), _("status"))
     for s in rep.sources:
-        t.add_row(s.system, str(s.rows), str(s.requests), f"{s.seconds:.1f}", "ok" if not s.error else f"[red]FAILED[/] {safe(s.error)}")
+        t.add_row(s.system, str(s.rows), str(s.requests), i18n.number(s.seconds, 1),
+                  _("ok") if not s.error else Text(_("FAILED: {error}").format(error=plain(s.error)), style="red"))
     console.print(t)
     if rep.links:
-        console.print(f"1C counterparties: {rep.links.get('linked', 0)} linked, {rep.links.get('ambiguous', 0)} ambiguous, "
-                      f"{rep.links.get('unmatched', 0)} unmatched (see `connector status`)", markup=False)
+        console.print(_("1C counterparties: {linked} linked, {ambiguous} ambiguous, {unmatched} unmatched (see `connector status`)").format(
+            linked=rep.links.get("linked", 0), ambiguous=rep.links.get("ambiguous", 0), unmatched=rep.links.get("unmatched", 0)),
+            markup=False)
 
 
 def _row(plan, rp, a) -> dict:
@@ -68,26 +73,41 @@ def _describe(a: dict) -> str:
     p = a["payload"]
     t = a["type"]
     if t == "task":
-        return f"task “{p.get('title')}” due {p.get('deadline', '')[:16].replace('T', ' ')}"
+        return _("task “{title}” due {deadline}").format(title=p.get("title"), deadline=_deadline(p.get("deadline")))
     if t == "reassign":
-        return f"reassign {len(p.get('entities', []))} record(s) from {p.get('from_name', p.get('from'))} to {p.get('to_name', p.get('to'))}"
+        n = len(p.get("entities", []))
+        return ngettext("reassign {n} record from {previous} to {manager}", "reassign {n} records from {previous} to {manager}", n).format(
+            n=n, previous=p.get("from_name", p.get("from")), manager=p.get("to_name", p.get("to")))
     if t == "notify":
-        return f"notify {p.get('user_name') or p.get('user')}: “{p.get('text')}”"
+        return _("notify {person}: “{text}”").format(person=p.get("user_name") or p.get("user"), text=p.get("text"))
     if t == "sms":
-        return f"SMS to {p.get('phone')}: “{p.get('text')}”"
+        return _("SMS to {phone}: “{text}”").format(phone=p.get("phone"), text=p.get("text"))
     if t == "email":
-        return f"e-mail to {p.get('to')}: “{p.get('subject')}”"
+        return _("e-mail to {to}: “{subject}”").format(to=p.get("to"), subject=p.get("subject"))
     if t == "comment":
-        return "timeline comment"
+        return _("timeline comment: “{text}”").format(text=p.get("text"))
     if t == "trigger":
-        return f"automation trigger {p.get('code')}" + (" (sends SMS)" if p.get("sms") else "")
+        if p.get("sms"):
+            return _("automation trigger {code} (sends an SMS to {phone}: “{text}”)").format(
+                code=p.get("code"), phone=p["sms"].get("phone"), text=p["sms"].get("text"))
+        return _("automation trigger {code}").format(code=p.get("code"))
     if t == "field":
-        return "set " + ", ".join(f"{k}={v}" for k, v in p.get("fields", {}).items())
+        return _("set {fields}").format(fields=", ".join(f"{k}={v}" for k, v in p.get("fields", {}).items()))
     if t == "workflow":
-        return f"business process {p.get('template_id')}"
+        return _("business process {template}").format(template=p.get("template_id"))
     if t == "close_task":
-        return f"complete the connector's task {p.get('task')}"
-    return t
+        return _("complete the connector's task {task}").format(task=p.get("task"))
+    return words.action(t)
+
+
+def _deadline(iso: str | None) -> str:
+    """An ISO deadline (already local) as people read it: ``12.11.2026 14:05``."""
+    if not iso:
+        return ""
+    try:
+        return i18n.moment(datetime.fromisoformat(iso))
+    except ValueError:
+        return iso[:16].replace("T", " ")
 
 
 def _head(plan) -> dict:
@@ -125,13 +145,13 @@ def _summary(plan) -> Table:
             c[state] += 1
             if state == "new":
                 managers[a.manager_name or "-"] += 1
-    t = Table("rule", "in scope", "found", "new", "already done/pending", "refused", title="plan")
+    t = Table(_("rule"), _("in scope"), _("found"), _("new actions"), _("already done/pending"), _("refused"), title=_("plan"))
     for rp in plan.rules:
         c = per[rp.rule]
         t.add_row(rp.rule, str(rp.scope), str(rp.findings), str(c["new"]), str(sum(v for k, v in c.items() if k not in ("new", "refused"))),
                   str(c["refused"]))
     if managers:
-        t.caption = "new actions by manager: " + ", ".join(f"{m} {n}" for m, n in managers.most_common())
+        t.caption = _("new actions by manager: {counts}").format(counts=", ".join(f"{m} {n}" for m, n in managers.most_common()))
     return t
 
 
@@ -142,49 +162,58 @@ def print_plan(plan, *, as_json: bool = False, limit: int | None = None) -> None
     console.print(_summary(plan))
     for rp in plan.rules:
         n = len(rp.actions)
-        console.print(f"[bold]{safe(rp.rule)}[/] ({rp.type}): {rp.findings} of {rp.scope} in scope, {n} action{'s' if n != 1 else ''}")
+        console.print(f"[bold]{escape(rp.rule)}[/] " + escape(ngettext(
+            "({type}): {found} of {scope} in scope, {n} action", "({type}): {found} of {scope} in scope, {n} actions", n).format(
+            type=rp.type, found=rp.findings, scope=rp.scope, n=n)))
         if rp.refused:
-            console.print(f"  [red]REFUSED[/]: {safe(rp.refused)}")
+            console.print("  " + _("REFUSED: {reason}").format(reason=plain(rp.refused)), style="red", markup=False)
         for x in rp.refusals:
-            console.print(f"  [red]REFUSED[/]: {safe(x)}")
+            console.print("  " + _("REFUSED: {reason}").format(reason=plain(x)), style="red", markup=False)
         for x in rp.notes:
-            console.print(plain(f"  note: {x}"), markup=False)
+            console.print("  " + _("note: {text}").format(text=plain(x)), markup=False)
         for e in rp.errors:
-            console.print(f"  [red]error[/]: {safe(e)}")
+            console.print("  " + _("error: {error}").format(error=plain(e)), style="red", markup=False)
         shown = 0
         for a in rp.actions:
             if limit is not None and shown >= limit:
-                console.print(f"  … and {n - shown} more (--all to list them, --out FILE or --json for everything)", markup=False)
+                console.print("  " + _("… and {n} more (--all to list them, --out FILE or --json for everything)").format(n=n - shown),
+                              markup=False)
                 break
             r = _row(plan, rp, a)
-            desc = _describe(r) + (f" (waits until {r['not_before'][:16]})" if r["not_before"] else "")
-            console.print(plain(f"  {r['state']:<9} {desc}"), markup=False)
+            desc = _describe(r)
+            if r["not_before"]:
+                desc = _("{action} (waits until {time})").format(action=desc, time=_deadline(r["not_before"]))
+            console.print(plain(f"  {words.state(r['state']):<9} {desc}"), markup=False)
             console.print(plain(f"            {r['client']} · {r['manager']} · {r['reason']}"), markup=False)
             shown += 1
     for c in plan.cleared:
-        console.print(plain(f"  ended: {c.rule}: {c.subject_key}: {c.reason}"), markup=False)
+        console.print("  " + _("ended: {rule}: {subject}: {reason}").format(rule=c.rule, subject=c.subject_key, reason=plain(c.reason)),
+                      markup=False)
     if plan.refused_run:
-        console.print(f"[red]REFUSED[/]: {safe(plan.refused_run)}")
+        console.print(_("REFUSED: {reason}").format(reason=plain(plan.refused_run)), style="red", markup=False)
 
 
 def print_exec(rep) -> None:
     e = rep.execution
     if rep.plan is not None:
         known = len(rep.plan.actions) - len(rep.plan.new_actions) if not rep.plan.refused_run else len(rep.plan.known)
-        console.print(f"planned {len(rep.plan.actions)} action(s): {rep.recorded} new, {known} already in the journal; "
-                      f"{rep.cancelled} cancelled; {rep.closed} episode(s) ended", markup=False)
+        console.print(_("planned: {n} actions, {new} of them new, {known} already in the journal; {cancelled} cancelled; "
+                        "{ended} episodes ended").format(n=len(rep.plan.actions), new=rep.recorded, known=known,
+                                                          cancelled=rep.cancelled, ended=rep.closed), markup=False)
         for line in rep.plan.refusals:
-            console.print(f"[red]REFUSED[/]: {safe(line)}")
+            console.print(_("REFUSED: {reason}").format(reason=plain(line)), style="red", markup=False)
         for rp in rep.plan.rules:
             for x in rp.notes:
-                console.print(f"  note: {rp.rule}: {x}", markup=False, soft_wrap=True)
+                console.print("  " + _("note: {rule}: {text}").format(rule=rp.rule, text=x), markup=False, soft_wrap=True)
     if e is not None:
-        console.print(f"executed: {e.done} done, {e.adopted} adopted (already there), {e.reconciled} reconciled after an "
-                      f"interruption, {e.retry} to retry, {e.failed} failed, {e.uncertain} uncertain, {e.skipped} skipped "
-                      f"(no channel), {e.cancelled} cancelled, {e.deferred} waiting, {e.delivered} delivered; "
-                      f"{e.requests} request(s)", markup=False)
+        console.print(_("executed: {done} done, {adopted} already there (adopted), {reconciled} reconciled after an interruption, "
+                        "{retry} to retry, {failed} failed, {uncertain} uncertain, {skipped} skipped (no channel), "
+                        "{cancelled} cancelled, {deferred} waiting, {delivered} delivered; requests: {requests}").format(
+            done=e.done, adopted=e.adopted, reconciled=e.reconciled, retry=e.retry, failed=e.failed, uncertain=e.uncertain,
+            skipped=e.skipped, cancelled=e.cancelled, deferred=e.deferred, delivered=e.delivered, requests=e.requests),
+            markup=False)
         for rule, counts in sorted(e.by_rule.items()):
-            console.print(plain(f"  {rule}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))), markup=False)
+            console.print(f"  {rule}: {words.counts(counts)}", markup=False)
         for p in e.notes:
             console.print(plain(f"  - {p}"), markup=False)
         for p in e.problems:

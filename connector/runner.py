@@ -19,6 +19,7 @@ from connector import evidence
 from connector.calendar import BusinessCalendar
 from connector.config import Settings
 from connector.execute import ExecReport, Executor
+from connector.i18n import _
 from connector.journal import Journal
 from connector.lease import Lease
 from connector.matching import primary_system
@@ -96,14 +97,14 @@ def cycle(settings: Settings, store: Store, ctx: Context, *, execute: bool, forc
         report = CycleReport(sync=sync_all(settings, store, sync_ctx, full=full, progress=progress), run_id=run_id)
     else:
         report = CycleReport(sync=SyncReport(), run_id=run_id)
-        report.notes.append("not synced: evaluated the store as it is")
+        report.notes.append(_("not synced: evaluated the store as it is"))
     summary: dict = {"sources": {s.system: {"rows": s.rows, "requests": s.requests, "error": s.error} for s in report.sync.sources}}
     if not report.sync.ok:
-        report.notes.append("a source failed: no rule was evaluated and nothing was written")
+        report.notes.append(_("a source failed: no rule was evaluated and nothing was written"))
         _finish_run(store, run_id, "source_failed", summary, ctx.clock.now())
         return report
     if should_stop is not None and should_stop():
-        report.notes.append("stopped after the sync (signal): nothing was evaluated or executed")
+        report.notes.append(_("stopped after the sync (signal): nothing was evaluated or executed"))
         _finish_run(store, run_id, "stopped", summary, ctx.clock.now())
         return report
     if lease is not None and lease.held:
@@ -118,7 +119,7 @@ def cycle(settings: Settings, store: Store, ctx: Context, *, execute: bool, forc
     if execute:
         report.recorded, report.closed, report.cancelled = record_plan(journal, report.plan, now, run_id)
         if should_stop is not None and should_stop():
-            report.notes.append("stopped before executing (signal): the plan is journaled and runs next time")
+            report.notes.append(_("stopped before executing (signal): the plan is journaled and runs next time"))
         else:
             own_sinks = sinks is None
             active = build_sinks(settings, ctx) if own_sinks else sinks
@@ -146,7 +147,7 @@ def record_plan(journal: Journal, plan: Plan, now: datetime, run_id: int | None)
     by_reason: dict[str, list[str]] = {}
     for key, why in plan.cancel:
         by_reason.setdefault(why, []).append(key)
-    cancelled = sum(journal.cancel(keys, now, f"cancelled: {why}") for why, keys in by_reason.items())
+    cancelled = sum(journal.cancel(keys, now, _("cancelled: {reason}").format(reason=why)) for why, keys in by_reason.items())
     return recorded, closed, cancelled
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from connector.config import Settings, Where
 from connector.evidence import Evidence, aware
+from connector.i18n import _
 from connector.matching import primary_system
 from connector.store import (
     Store,
@@ -336,7 +337,7 @@ class Snapshot:
                 continue
             seen.add(r.key)
             is_paid = bool(r.paid) or (r.paid_sum or 0) >= (r.amount or 0) - 0.005
-            out.append(InvoiceView(r.key, r.system, f"Invoice {r.number}".strip(), r.number or "", r.primary_client, r.amount or 0.0,
+            out.append(InvoiceView(r.key, r.system, _("Invoice {number}").format(number=r.number or "").strip(), r.number or "", r.primary_client, r.amount or 0.0,
                                    r.currency or "", due_d, r.date, r.responsible_key, is_paid))
         return out
 

@@ -1,29 +1,27 @@
-"""Sandboxed Jinja2 texts with a fixed vocabulary per rule type, rendered within bounds.
+"""Sandboxed Jinja2 texts with a fixed vocabulary per rule type.
 
 An unknown variable is a ``validate`` error, not a blank in a client's SMS: every template in
 the config is rendered at load time against a sample context that has exactly the variables the
 rule will provide.
-
-Templates run in Jinja2's ``ImmutableSandboxedEnvironment`` (no ``client.update(...)``, no
-attribute games), and, because the sandbox alone bounds neither time nor memory (nested
-``range()`` loops, ``"x" * 10**9``), every render happens in a separate worker process: a render
-that takes longer than :data:`RENDER_SECONDS` is stopped by killing the worker, one that needs
-more than :data:`WORKER_MEMORY` fails there, and output is cut off at :data:`MAX_OUTPUT`
-characters. The same bounds hold at ``validate``, on a SIGHUP reload and when planning.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import multiprocessing
 import signal
 import threading
 from collections.abc import Iterable
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateRuntimeError
+from jinja2 import StrictUndefined, TemplateError, TemplateRuntimeError, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from connector import i18n, words
+from connector.i18n import _
 
 RENDER_SECONDS = 2.0  # wall time for one render
 MAX_OUTPUT = 65536  # characters of one rendered text (SMS, task, e-mail)
@@ -33,12 +31,6 @@ MAX_RANGE = 10000  # range() in a template: larger ones are refused outright
 
 class RenderLimit(TemplateRuntimeError):
     """A template went over a bound (time, output size, memory)."""
-
-
-def money(value: float | int | str, decimals: int = 2) -> str:
-    """``42000`` -> ``42 000.00``: space-grouped as in Ukrainian business letters (a plain space,
-    so a Latin SMS stays in the cheaper GSM-7 alphabet)."""
-    return f"{float(value):,.{decimals}f}".replace(",", " ")
 
 
 class _Environment(ImmutableSandboxedEnvironment):
@@ -62,7 +54,7 @@ class _Environment(ImmutableSandboxedEnvironment):
                 raise RenderLimit(f"the result would need too much memory ({n} repetitions)")
         return super().call_binop(context, operator, left, right)
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - jinja's signature
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         for v in (*args, *kwargs.values()) if __obj is not _small_range else ():
             if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_OUTPUT:
                 raise RenderLimit(f"the result would need too much memory (an argument of {v})")
@@ -75,79 +67,257 @@ def _small_range(*args: int) -> range:
         raise RenderLimit(f"range() of {len(r)} items is over the limit of {MAX_RANGE}")
     return r
 
-
-def _person(name: str) -> dict[str, Any]:
-    return {"id": "7", "key": "bitrix24:user:7", "name": name, "email": "m@example.com", "first_name": name.split()[0]}
+LANGUAGE = "_language"  # put into every context by render(): filters format by the config's language wherever they run
 
 
-_CLIENT = {
-    "key": "bitrix24:company:12",
-    "id": "12",
-    "title": "Acme LLC",
-    "name": "Acme LLC",
-    "first_name": "Olena",
-    "greeting_name": "Olena",
-    "phone": "+380501234567",
-    "email": "client@example.com",
-    "segment": "VIP",
-    "tax_id": "12345678",
-    "kind": "company",
-    "fields": {},
-    "system": "bitrix24",
-}
+def _speaking(language: str | None, fn: Any, *args: Any) -> Any:
+    """Call ``fn`` with ``language`` current (in a copied context: the caller's stays as it was)."""
+    def call() -> Any:
+        if language in i18n.LANGUAGES:
+            i18n.use(language)
+        return fn(*args)
 
+    return contextvars.copy_context().run(call)
+
+
+def _plain(text: str) -> str:
+    """Babel groups digits with no-break spaces; texts for people (an SMS above all) get a plain
+    space, which looks the same and keeps a Latin SMS in the cheaper GSM-7 alphabet."""
+    return text.replace("\u202f", " ").replace("\xa0", " ")
+
+
+@pass_context
+def money(ctx: Any, value: float | int | str, currency: str | int | None = None, decimals: int = 2) -> str:
+    """The ``money`` filter, by the config's language: ``{{ 42000 | money }}`` -> ``42 000,00``,
+    ``{{ debt.amount | money(debt.currency) }}`` -> ``42 000,00 ₴``; ``money(0)`` rounds to whole units."""
+    if isinstance(currency, int) and not isinstance(currency, bool):
+        currency, decimals = None, currency
+    amount = float(value)
+    if currency:
+        def fmt() -> str:
+            if decimals == 2:
+                return i18n.money(amount, str(currency))
+            from babel.numbers import parse_pattern
+
+            pattern = parse_pattern(i18n.locale().currency_formats["standard"])
+            pattern.frac_prec = (decimals, decimals)
+            return pattern.apply(amount, i18n.locale(), currency=str(currency), currency_digits=False)
+        return _plain(_speaking(ctx.get(LANGUAGE), fmt))
+    return _plain(_speaking(ctx.get(LANGUAGE), i18n.number, amount, decimals))
+
+
+
+
+# ---------------------------------------------------------------- what variables are
+# Objects render as text (``{{ last_contact }}`` -> "дзвінок 12.11.2026") while their attributes
+# still work (``{{ last_contact.kind }}``). The text is made when the context is built, in the
+# config's language; underneath they are a dict, a str and a float, so they pickle (a render may
+# happen in another process) and the immutable sandbox renders them without calling back into
+# the connector.
+
+
+class Text(dict):
+    """An object variable: attributes as keys, and how it reads as a whole (``str``)."""
+
+    def __init__(self, text: str, /, **attrs: Any) -> None:
+        super().__init__(attrs)
+        self._text = text
+
+    def __str__(self) -> str:
+        return self._text
+
+
+class TextList(list):
+    """A list variable (``debt.documents``) that reads as one line."""
+
+    def __init__(self, items: Iterable[Any], text: str) -> None:
+        super().__init__(items)
+        self._text = text
+
+    def __str__(self) -> str:
+        return self._text
+
+
+class When(str):
+    """A date (``12.11.2026``) or a local time to the minute (``12.11.2026 14:05``) as people here
+    write it; ``.iso`` is the ISO 8601 form (``2026-11-12``) for fields and comparisons."""
+
+    iso: str
+
+    def __new__(cls, text: str, iso: str = "") -> When:
+        obj = super().__new__(cls, text)
+        obj.iso = iso or text
+        return obj
+
+
+class Amount(float):
+    """A number that reads grouped by the locale (``42 000,00``) and still counts (``> 1000``)."""
+
+    def __new__(cls, value: float, text: str = "") -> Amount:
+        obj = super().__new__(cls, value)
+        obj._text = text
+        return obj
+
+    def __str__(self) -> str:
+        return getattr(self, "_text", "") or float.__repr__(self)
+
+
+def day_var(d: date | datetime | str | None) -> When:
+    """``date(2026, 11, 12)`` (or its ISO text) -> ``12.11.2026`` with ``.iso``; empty when unknown."""
+    if d is None or d == "":
+        return When("", "")
+    if isinstance(d, str):
+        try:
+            d = date.fromisoformat(d[:10])
+        except ValueError:
+            return When(d, d)
+    if isinstance(d, datetime):
+        d = d.date()
+    return When(i18n.day(d), d.isoformat())
+
+
+def moment_var(t: datetime) -> When:
+    """A local time (already in the config's time zone) -> ``12.11.2026 14:05`` with ``.iso``."""
+    return When(i18n.moment(t), t.isoformat(timespec="minutes"))
+
+
+def amount_var(value: float | int | None) -> Amount:
+    v = float(value or 0.0)
+    return Amount(v, _plain(i18n.number(v)))
+
+
+def _money(amount: float, currency: str) -> str:
+    return _plain(i18n.money(amount, currency or "UAH"))
+
+
+def person_var(key: str | None, name: str | None, email: str | None = None) -> Text:
+    """``manager``, ``supervisor``, ``previous_manager``: reads as the name."""
+    shown = name or _("your manager")
+    return Text(shown, id=(key or "").rsplit(":", 1)[-1], key=key or "", name=shown, email=email or "",
+                first_name=shown.split()[0] if name else shown)
+
+
+def client_var(*, key: str = "", title: str = "", first_name: str | None = None, phone: str = "", email: str = "",
+               segment: str = "", tax_id: str = "", kind: str = "", fields: dict | None = None, system: str = "") -> Text:
+    """``client``: reads as its title (an unknown caller: the phone number)."""
+    shown = title or _("unknown client")
+    return Text(shown, key=key, id=key.rsplit(":", 1)[-1] if key else "", title=shown, name=shown, first_name=first_name,
+                greeting_name=first_name or _("dear client"), phone=phone, email=email, segment=segment, tax_id=tax_id,
+                kind=kind, fields=dict(fields or {}), system=system)
+
+
+def rule_var(name: str, type_: str) -> Text:
+    return Text(name, name=name, type=type_)
+
+
+def last_contact_var(kind: str | None, when: date | datetime | None) -> Text:
+    """``last_contact``: "дзвінок 12.11.2026"; with none, "контактів ще не було" (``kind`` ``none``)."""
+    if not kind or kind == "none" or when is None:
+        return Text(_("no contact yet"), kind="none", name=words.contact_kind(None), date=day_var(when))
+    d = day_var(when)
+    return Text(_("{kind} on {date}").format(kind=words.contact_kind(kind), date=d), kind=kind,
+                name=words.contact_kind(kind), date=d)
+
+
+def last_purchase_var(when: date | datetime, amount: float, what: str) -> Text:
+    """``last_purchase`` (lost): "реалізація в 1С від 12.11.2026 на суму 42 000,00"."""
+    d, a = day_var(when), amount_var(amount)
+    return Text(_("{kind} of {date} for {amount}").format(kind=words.purchase_kind(what), date=d, amount=str(a)),
+                date=d, amount=a, kind=what, name=words.purchase_kind(what))
+
+
+def invoice_var(*, key: str, title: str, number: str, amount: float, currency: str, due_date: date | None,
+                days_overdue: int) -> Text:
+    """``invoice`` (unpaid): "Рахунок №17 на суму 1 250,50 ₴, сплатити до 01.01.2026"."""
+    d = day_var(due_date)
+    return Text(_("{title} for {amount}, due {date}").format(title=title, amount=_money(amount, currency), date=d),
+                key=key, id=key.rsplit(":", 1)[-1], title=title, number=number, amount=amount_var(amount),
+                currency=currency, due_date=d, days_overdue=days_overdue)
+
+
+def document_var(doc: dict[str, Any], currency: str) -> Text:
+    """One shipment a debt is made of: "РН-000123 від 18.12.2025: не сплачено 1 500,00 ₴, строк 01.01.2026"."""
+    attrs = dict(doc)
+    for k in ("date", "due"):
+        if k in attrs:
+            attrs[k] = day_var(attrs[k])
+    for k in ("amount", "unpaid"):
+        if isinstance(attrs.get(k), int | float):
+            attrs[k] = amount_var(attrs[k])
+    unpaid = doc.get("unpaid", doc.get("amount"))
+    text = _("{number} of {date}: {unpaid} unpaid, due {due}").format(
+        number=doc.get("number") or "", date=attrs.get("date", ""),
+        unpaid=_money(float(unpaid or 0.0), currency), due=attrs.get("due", ""))
+    return Text(text, **attrs)
+
+
+def debt_var(*, amount: float, currency: str, overdue_amount: float, overdue_since: date | None, days_overdue: int,
+             documents: Iterable[dict[str, Any]] = ()) -> Text:
+    """``debt`` (debtors): "42 000,00 ₴, з них 12 000,00 ₴ прострочено з 01.10.2026"."""
+    since = day_var(overdue_since)
+    if abs(overdue_amount - amount) < 0.005:
+        text = _("{amount} overdue since {date}").format(amount=_money(amount, currency), date=since)
+    else:
+        text = _("{amount}, of which {overdue} overdue since {date}").format(
+            amount=_money(amount, currency), overdue=_money(overdue_amount, currency), date=since)
+    docs = [document_var(x, currency) for x in documents]
+    return Text(text, amount=amount_var(amount), currency=currency, overdue_amount=amount_var(overdue_amount),
+                overdue_since=since, days_overdue=days_overdue, documents=TextList(docs, "; ".join(str(x) for x in docs)))
+
+
+def call_var(*, id: str, phone: str, started_at: datetime, wait_s: int) -> Text:
+    """``call`` (missed_call): "дзвінок з номера +380501234567 (12.11.2026 14:05)"; ``started_at`` is local."""
+    at = moment_var(started_at)
+    return Text(_("call from {phone} at {time}").format(phone=phone, time=at), id=id, phone=phone, started_at=at,
+                wait_s=wait_s)
+
+
+# ---------------------------------------------------------------- the vocabulary per rule type
+
+_SAMPLE_NOW = datetime(2026, 1, 1, 10, 0)
+
+# Sample values of every variable, built by the same functions as the real ones: ``validate``
+# renders every template against them (only the names matter there, not the language).
 BASE_VARS: dict[str, Any] = {
-    "client": _CLIENT,
-    "manager": _person("Ivan Petrenko"),
-    "supervisor": _person("Head Of Sales"),
-    "rule": {"name": "rule", "type": "forgotten"},
+    "client": client_var(key="bitrix24:company:12", title="Acme LLC", first_name="Olena", phone="+380501234567",
+                         email="client@example.com", segment="VIP", tax_id="12345678", kind="company", system="bitrix24"),
+    "manager": person_var("bitrix24:user:7", "Ivan Petrenko", "m@example.com"),
+    "supervisor": person_var("bitrix24:user:1", "Head Of Sales", "m@example.com"),
+    "rule": rule_var("rule", "forgotten"),
     "days": 60,
     "reason": "no contact for 60 days",
-    "now": "2026-01-01 10:00",
-    "today": "2026-01-01",
-    "last_contact": {"kind": "call", "date": "2026-01-01"},
+    "now": moment_var(_SAMPLE_NOW),
+    "today": day_var(_SAMPLE_NOW.date()),
+    "last_contact": last_contact_var("call", _SAMPLE_NOW.date()),
 }
 
 EXTRA_VARS: dict[str, dict[str, Any]] = {
-    "release": {"previous_manager": _person("Petro Ivanenko"), "grace_days": 14},
+    "release": {"previous_manager": person_var("bitrix24:user:9", "Petro Ivanenko", "p@example.com"), "grace_days": 14},
     "lost": {
         "purchases": 3,
-        "last_purchase": {"date": "2026-01-01", "amount": 100.0, "kind": "deal"},
+        "last_purchase": last_purchase_var(_SAMPLE_NOW.date(), 100.0, "deal"),
         "cadence_days": 14,
         "callback_number": 1,
         "temperature": "warm",
     },
     "unpaid": {
-        "invoice": {
-            "key": "bitrix24:invoice:17",
-            "id": "17",
-            "title": "Invoice #17",
-            "number": "17",
-            "amount": 1250.5,
-            "currency": "UAH",
-            "due_date": "2026-01-01",
-            "days_overdue": 5,
-        }
+        "invoice": invoice_var(key="bitrix24:invoice:17", title="Invoice #17", number="17", amount=1250.5, currency="UAH",
+                               due_date=_SAMPLE_NOW.date(), days_overdue=5),
     },
     "debtors": {
-        "debt": {
-            "amount": 1500.0,
-            "currency": "UAH",
-            "overdue_amount": 1500.0,
-            "overdue_since": "2026-01-01",
-            "days_overdue": 10,
-            "documents": [{"number": "РН-000123", "date": "2025-12-18", "amount": 1500.0, "unpaid": 1500.0, "due": "2026-01-01"}],
-        }
+        "debt": debt_var(amount=1500.0, currency="UAH", overdue_amount=1500.0, overdue_since=_SAMPLE_NOW.date(), days_overdue=10,
+                         documents=[{"number": "РН-000123", "date": "2025-12-18", "amount": 1500.0, "unpaid": 1500.0,
+                                     "due": "2026-01-01"}]),
     },
     "missed_call": {
-        "call": {"phone": "+380501234567", "started_at": "2026-01-01 10:00", "wait_s": 20, "id": "1"},
+        "call": call_var(id="1", phone="+380501234567", started_at=_SAMPLE_NOW, wait_s=20),
         "callback_minutes": 15,
     },
     "forgotten": {},
     "greetings": {
-        "occasion": {"name": "birthday", "title": "birthday", "date": "01.01.2026", "year": 2026},
-        "purchases": [{"date": "01.12.2025", "amount": 100.0, "kind": "deal"}],
-        "last_purchase": {"date": "01.12.2025", "amount": 100.0, "kind": "deal"},
+        "occasion": Text("birthday", name="birthday", title="birthday", date=day_var(_SAMPLE_NOW.date()), year=2026),
+        "purchases": TextList([last_purchase_var(_SAMPLE_NOW.date(), 100.0, "deal")], "01.01.2026"),
+        "last_purchase": last_purchase_var(_SAMPLE_NOW.date(), 100.0, "deal"),
     },
 }
 
@@ -224,7 +394,7 @@ class _Worker:
                 self._kill()
                 self._start()
             try:
-                self._conn.send((template, context))
+                self._conn.send((template, {**context, LANGUAGE: i18n.current()}))
                 answered = self._conn.poll(RENDER_SECONDS)
                 reply = self._conn.recv() if answered else None
             except (EOFError, OSError):
@@ -261,7 +431,7 @@ def render(template: str, context: dict[str, Any]) -> str:
     try:
         parts: list[str] = []
         size = 0
-        for chunk in _compiled(template).generate(**context):
+        for chunk in _compiled(template).generate(**{**context, LANGUAGE: i18n.current()}):
             size += len(chunk)
             if size > MAX_OUTPUT:
                 raise RenderLimit(f"the text is longer than {MAX_OUTPUT} characters")

@@ -332,6 +332,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = self.dispatcher.handle(self.command, self.path, body,
                                                      self.headers.get("Content-Type", ""))
         except Exception as e:  # a bug in the emulator must look like a portal 500, not hang the client  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()  # and be seen by whoever runs it
             status, payload = 500, {"error": "INTERNAL_SERVER_ERROR", "error_description": f"Internal server error ({type(e).__name__}: {e})"}
         data = json_encode(payload)
         self.send_response(status)

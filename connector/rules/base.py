@@ -19,6 +19,7 @@ from typing import Any
 from connector.calendar import BusinessCalendar
 from connector.config import Where
 from connector.domain import make_key
+from connector.i18n import _
 from connector.journal import DONE_STATES as _DONE
 from connector.journal import FINAL_STATES as _FINAL
 from connector.snapshot import ClientView, EpisodeView, Snapshot, family_of
@@ -91,8 +92,8 @@ def local_date(cal: BusinessCalendar, t: datetime) -> str:
 def default_clear_reason(ep: EpisodeView, snap: Snapshot) -> str | None:
     c = snap.client(ep.client_key) if ep.client_key else None
     if ep.client_key and c is None:
-        return "the client was deleted or merged"
-    return "the condition no longer holds"
+        return _("the client was deleted or merged")
+    return _("the condition no longer holds")
 
 
 __all__ = ["DONE_STATES", "FINAL_STATES", "Evaluation", "Finding", "episode_of", "family_of", "in_scope", "person_key"]

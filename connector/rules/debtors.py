@@ -6,10 +6,13 @@ are the shipments the balance is made of (oldest first), so a reminder can name 
 
 from __future__ import annotations
 
+from connector import i18n
 from connector.calendar import BusinessCalendar
 from connector.config import DebtorsRule
+from connector.i18n import _
 from connector.rules.base import Evaluation, Finding, in_scope
 from connector.snapshot import EpisodeView, Snapshot
+from connector.templates import day_var, debt_var
 
 
 def evaluate(rule: DebtorsRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation:
@@ -28,16 +31,19 @@ def evaluate(rule: DebtorsRule, snap: Snapshot, cal: BusinessCalendar) -> Evalua
         overdue = (today - debt.overdue_since).days
         if overdue < rule.overdue_days:
             continue
-        reason = f"owes {debt.amount:.2f} {debt.currency}, {amount:.2f} overdue since {debt.overdue_since} ({overdue} days)"
+        debt_text = debt_var(amount=round(debt.amount, 2), currency=debt.currency, overdue_amount=round(amount, 2),
+                             overdue_since=debt.overdue_since, days_overdue=overdue, documents=debt.documents)
         oldest = next((x for x in debt.documents if x.get("number")), None)
         if oldest:
-            reason += f"; oldest unpaid: {oldest['number']} of {oldest.get('date')}, {oldest.get('unpaid')} due {oldest.get('due')}"
+            reason = _("owes {debt} ({days} days); the oldest unpaid: {number} of {date}, {unpaid} due {due}").format(
+                debt=debt_text, days=overdue, number=oldest["number"], date=day_var(oldest.get("date")),
+                unpaid=i18n.money(float(oldest.get("unpaid") or 0.0), debt.currency), due=day_var(oldest.get("due")))
+        else:
+            reason = _("owes {debt} ({days} days)").format(debt=debt_text, days=overdue)
         findings.append(
             Finding(
                 subject_key=debt.key, client=c, period=debt.overdue_since.isoformat(), reason=reason,
-                vars={"debt": {"amount": round(debt.amount, 2), "currency": debt.currency, "overdue_amount": round(amount, 2),
-                               "overdue_since": debt.overdue_since.isoformat(), "days_overdue": overdue,
-                               "documents": [dict(x) for x in debt.documents]}, "days": overdue},
+                vars={"debt": debt_text, "days": overdue},
             )
         )
     return Evaluation(findings, scope)
@@ -46,7 +52,8 @@ def evaluate(rule: DebtorsRule, snap: Snapshot, cal: BusinessCalendar) -> Evalua
 def clear_reason(rule: DebtorsRule, ep: EpisodeView, snap: Snapshot, cal: BusinessCalendar) -> str | None:
     debt = next((d for d in snap.debts() if d.key == ep.subject_key), None)
     if debt is None or debt.amount <= 0:
-        return "the debt was paid"
+        return _("the debt was paid")
     if debt.amount < rule.min_amount:
-        return f"the debt fell to {debt.amount:.2f} {debt.currency}, below {rule.min_amount:.2f}"
-    return "the debt is no longer overdue"
+        return _("the debt fell to {amount}, below {minimum}").format(
+            amount=i18n.money(debt.amount, debt.currency), minimum=i18n.money(rule.min_amount, debt.currency))
+    return _("the debt is no longer overdue")

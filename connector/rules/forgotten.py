@@ -14,11 +14,14 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from connector import words
 from connector.calendar import BusinessCalendar
 from connector.config import ForgottenRule
+from connector.i18n import _, ngettext
 from connector.rules.base import Evaluation, Finding, kind_of, local_date
 from connector.snapshot import EpisodeView, Snapshot, split_episode
 from connector.store import clients
+from connector.templates import day_var, last_contact_var
 
 
 def evaluate(rule: ForgottenRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation:
@@ -41,12 +44,16 @@ def evaluate(rule: ForgottenRule, snap: Snapshot, cal: BusinessCalendar) -> Eval
         since = ref + timedelta(days=rule.inactive_days)
         days = (snap.now - ref).days
         if last is not None:
-            reason = f"no contact for {days} days; last: {last_kind} on {local_date(cal, last)}"
+            reason = ngettext("no contact for {days} day; last contact: {kind} on {date}",
+                              "no contact for {days} days; last contact: {kind} on {date}", days).format(
+                days=days, kind=words.contact_kind(last_kind), date=day_var(cal.local(last)))
         else:
-            reason = f"no contact ever; created {days} days ago on {local_date(cal, ref)}"
+            reason = ngettext("no contact ever; the client was created {days} day ago, on {date}",
+                              "no contact ever; the client was created {days} days ago, on {date}", days).format(
+                days=days, date=day_var(cal.local(ref)))
         findings.append(Finding(
             subject_key=key, client=c, period=local_date(cal, since), reason=reason,
-            vars={"days": days, "last_contact": {"kind": last_kind or "none", "date": local_date(cal, ref)}},
+            vars={"days": days, "last_contact": last_contact_var(last_kind, cal.local(last) if last else None)},
         ))
     return Evaluation(findings, snap.scope_count(rule.where, kind))
 
@@ -54,11 +61,11 @@ def evaluate(rule: ForgottenRule, snap: Snapshot, cal: BusinessCalendar) -> Eval
 def clear_reason(rule: ForgottenRule, ep: EpisodeView, snap: Snapshot, cal: BusinessCalendar) -> str | None:
     c = snap.client(ep.subject_key)
     if c is None:
-        return "the client was deleted or merged"
-    _, _, period = split_episode(ep.episode)
+        return _("the client was deleted or merged")
+    period = split_episode(ep.episode)[2]
     last, kind = c.last_contact(rule.contact_kinds)
     if last is not None and local_date(cal, last + timedelta(days=rule.inactive_days)) > period:
-        return f"contact: {kind} on {local_date(cal, last)}"
+        return _("contact: {kind} on {date}").format(kind=words.contact_kind(kind), date=day_var(cal.local(last)))
     if rule.keep_while_future_task and c.future_task:
-        return "an open task with a future deadline keeps the client"
-    return "the client is no longer in the rule's scope"
+        return _("an open task with a future deadline keeps the client")
+    return _("the client is no longer in the rule's scope")

@@ -18,11 +18,14 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from connector import i18n, words
 from connector.calendar import BusinessCalendar
 from connector.config import LostRule
+from connector.i18n import _
 from connector.rules.base import FINAL_STATES, Evaluation, Finding, episode_of, kind_of, local_date
 from connector.snapshot import ClientView, EpisodeView, Snapshot, split_episode
 from connector.store import clients
+from connector.templates import day_var, last_purchase_var
 
 
 def purchase_days(c: ClientView, cal: BusinessCalendar) -> list:
@@ -50,7 +53,7 @@ def cadence_days(rule: LostRule, c: ClientView) -> tuple[int, str]:
     temp = str(c.fields.get(rule.cadence.field, "") or "").strip().lower() if rule.cadence.field else ""
     if temp in rule.cadence.days:
         return rule.cadence.days[temp], temp
-    return rule.cadence.default_days, temp or "unknown"
+    return rule.cadence.default_days, temp or _("unknown")
 
 
 def evaluate(rule: LostRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation:
@@ -91,15 +94,16 @@ def evaluate(rule: LostRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluatio
                     continue
                 n += 1
         silent = (snap.now - last_when).days
-        reason = (
-            f"bought {len(purchases)} times, last {last_what} on {base}; no purchase for {silent} days "
-            f"(lost after {days}); call-back #{n + 1}, every {cadence} days ({temperature})"
-        )
+        reason = _(
+            "bought {purchases} times, the last: {kind} on {date}; no purchase for {silent} days (lost after {days}); "
+            "call-back #{n}, every {cadence} days ({temperature})"
+        ).format(purchases=len(purchases), kind=words.purchase_kind(last_what), date=day_var(cal.local(last_when)),
+                 silent=silent, days=days, n=n + 1, cadence=cadence, temperature=temperature)
         findings.append(Finding(
             subject_key=key, client=c, period=f"{base}#{n}", reason=reason,
             vars={
                 "days": silent, "purchases": len(purchases), "cadence_days": cadence, "callback_number": n + 1,
-                "temperature": temperature, "last_purchase": {"date": base, "amount": last_amount, "kind": last_what},
+                "temperature": temperature, "last_purchase": last_purchase_var(cal.local(last_when), last_amount, last_what),
             },
         ))
     return Evaluation(findings, snap.scope_count(rule.where, kind), holding=holding)
@@ -108,10 +112,11 @@ def evaluate(rule: LostRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluatio
 def clear_reason(rule: LostRule, ep: EpisodeView, snap: Snapshot, cal: BusinessCalendar) -> str | None:
     c = snap.clients([ep.subject_key], purchases=True).get(ep.subject_key)
     if c is None:
-        return "the client was deleted or merged"
+        return _("the client was deleted or merged")
     base = split_episode(ep.episode)[2].split("#", 1)[0]
     later = [p for p in purchase_days(c, cal) if local_date(cal, p[0]) > base]
     if later:
         when, amount, what = later[-1]
-        return f"bought again: {what} on {local_date(cal, when)} ({amount:.2f})"
-    return "the client is no longer in the rule's scope"
+        return _("bought again: {kind} on {date} for {amount}").format(
+            kind=words.purchase_kind(what), date=day_var(cal.local(when)), amount=i18n.number(amount))
+    return _("the client is no longer in the rule's scope")

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta
 
+from connector import i18n
 from connector.calendar import BusinessCalendar
 from connector.config import MissedCallRule
+from connector.i18n import _, ngettext
 from connector.rules.base import Evaluation, Finding, local_date
 from connector.snapshot import EpisodeView, Snapshot, split_episode
+from connector.templates import call_var
 
 
 def evaluate(rule: MissedCallRule, snap: Snapshot, cal: BusinessCalendar, duty_key: str | None) -> Evaluation:
@@ -39,12 +42,20 @@ def evaluate(rule: MissedCallRule, snap: Snapshot, cal: BusinessCalendar, duty_k
         client = snap.client(call.client_key)
         responsible = client.responsible_key if client else duty_key
         waited = int((snap.now - call.started_at).total_seconds() // 60)
+        at = i18n.moment(cal.local(call.started_at))
+        if client:
+            reason = ngettext("missed inbound call from {phone} at {time}, not called back for {minutes} minute",
+                              "missed inbound call from {phone} at {time}, not called back for {minutes} minutes", waited)
+        else:
+            reason = ngettext("missed inbound call from {phone} at {time}, not called back for {minutes} minute "
+                              "(an unknown number: for the duty manager)",
+                              "missed inbound call from {phone} at {time}, not called back for {minutes} minutes "
+                              "(an unknown number: for the duty manager)", waited)
         findings[episode_id + period] = Finding(
             subject_key=episode_id, client=client, period=period,
-            reason=f"missed inbound call from {call.phone} at {cal.local(call.started_at):%Y-%m-%d %H:%M}, "
-            f"not called back for {waited} minutes" + ("" if client else " (unknown number: duty manager)"),
-            vars={"call": {"id": call.key.rsplit(':', 1)[-1], "phone": call.phone, "wait_s": call.wait_s,
-                           "started_at": f"{cal.local(call.started_at):%Y-%m-%d %H:%M}"},
+            reason=reason.format(phone=call.phone, time=at, minutes=waited),
+            vars={"call": call_var(id=call.key.rsplit(':', 1)[-1], phone=call.phone, wait_s=call.wait_s,
+                                   started_at=cal.local(call.started_at)),
                   "callback_minutes": rule.callback_within_minutes, "days": 0},
             responsible_key=responsible, phone=call.phone,
         )
@@ -53,7 +64,7 @@ def evaluate(rule: MissedCallRule, snap: Snapshot, cal: BusinessCalendar, duty_k
 
 def clear_reason(rule: MissedCallRule, ep: EpisodeView, snap: Snapshot, cal: BusinessCalendar) -> str | None:
     """Ended only by an answered call with the number after the missed one; anything else is unknown."""
-    _, subject, day = split_episode(ep.episode)
+    subject, day = split_episode(ep.episode)[1:]
     phone = subject.removeprefix("phone:")
     start = datetime.combine(datetime.fromisoformat(day).date(), time(0), cal.tz)
     calls = snap.calls(since=start, phones=[phone])
@@ -63,6 +74,8 @@ def clear_reason(rule: MissedCallRule, ep: EpisodeView, snap: Snapshot, cal: Bus
     answered = [c for c in calls if c.answered and c.started_at > missed[0].started_at]
     if answered:
         c = answered[0]
-        who = "called back" if c.direction == "out" else "the client called again and was answered"
-        return f"{who} at {cal.local(c.started_at):%Y-%m-%d %H:%M}"
+        at = i18n.moment(cal.local(c.started_at))
+        if c.direction == "out":
+            return _("called back at {time}").format(time=at)
+        return _("the client called again and was answered at {time}").format(time=at)
     return None

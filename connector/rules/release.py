@@ -15,8 +15,10 @@ from datetime import timedelta
 
 from connector.calendar import BusinessCalendar
 from connector.config import ForgottenRule, ReleaseRule
+from connector.i18n import _
 from connector.rules.base import DONE_STATES, Evaluation, Finding, episode_of, in_scope, person_key
 from connector.snapshot import EpisodeView, Snapshot, split_episode
+from connector.templates import day_var
 
 
 def evaluate(rule: ReleaseRule, snap: Snapshot, cal: BusinessCalendar, forgotten: ForgottenRule) -> Evaluation:
@@ -48,19 +50,20 @@ def evaluate(rule: ReleaseRule, snap: Snapshot, cal: BusinessCalendar, forgotten
             p = own[0].payload or {}
             ev.findings.append(_finding(rule, snap, cal, c, period, marked_at, p.get("to"), p.get("from"), kinds))
             continue
-        last, _ = c.last_contact(kinds)
+        last = c.last_contact(kinds)[0]
         if last is not None and last >= marked_at:
             continue  # contacted after the reminder: the forgotten episode ends, nothing to release
         owner_then = next((e.payload.get("responsible") for e in done if e.payload), None)
         if owner_then and c.responsible_key != owner_then:
-            ev.notes.append(f"{c.title}: moved by hand to {_name(snap, c.responsible_key)} since the reminder; not released")
+            ev.notes.append(_("{client}: moved by hand to {manager} since the reminder; not released").format(
+                client=c.title, manager=_name(snap, c.responsible_key)))
             continue
         if snap.now < marked_at + timedelta(days=rule.grace_days):
             continue
         candidates = [p for p in pool if p != c.responsible_key and (m := snap.managers.get(p)) and m.active]
         if not candidates:
-            ev.refusals.append(f"{c.title}: not released: no active manager in the pool "
-                               f"{[str(x) for x in rule.reassign.to]} other than the current one")
+            ev.refusals.append(_("{client}: not released: no active manager in the pool {pool} other than the current one").format(
+                client=c.title, pool=", ".join(str(x) for x in rule.reassign.to)))
             continue
         if rule.reassign.strategy == "least_loaded":
             target = min(candidates, key=lambda p: (load.get(p, 0), pool.index(p)))
@@ -75,12 +78,13 @@ def evaluate(rule: ReleaseRule, snap: Snapshot, cal: BusinessCalendar, forgotten
 
 def _finding(rule: ReleaseRule, snap: Snapshot, cal: BusinessCalendar, c, period: str, marked_at, target, previous,
              kinds: list[str]) -> Finding:
-    last, _ = c.last_contact(kinds)
+    last = c.last_contact(kinds)[0]
     days = (snap.now - (last or c.created_at or marked_at)).days
     return Finding(
         subject_key=c.key, client=c, period=period,
-        reason=f"forgotten since {cal.local(marked_at).date()} and not contacted for {rule.grace_days}+ days more "
-        f"(no contact for {days} days); moved from {_name(snap, previous)}",
+        reason=_("forgotten since {date} and not contacted for {grace}+ days more (no contact for {days} days); "
+                 "moved from {manager}").format(date=day_var(cal.local(marked_at)), grace=rule.grace_days, days=days,
+                                                manager=_name(snap, previous)),
         vars={"days": days, "grace_days": rule.grace_days}, reassign_to=target, previous_key=previous,
     )
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from connector import i18n
 from connector.calendar import BusinessCalendar
 from connector.config import UnpaidRule
+from connector.i18n import _
 from connector.rules.base import Evaluation, Finding, in_scope
 from connector.snapshot import EpisodeView, Snapshot, split_episode
+from connector.templates import day_var, invoice_var
 
 
 def evaluate(rule: UnpaidRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation:
@@ -32,10 +35,10 @@ def evaluate(rule: UnpaidRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluat
             continue
         findings.append(Finding(
             subject_key=inv.key, client=c, period=inv.due_date.isoformat(),
-            reason=f"{inv.title}: {inv.amount:.2f} {inv.currency} due {inv.due_date}, unpaid {overdue} days after due",
-            vars={"invoice": {"key": inv.key, "id": inv.key.rsplit(":", 1)[-1], "title": inv.title, "number": inv.number,
-                              "amount": inv.amount, "currency": inv.currency, "due_date": inv.due_date.isoformat(),
-                              "days_overdue": overdue}, "days": overdue},
+            reason=_("{title}: {amount} due {date}, unpaid {days} days after the due date").format(
+                title=inv.title, amount=i18n.money(inv.amount, inv.currency), date=day_var(inv.due_date), days=overdue),
+            vars={"invoice": invoice_var(key=inv.key, title=inv.title, number=inv.number, amount=inv.amount, currency=inv.currency,
+                                         due_date=inv.due_date, days_overdue=overdue), "days": overdue},
             # a 1C invoice's manager is a 1C user: tasks go to the CRM client's responsible
             responsible_key=inv.responsible_key if (inv.responsible_key or "").startswith(c.system + ":") else c.responsible_key,
         ))
@@ -45,10 +48,10 @@ def evaluate(rule: UnpaidRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluat
 def clear_reason(rule: UnpaidRule, ep: EpisodeView, snap: Snapshot, cal: BusinessCalendar) -> str | None:
     found = snap.invoices(keys=[ep.subject_key])
     if not found:
-        return "the invoice was deleted or cancelled"
+        return _("the invoice was deleted or cancelled")
     inv = found[0]
     if inv.paid:
-        return f"{inv.title} was paid"
+        return _("{title} was paid").format(title=inv.title)
     if inv.due_date is not None and inv.due_date.isoformat() != split_episode(ep.episode)[2]:
-        return f"the due date moved to {inv.due_date.isoformat()}"
-    return "the invoice is no longer in the rule's scope"
+        return _("the due date moved to {date}").format(date=day_var(inv.due_date))
+    return _("the invoice is no longer in the rule's scope")

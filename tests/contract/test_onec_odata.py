@@ -566,7 +566,7 @@ def test_onec_only_config_runs_debtors_and_lost_into_1c(onec, tmp_path, monkeypa
     assert rep.execution.by_rule.get("debtors") == {"done": 1} and rep.execution.by_rule.get("lost") == {"done": 1}
     tasks = list(onec.ib.sets["Task_ЗадачаИсполнителя"].rows.values())
     debtor = co.company(co.stories["debtor"])
-    debt_task = next(t for t in tasks if t["Description"].startswith("Debt"))
+    debt_task = next(t for t in tasks if t["Description"].startswith("Борг"))
     assert debt_task["Предмет"] == debtor.guid and debt_task["Исполнитель_Key"] == co.manager(debtor.responsible).guid
     assert "[cn-" in debt_task["Содержание"]
     again = cycle(cfg, store, make_context(store, FixedClock(co.anchor + timedelta(hours=1))), execute=True)

@@ -21,7 +21,7 @@ def test_check_names_a_missing_supervisor_and_a_misspelled_field_at_their_lines(
     assert f"FAIL  bitrix24  people: {config}:{people_line}: people.supervisor: user 99 does not exist" in out
     assert (f"FAIL  bitrix24  custom fields: {config}:{fields_line}: bitrix24.fields[0]: field UF_CRM_TEMPERATUR does not "
             'exist on companies or contacts; did you mean UF_CRM_TEMPERATURE ("Temperature")?') in out
-    assert out[-1] == "2 check(s) failed."
+    assert out[-1] == "2 перевірки не пройшли."
     assert "sandboxsecret0001" not in r.stdout + r.stderr
 
 
@@ -31,4 +31,4 @@ def test_check_of_the_demo_config_passes_and_says_what_it_could_not_verify(sandb
     out = r.stdout.splitlines()
     assert any(line.startswith("ok    bitrix24  people: all ") for line in out)
     assert any(line.startswith("skip  turbosms  sender: ") for line in out)
-    assert out[-1] == "All checks passed."
+    assert out[-1] == "Усі перевірки пройдено."

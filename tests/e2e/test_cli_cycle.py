@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections import Counter
 from datetime import datetime, timedelta
@@ -32,7 +33,7 @@ def test_plan_writes_nothing_run_writes_what_plan_showed_and_a_rerun_writes_noth
 
     r = sandbox.cli("run", str(DEMO), "--once", "--now", ANCHOR)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "0 new" in r.stdout
+    assert "з них нових: 0" in r.stdout
     assert sorted(t["TITLE"] for t in connector_tasks(portal)) == planned_titles
     assert len(turbosms.outbox) == len(planned_sms)
 
@@ -53,10 +54,11 @@ def test_sixteen_days_later_releases_the_ignored_client_and_repeats_the_warm_cal
     assert len(comments) == 1
     titles = Counter(t["TITLE"] for t in connector_tasks(portal))
     warm = company.company(company.stories["lost_warm"]).title
-    assert titles[f"Win back: {warm} (call-back #1, warm)"] == 1
-    assert titles[f"Win back: {warm} (call-back #2, warm)"] == 1
+    assert titles[f"Повернути клієнта: {warm} (дзвінок №1, кожні 14 дн.)"] == 1
+    assert titles[f"Повернути клієнта: {warm} (дзвінок №2, кожні 14 дн.)"] == 1
     cold = company.company(company.stories["lost_cold"]).title
-    assert titles[f"Win back: {cold} (call-back #2, cold)"] == 0  # cold waits 30 days
+    assert titles[f"Повернути клієнта: {cold} (дзвінок №1, кожні 30 дн.)"] == 1
+    assert titles[f"Повернути клієнта: {cold} (дзвінок №2, кожні 30 дн.)"] == 0  # cold waits 30 days
 
     r = sandbox.cli("run", str(DEMO), "--once", "--now", later)  # and nothing twice
     assert r.returncode == 0 and Counter(t["TITLE"] for t in connector_tasks(portal)) == titles
@@ -69,7 +71,7 @@ def test_a_failing_source_writes_nothing_and_exits_non_zero(sandbox):
     portal.inject_fault(None, 401, "NO_AUTH_FOUND", "Wrong authorization data", times=1000)
     r = sandbox.cli("run", str(DEMO), "--once", "--now", ANCHOR)
     assert r.returncode == 1
-    assert "no rule was evaluated" in r.stdout
+    assert "правила не перевірялися" in r.stdout
     assert "sandboxsecret0001" not in r.stdout + r.stderr
     assert len(portal.table("task")) == tasks_before and turbosms.outbox == []
 
@@ -95,14 +97,14 @@ def test_kill_9_after_the_portal_applied_a_batch_then_rerun_leaves_exactly_one_o
     assert connector_tasks(portal)  # the killed run's batch did land
     r = sandbox.cli("run", str(DEMO), "--once", "--now", ANCHOR)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "adopted" in r.stdout
+    assert re.search(r"^  \w+: .*вже було [1-9]", r.stdout, re.M), r.stdout  # a rule's tasks found already made
     titles = Counter(t["TITLE"] for t in connector_tasks(portal))
     assert sorted(titles) == sorted(a["payload"]["title"] for a in new if a["type"] == "task")
     assert set(titles.values()) == {1}
     phones = Counter(m.phone for m in turbosms.outbox)
     assert set(phones.values()) <= {1}
     status = sandbox.cli("status", str(DEMO))
-    assert status.returncode == 0 and "journal:" in status.stdout
+    assert status.returncode == 0 and "журнал:" in status.stdout
 
 
 def test_missed_call_one_sms_and_one_task_and_none_for_the_call_called_back(sandbox):

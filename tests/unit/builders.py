@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from connector import domain as d
-from connector import evidence
+from connector import evidence, i18n
 from connector.calendar import BusinessCalendar
 from connector.config import Settings, load_settings
 from connector.execute import Executor
@@ -38,7 +38,9 @@ def settings(tmp_path: Path, rules_yaml: str, *, extra: str = "", header: str = 
     text = header.format(db=tmp_path / "t.db") + textwrap.dedent(extra) + "rules:\n" + textwrap.indent(textwrap.dedent(rules_yaml), "  ")
     p = tmp_path / "c.yaml"
     p.write_text(text, encoding="utf-8")
-    return load_settings(p)
+    s = load_settings(p)
+    i18n.use(s.language)  # as the CLI does
+    return s
 
 
 def k(kind: str, i: object, system: str = "bitrix24") -> str:

@@ -186,10 +186,14 @@ def test_example_configs_validate(monkeypatch):
         load_settings(c)
 
 
-def test_money_filter_groups_thousands():
+def test_money_filter_formats_by_the_configs_language():
+    from connector import i18n
     from connector.templates import render
 
-    assert render("{{ a | money }} / {{ b | money(0) }}", {"a": 42000, "b": 1234567.891}) == "42 000.00 / 1 234 568"
+    text = "{{ a | money }} / {{ b | money(0) }} / {{ a | money('UAH') }} / {{ a | money('UAH', 0) }}"
+    assert render(text, {"a": 42000, "b": 1234567.891}) == "42 000,00 / 1 234 568 / 42 000,00 ₴ / 42 000 ₴"
+    i18n.use("en")
+    assert render(text, {"a": 42000, "b": 1234567.891}) == "42,000.00 / 1,234,568 / UAH42,000.00 / UAH42,000"
 
 
 def test_env_references_inside_flow_mappings_as_the_issues_write_them(tmp_path, monkeypatch):

@@ -172,7 +172,7 @@ def test_validate_prints_one_problem_per_line_when_piped(tmp_path):
     assert r.returncode == 2
     lines = r.stderr.splitlines()
     assert lines[0].startswith(f"{p}:6: rules[0].type: unknown type `forgoten`") and lines[0].endswith("greetings)")
-    assert len(lines[0]) > 80 and len(lines) == 2 and lines[1] == f"1 problem(s) in {p}; nothing was run."
+    assert len(lines[0]) > 80 and len(lines) == 2 and lines[1] == f"1 проблема у {p}; нічого не запущено."
 
 
 def test_cross_references_are_reported_with_every_other_problem_at_once(tmp_path):

@@ -51,5 +51,6 @@ def test_debtors_names_the_unpaid_documents_in_its_reason_and_templates(tmp_path
         assert snap.debts()[0].documents == list(DOCS)
     plan, sink = w.run(NOW)
     [action] = sink.done
-    assert action.payload["description"].startswith("РН-000017 of 2026-10-01: 12000.0 due 2026-10-15; РН-000031 of 2026-10-20")
-    assert "oldest unpaid: РН-000017 of 2026-10-01, 12000.0 due 2026-10-15" in action.reason
+    assert action.payload["description"].startswith("РН-000017 of 01.10.2026: 12 000,00 due 15.10.2026; РН-000031 of 20.10.2026")
+    reason = action.reason.replace("\xa0", " ")
+    assert "найстаріший неоплачений документ: РН-000017 від 01.10.2026, 12 000,00 ₴, строк оплати 15.10.2026" in reason

@@ -58,4 +58,4 @@ def test_bitrix24_sms_provider_fires_the_portals_trigger(tmp_path):
     c = _debtor(w, 1)
     (a,) = w.plan().actions
     assert a.type == "trigger" and a.system == "bitrix24" and a.payload["code"] == "smsrb1" and a.payload["entity"] == c
-    assert a.payload["sms"]["text"].startswith(("Hello dear client", "v3"))
+    assert a.payload["sms"]["text"].startswith(("Hello шановний клієнте", "v3"))

@@ -25,7 +25,7 @@ def test_forgotten_after_inactive_days_with_reason(tmp_path):
     a = acts[0]
     assert a.type == "task" and a.payload["title"] == "No contact: Old Co"
     assert a.payload["responsible"] == k("user", 3) and a.payload["bindings"] == [old]
-    assert "no contact for 90 days; last: call on 2026-08-25" in a.reason
+    assert "немає контакту 90 днів; останній контакт: дзвінок 25.08.2026" in a.reason
     # 3 workdays from Monday 23 Nov 2026 -> Thursday 26 Nov, close of business
     assert a.payload["deadline"].startswith("2026-11-26T18:00")
     assert f"[{a.marker}]" in a.payload["description"]

@@ -155,7 +155,7 @@ def test_offer_days_before_uses_the_last_purchases(tmp_path):
     w.deal(c, 30, amount=2500.0)
     (a,) = w.plan(at(2026, 11, 23)).actions
     assert a.key.endswith(":birthday-offer-2026:0")
-    assert "28.11.2026" in a.payload["text"] and "2 500.00" in a.payload["text"]
+    assert "28.11.2026" in a.payload["text"] and "2 500,00" in a.payload["text"]
 
 
 def test_new_year_greets_everyone_in_scope_despite_the_share_brake(tmp_path):

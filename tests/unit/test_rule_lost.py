@@ -29,7 +29,7 @@ def test_lost_needs_min_purchases_and_silence(tmp_path):
     w.deal(lost_deal, 300, "lost")
     acts = w.plan().actions
     assert [a.subject_key for a in acts] == [twice]
-    assert "bought 2 times" in acts[0].reason and "every 14 days (warm)" in acts[0].reason
+    assert "покупок: 2, остання — успішна угода" in acts[0].reason and "кожні 14 дн. (warm)" in acts[0].reason
 
 
 def test_warm_callbacks_repeat_every_14_days_and_cold_every_30(tmp_path):

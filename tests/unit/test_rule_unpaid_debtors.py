@@ -99,7 +99,7 @@ def test_debtors_threshold_overdue_escalation_and_stop(tmp_path):
     _debt(w, "b", 500, 20)
     _debt(w, "c", 5000, 3)
     _, sink = w.run(NOW)
-    assert [a.payload["title"] for a in sink.done] == ["Debt 42000.0 UAH: Big"]
+    assert [a.payload["title"] for a in sink.done] == ["Debt 42 000,00 UAH: Big"]
     _, sink = w.run(NOW + timedelta(days=7))
     assert sorted(a.type for a in sink.done) == ["notify", "task"]  # escalation for Big, first reminder for Fresh
     from connector.store import debts

@@ -125,4 +125,4 @@ def test_action_without_a_configured_channel_is_skipped_not_lost(tmp_path):
     a = PlannedAction("r:s:p:0", "r", "email", "nowhere", "s", None, {"to": "a@b.c"}, "why")
     j.record([a], NOW, None)
     rep = Executor(j, [FakeSink()], FixedClock(NOW)).run()
-    assert rep.skipped == 1 and "channel not configured" in j.rows()[0]["detail"]
+    assert rep.skipped == 1 and "канал не налаштовано" in j.rows()[0]["detail"]
