@@ -102,6 +102,7 @@ class Executor:
             if hit is None:
                 continue
             remote_key, at = hit
+            at = min(at, self.clock.now()) if at is not None else None  # a simulated now: never done in its future
             res = ActionResult(remote_id=remote_key.rsplit(":", 1)[-1], remote_key=remote_key, at=at,
                                detail=_("already exists ({remote}): adopted, not made again").format(remote=remote_key))
             changes.append(Change(key, S.DONE, (State(e.state),), result=res))

@@ -34,7 +34,7 @@ def test_a_markup_title_syncs_plans_and_shows_in_status_plan_and_check(markup_sa
     assert r.returncode == 0, r.stdout + r.stderr
     r = sb.cli("plan", str(DEMO), "--now", ANCHOR)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"No contact: {MARKUP}" in r.stdout
+    assert f"Немає контакту: {MARKUP}" in r.stdout
     r = sb.cli("status", str(DEMO))
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{MARKUP} Trade" in r.stdout and "\x1b" not in r.stdout and "\x07" not in r.stdout
@@ -71,7 +71,7 @@ def test_sandbox_env_file_is_written_for_the_owner_only(tmp_path):
 def test_validate_refuses_nested_range_loops_quickly_naming_the_template(tmp_path):
     cfg = tmp_path / "loops.yaml"
     text = DEMO.read_text(encoding="utf-8").replace(
-        'title: "No contact: {{ client.title }}"',
+        'title: "Немає контакту: {{ client.title }}"',
         'title: "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"')
     cfg.write_text(text, encoding="utf-8")
     line = next(i for i, t in enumerate(text.splitlines(), 1) if "range(100000)" in t)

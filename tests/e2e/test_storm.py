@@ -86,60 +86,66 @@ def test_a_storm_of_kills_and_faults_leaves_every_action_exactly_once(tmp_path):
         cfg = _config(tmp_path, sb, portal)
         start = datetime.fromisoformat(ANCHOR)
         kills, faults, outputs = 0, Counter(), []
-        step = 0
-        for phase in (start, start + timedelta(days=16)):  # tasks and comments first, releases 16 days later
-            for _ in range(30):
-                step += 1
-                now = (phase + timedelta(minutes=7 * step)).isoformat()
-                kind = rng.choice(["kill_after_write", "kill_after_write", "kill_in_sync", "kill_while_held", "late_answer",
-                                   "error_after_apply", "burst_503", "partial_batch", "expired_token"])
-                faults[kind] += 1
-                proc = env.spawn("run", cfg, "--once", "--now", now, "--wait", "20")
-                writes = {"n": 0, "at": rng.randint(1, 3)}
+        # one simulated day per run: every day a dozen clients go silent (a task and a comment each), and
+        # from day 15 on the ones silenced two weeks earlier are released (a reassignment, a comment and two
+        # notifications each), so every run has a few dozen actions to write while the faults hit it
+        for day in range(90):
+            if day < 70:
+                for n in range(12):
+                    portal.add("company", {"TITLE": f"Silent {day}-{n}", "ASSIGNED_BY_ID": rng.choice([3, 5, 6, 8]),
+                                           "DATE_CREATE": start - timedelta(days=200)})
+            if kills >= 55 and day >= 40:
+                break
+            now = (start + timedelta(days=day, minutes=rng.randint(0, 600))).isoformat()
+            fault = rng.choice(["late_answer", "error_after_apply", "burst_503", "partial_batch", "expired_token", "none"])
+            kill = rng.choice(["after_write", "after_write", "while_held", "in_sync", "none"])
+            faults[fault] += 1
+            faults["kill " + kill] += 1
+            proc = env.spawn("run", cfg, "--once", "--now", now, "--wait", "20")
+            writes = {"n": 0, "kill_at": rng.randint(1, 2), "fault_at": rng.randint(1, 2), "hold": rng.uniform(0.1, 0.8)}
 
-                def hook(method, status, body, proc=proc, kind=kind, writes=writes):
-                    if not _is_write(body):
-                        return None
-                    writes["n"] += 1
-                    if writes["n"] != writes["at"]:
-                        return None
-                    if kind in ("kill_after_write", "kill_while_held"):
-                        if kind == "kill_while_held":
-                            time.sleep(rng.uniform(0.1, 0.8))  # the portal holds the write open, then the client dies
-                        os.kill(proc.pid, signal.SIGKILL)
-                        return None
-                    if kind == "late_answer":
-                        time.sleep(2.5)  # longer than the client's timeout: the write landed, the answer did not
-                        return None
-                    if kind == "error_after_apply":
-                        return 500, {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}
+            def hook(method, status, body, proc=proc, fault=fault, kill=kill, writes=writes):
+                if not _is_write(body):
                     return None
+                writes["n"] += 1
+                if kill in ("after_write", "while_held") and writes["n"] == writes["kill_at"]:
+                    if kill == "while_held":
+                        time.sleep(writes["hold"])  # the portal holds the write open, then the client dies
+                    os.kill(proc.pid, signal.SIGKILL)
+                    return None
+                if writes["n"] != writes["fault_at"]:
+                    return None
+                if fault == "late_answer":
+                    time.sleep(2.5)  # longer than the client's timeout: the write landed, the answer did not
+                elif fault == "error_after_apply":
+                    return 500, {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}
+                return None
 
-                portal.after_request = hook
-                if kind == "burst_503":
-                    portal.inject_fault(None, 503, "QUERY_LIMIT_EXCEEDED", "Too many requests", times=rng.randint(2, 4))
-                elif kind == "partial_batch":
-                    portal.inject_fault(rng.choice(["tasks.task.add", "crm.timeline.comment.add", "crm.company.update"]),
-                                        500, "INTERNAL_SERVER_ERROR", "Internal server error", times=rng.randint(1, 3))
-                elif kind == "expired_token":
-                    portal.expire_tokens()
-                timer = None
-                if kind == "kill_in_sync":
-                    timer = threading.Timer(rng.uniform(0.3, 1.5), lambda p=proc: p.poll() is None and os.kill(p.pid, signal.SIGKILL))
-                    timer.start()
-                out, err = proc.communicate(timeout=300)
-                if timer is not None:
-                    timer.join()
-                portal.after_request = None
-                portal.faults.clear()
-                kills += proc.returncode == -9
-                outputs.append(out + err)
-                assert proc.returncode in (0, 1, -9), out + err
+            portal.after_request = hook
+            if fault == "burst_503":
+                portal.inject_fault(None, 503, "QUERY_LIMIT_EXCEEDED", "Too many requests", times=rng.randint(2, 4))
+            elif fault == "partial_batch":
+                portal.inject_fault(rng.choice(["tasks.task.add", "crm.timeline.comment.add", "crm.company.update"]),
+                                    500, "INTERNAL_SERVER_ERROR", "Internal server error", times=rng.randint(1, 3))
+            elif fault == "expired_token":
+                portal.expire_tokens()
+            timer = None
+            if kill == "in_sync":
+                timer = threading.Timer(rng.uniform(0.3, 1.5), lambda p=proc: p.poll() is None and os.kill(p.pid, signal.SIGKILL))
+                timer.start()
+            out, err = proc.communicate(timeout=300)
+            if timer is not None:
+                timer.join()
+            portal.after_request = None
+            portal.faults.clear()
+            kills += proc.returncode == -9
+            outputs.append(out + err)
+            assert proc.returncode in (0, 1, -9), out + err
         assert kills >= 50, (kills, faults)
         # the storm is over: clean runs, later each time, until nothing is pending
         db = tmp_path / "storm.db"
         for extra in range(12):
-            now = (start + timedelta(days=16, hours=6 + extra * 2)).isoformat()
+            now = (start + timedelta(days=day + 1, hours=6 + extra * 2)).isoformat()
             r = env.cli("run", cfg, "--once", "--now", now, "--wait", "20")
             outputs.append(r.stdout + r.stderr)
             with sqlite3.connect(db) as c:

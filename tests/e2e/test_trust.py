@@ -20,7 +20,7 @@ from tests.e2e.conftest import ANCHOR, DEMO, ROOT, Env
 
 # The trust tests' own config: the sandbox's connections, and rules written for each test
 # (independent of the wording of config/demo.yaml).
-CONNECTIONS = DEMO.read_text(encoding="utf-8").split("\nrules:", 1)[0]
+CONNECTIONS = DEMO.read_text(encoding="utf-8").split("\nrules:", 1)[0].replace("language: uk", "language: en")  # mechanics, in English
 RULES = """
 rules:
   - name: forgotten
@@ -134,12 +134,13 @@ def test_a_holder_killed_mid_run_is_taken_over_and_nothing_is_created_twice(big)
 def test_a_fresh_store_against_the_same_portal_creates_nothing_twice(sandbox):
     portal = sandbox.service("portal")
     turbosms = sandbox.service("turbosms")
-    r = sandbox.cli("run", str(DEMO), "--once", "--now", ANCHOR)
+    cfg = variant(sandbox.tmp, "fresh")
+    r = sandbox.cli("run", cfg, "--once", "--now", ANCHOR)
     assert r.returncode == 0, r.stdout + r.stderr
     made, sent = markers(portal), len(turbosms.outbox)
     assert made and sent
     os.remove(sandbox.env["CONNECTOR_STORE"].removeprefix("sqlite:///"))  # a restore, a move to PostgreSQL...
-    r = sandbox.cli("run", str(DEMO), "--once", "--now", ANCHOR)
+    r = sandbox.cli("run", cfg, "--once", "--now", ANCHOR)
     assert r.returncode == 0, r.stdout + r.stderr
     # tasks and comments are adopted from the synced data; TurboSMS answers the repeated sequence_id
     # with the earlier result (507) and sends nothing
@@ -189,7 +190,7 @@ def test_buying_again_closes_the_win_back_tasks_and_resets_the_label_and_paying_
     unpaid = [t for t in portal.table("task").values() if t["TITLE"] == f"Unpaid: {inv.title}" and "[cn-" in t["DESCRIPTION"]]
     assert len(unpaid) == 1 and unpaid[0]["STATUS"] == 5
     assert any("Closed automatically" in c["POST_MESSAGE"] for c in portal.task_comments)
-    assert "episode(s) ended" in r.stdout
+    assert re.search(r"[1-9]\d* episodes ended", r.stdout)
 
 
 def _times_in_cursors(db: str) -> list[tuple[str, datetime]]:
