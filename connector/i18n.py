@@ -70,7 +70,12 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 
 
 def locale() -> Locale:
-    return Locale.parse(LOCALES[current()])
+    return _locale(current())
+
+
+@lru_cache(maxsize=8)
+def _locale(language: str) -> Locale:
+    return Locale.parse(LOCALES[language])
 
 
 def money(amount: float | int, currency: str = "UAH") -> str:
