@@ -149,7 +149,7 @@ class BinotelClient:
     """
 
     def __init__(self, settings: Binotel, ctx: Context, *, session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] | None = None, monotonic: Callable[[], float] = time.monotonic,
                  attempts: int = 5, rate_backoff: float = 10.0, transient_backoff: float = 2.0,
                  max_wait: float = 300.0, timeout: float = 60.0):
         self.settings = settings
@@ -157,7 +157,7 @@ class BinotelClient:
         self.counter = ctx.counter(SYSTEM)
         self.session = session or requests.Session()
         self._own_session = session is None
-        self.sleep = sleep
+        self.sleep = sleep or ctx.sleep  # back-offs end at once when the daemon is told to stop
         self.monotonic = monotonic
         self.attempts = max(1, attempts)
         self.rate_backoff = rate_backoff
