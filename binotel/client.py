@@ -157,7 +157,7 @@ class BinotelClient:
         self.counter = ctx.counter(SYSTEM)
         self.session = session or requests.Session()
         self._own_session = session is None
-        self.sleep = sleep or ctx.sleep  # back-offs end at once when the daemon is told to stop
+        self.sleep = sleep if sleep is not None else ctx.sleep  # back-offs end at once when the daemon is told to stop
         self.monotonic = monotonic
         self.attempts = max(1, attempts)
         self.rate_backoff = rate_backoff

@@ -211,7 +211,7 @@ class BitrixClient:
         self.settings = settings
         self.ctx = ctx
         self.counter = ctx.counter(SYSTEM)
-        self._sleep = sleep or ctx.sleep  # back-offs end at once when the daemon is told to stop
+        self._sleep = sleep if sleep is not None else ctx.sleep  # back-offs end at once when the daemon is told to stop
         self.attempts = attempts
         self.backoff = backoff
         self.max_wait = max_wait

@@ -35,7 +35,7 @@ class Daemon:
         self._push = None
 
     def _on_term(self, signum: int, frame: object) -> None:
-        log.warning("signal %s: stopping (a sync in progress ends after its current batch; nothing more is executed)", signum)
+        log.info("signal %s: stopping (a sync in progress ends after its current batch; nothing more is executed)", signum)
         self.stop.set()
         if getattr(self, "stop_wait", None) is not None:
             self.stop_wait.set()
@@ -56,7 +56,7 @@ class Daemon:
             return
         self.settings = new
         self._restart_push()
-        log.warning("config reloaded from %s (%d rules)", self.path, len(new.rules))
+        log.info("config reloaded from %s (%d rules)", self.path, len(new.rules))
 
     def _restart_push(self) -> None:
         if self._push is not None:
@@ -100,10 +100,12 @@ class Daemon:
                     rep = self.run_cycle(store)
                     done = rep.execution.done if rep.execution else 0
                     log.info("cycle %d: sources %s, %d action(s) done%s", self.cycles + 1,
-                             "ok" if rep.sync.ok else "FAILED", done, "; " + "; ".join(rep.notes) if rep.notes else "")
+                             "ok" if rep.sync.ok else "stopped" if rep.sync.stopped else "FAILED", done, "; " + "; ".join(rep.notes) if rep.notes else "")
                     for line in rep.refused:  # every refusal, by name, each cycle it happens
                         log.warning("refused: %s", line)
-                    for line in (rep.execution.notes + rep.execution.problems) if rep.execution else []:
+                    for line in rep.execution.notes if rep.execution else []:  # deferrals, cancellations: normal
+                        log.info("%s", line)
+                    for line in rep.execution.problems if rep.execution else []:  # failed, uncertain: to look at
                         log.warning("%s", line)
                 except ConnectorError as e:
                     log.error("cycle failed: %s", e)
@@ -123,5 +125,5 @@ class Daemon:
                 self._push.stop()
             if metrics is not None:
                 metrics.stop()
-        log.warning("stopped after %d cycle(s)", self.cycles)
+        log.info("stopped after %d cycle(s)", self.cycles)
         return 0

@@ -35,7 +35,7 @@ from connector.phones import normalize
 from connector.plan import Plan, Planner
 from connector.ports import PlannedAction
 from connector.rules.base import DONE_STATES, kind_of
-from connector.rules.lost import purchase_days, threshold_days
+from connector.rules.lost import cadence_days, purchase_days, threshold_days
 from connector.snapshot import CallView, ClientView, DebtView, InvoiceView, Snapshot, load_snapshot, split_episode
 from connector.store import Store, client_phones, clients, deal_clients, deals, documents, episodes, invoices, journal
 
@@ -166,6 +166,8 @@ def _verdict(rule: Any, rp: Any, plan: Plan, snap: Snapshot, cal: BusinessCalend
     elif holding:
         v.status = "waiting"
         v.reason = _("Still on the list, with nothing to do now: waiting for the next step of the episode.")
+        if isinstance(rule, LostRule):
+            v.facts += _next_callback(rule, snap, cal, c, holding)
     elif ended:
         v.status = "ended"
         v.reason = "; ".join(e.reason for e in ended)
@@ -175,6 +177,24 @@ def _verdict(rule: Any, rp: Any, plan: Plan, snap: Snapshot, cal: BusinessCalend
             v.reason = why
         v.facts += facts
     return v
+
+
+def _next_callback(rule: LostRule, snap: Snapshot, cal: BusinessCalendar, c: ClientView, holding: list[str]) -> list[str]:
+    """When a lost client's next call-back is due: ``cadence`` days after the last one was done
+    (the rule's own arithmetic, from the journal)."""
+    cadence, temperature = cadence_days(rule, c)
+    base = split_episode(holding[0])[2]
+    entries = [e for es in snap.journal_for(rule.name, [c.key]).values() for e in es
+               if split_episode(e.episode)[2].startswith(base + "#")]
+    if not entries:
+        return []
+    n = max(int(split_episode(e.episode)[2].split("#")[1]) for e in entries)
+    finished = [e.done_at or e.created_at for e in entries if split_episode(e.episode)[2] == f"{base}#{n}" and (e.done_at or e.created_at)]
+    if not finished:
+        return []
+    last = max(finished)
+    return [_("Call-back #{n} was done on {done}; the next one is due on {due} (every {days} days, {temperature}).").format(
+        n=n + 1, done=day(cal.local(last)), due=day(cal.local(last + timedelta(days=cadence))), days=cadence, temperature=temperature)]
 
 
 def _in_scope(snap: Snapshot, rule: Any, c: ClientView) -> bool:

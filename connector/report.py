@@ -335,11 +335,19 @@ def print_journal(rows: list[dict], tz: str, *, as_json: bool = False) -> None:
     if as_json:
         sys.stdout.write(json.dumps([journal_row(r, tz) for r in rows], ensure_ascii=False, indent=1) + "\n")
         return
-    t = Table(_("updated"), _("rule"), _("client"), _("action"), _("state"), _("tries"), _("remote id"), _("detail"))
+    head = (_("updated"), _("rule"), _("client"), _("action"), _("state"), _("tries"), _("remote id"), _("detail"))
+    lines = []
     for r in rows:
         j = journal_row(r, tz)
-        t.add_row(when(r["updated_at"], tz), j["rule"], j["client"] or "", j["type"], j["state"], str(j["attempts"] or 0),
-                  j["remote_id"] or "", (j["detail"] or "")[:80])
+        lines.append((when(r["updated_at"], tz), j["rule"], j["client"] or "", j["type"], j["state"], str(j["attempts"] or 0),
+                      j["remote_id"] or "", j["detail"] or ""))
+    if not console.is_terminal:  # piped: one entry a line, tab-separated, never wrapped (grep, cut, a spreadsheet)
+        for line in [head, *lines]:
+            sys.stdout.write("\t".join(x.replace("\t", " ").replace("\n", " ") for x in line) + "\n")
+        return
+    t = Table(*head)
+    for line in lines:
+        t.add_row(*line[:-1], line[-1][:80])
     console.print(t)
     console.print(ngettext("{n} entry", "{n} entries", len(rows)).format(n=len(rows)), markup=False)
 
@@ -406,6 +414,13 @@ def explanation_json(x) -> dict:
     }
 
 
+def cal_date(t: datetime, tz: str) -> date:
+    """The local calendar day of a moment (a purchase is a day, not a minute)."""
+    from zoneinfo import ZoneInfo
+
+    return t.astimezone(ZoneInfo(tz)).date()
+
+
 def print_explanation(x, *, as_json: bool = False) -> None:
     """Every rule's verdict on one client, then the evidence behind it, local times to the minute."""
     from connector.i18n import _, money, number
@@ -414,82 +429,81 @@ def print_explanation(x, *, as_json: bool = False) -> None:
         sys.stdout.write(json.dumps(explanation_json(x), ensure_ascii=False, indent=1, default=str) + "\n")
         return
     tz, c = x.timezone, x.client
-    out = console.print
+
+    def out(text: str = "") -> None:  # keys hold ":phone:", which rich would turn into an emoji
+        console.print(text, markup=False, emoji=False, soft_wrap=True)
+
     out(_("{title} [{key}] · responsible: {manager} · as of {now}").format(title=c.title, key=c.key, manager=x.manager,
-                                                                            now=when(x.now, tz)), markup=False, soft_wrap=True)
+                                                                            now=when(x.now, tz)))
     words = {"listed": _("ON THE LIST"), "waiting": _("on the list, waiting"), "ended": _("episode ends"),
              "not_listed": _("not on the list"), "disabled": _("disabled")}
     out("")
-    out(_("Rules"), markup=False)
+    out(_("Rules"))
     for v in x.verdicts:
-        out(f"  {v.rule} ({v.type}): {words.get(v.status, v.status)}", markup=False, soft_wrap=True)
+        out(f"  {v.rule} ({v.type}): {words.get(v.status, v.status)}")
         if v.reason:
-            out(f"      {v.reason}", markup=False, soft_wrap=True)
+            out(f"      {v.reason}")
         for f in v.facts:
-            out(f"      - {redact(f)}", markup=False, soft_wrap=True)
+            out(f"      - {redact(f)}")
         if v.refused:
-            out("      " + _("REFUSED by the safety brake in this plan: {why}").format(why=redact(v.refused)), markup=False, soft_wrap=True)
+            out("      " + _("REFUSED by the safety brake in this plan: {why}").format(why=redact(v.refused)))
         for a, state in v.actions:
-            out(f"      → {state:<9} {a.type} [{a.key}]", markup=False, soft_wrap=True)
+            out(f"      → {state:<9} {a.type} [{a.key}]")
 
     out("")
-    out(_("Last contact of each kind (what counts as contact; the connector's own records never do)"), markup=False)
+    out(_("Last contact of each kind (what counts as contact; the connector's own records never do)"))
     for r in x.contacts.values():
-        out(f"  {_record_line(r, tz)}", markup=False, soft_wrap=True)
+        out(f"  {_record_line(r, tz)}")
     if not x.contacts:
-        out("  " + _("none"), markup=False)
-    out(_("Open tasks and planned activities with a future deadline (they keep a client)"), markup=False)
+        out("  " + _("none"))
+    out(_("Open tasks and planned activities with a future deadline (they keep a client)"))
     for r in x.kept:
-        out(f"  {_record_line(r, tz)}", markup=False, soft_wrap=True)
+        out(f"  {_record_line(r, tz)}")
     if not x.kept:
-        out("  " + _("none"), markup=False)
-    out(_("Purchases"), markup=False)
+        out("  " + _("none"))
+    out(_("Purchases"))
     for p in x.purchases:
-        out(f"  {when(p.at, tz)} · {p.what} · {number(p.amount)} · {x.titles.get(p.key, '')} [{p.key}]", markup=False,
-            soft_wrap=True)
+        out(f"  {when(cal_date(p.at, tz), tz)} · {p.what} · {number(p.amount)} · {x.titles.get(p.key, '')} [{p.key}]")
     if not x.purchases:
-        out("  " + _("none"), markup=False)
+        out("  " + _("none"))
     if x.deals:
-        out(_("Open deals"), markup=False)
+        out(_("Open deals"))
         for d in x.deals:
-            out(f"  {when(d['created_at'], tz)} · “{d['title'] or ''}” · {money(d['amount'] or 0, d['currency'] or 'UAH')} [{d['key']}]",
-                markup=False, soft_wrap=True)
+            out(f"  {when(d['created_at'], tz)} · “{d['title'] or ''}” · {money(d['amount'] or 0, d['currency'] or 'UAH')} [{d['key']}]")
     if x.invoices:
-        out(_("Invoices"), markup=False)
+        out(_("Invoices"))
         for i in x.invoices:
-            state = _("paid") if i.paid else _("unpaid")
-            out(f"  {i.title} · {money(i.amount, i.currency)} · {_('due')} {when(i.due_date, tz)} · {state} [{i.key}]", markup=False,
-                soft_wrap=True)
+            line = _("{invoice} · {amount} · due {due} · paid") if i.paid else _("{invoice} · {amount} · due {due} · unpaid")
+            out("  " + line.format(invoice=i.title, amount=money(i.amount, i.currency), due=when(i.due_date, tz)) + f" [{i.key}]")
     if x.debts:
-        out(_("Debts (1C)"), markup=False)
+        out(_("Debts (1C)"))
         for d in x.debts:
             overdue = d.overdue_amount if d.overdue_amount is not None else d.amount
             out("  " + _("owes {amount}, overdue {overdue} since {since}").format(
-                amount=money(d.amount, d.currency), overdue=money(overdue, d.currency), since=when(d.overdue_since, tz)),
-                markup=False, soft_wrap=True)
+                amount=money(d.amount, d.currency), overdue=money(overdue, d.currency), since=when(d.overdue_since, tz)))
     if x.calls:
-        out(_("Calls in the last 30 days (PBX)"), markup=False)
+        out(_("Calls in the last 30 days (PBX)"))
         for k in x.calls:
             state = _("answered") if k.answered else _("missed")
             direction = {"in": _("inbound"), "out": _("outbound")}.get(k.direction, k.direction)
             out(f"  {when(k.started_at, tz)} · {k.phone or k.raw_phone} · {direction} · {state}"
-                + (" · " + _("{seconds} s of talk").format(seconds=k.talk_s) if k.talk_s else ""), markup=False, soft_wrap=True)
+                + (" · " + _("{seconds} s of talk").format(seconds=k.talk_s) if k.talk_s else ""))
     if x.own:
-        out(_("The connector's own records (excluded from the evidence)"), markup=False)
+        out(_("The connector's own records (excluded from the evidence)"))
         for r in x.own:
-            out(f"  {_record_line(r, tz)}", markup=False, soft_wrap=True)
-    out(_("Journal"), markup=False)
+            out(f"  {_record_line(r, tz)}")
+    out(_("Journal"))
     for r in x.journal:
         j = journal_row(r, tz)
-        out(f"  {when(r['updated_at'], tz)} · {j['rule']} · {j['type']} · {j['state']} [{j['key']}]", markup=False, soft_wrap=True)
+        out(f"  {when(r['updated_at'], tz)} · {j['rule']} · {j['type']} · {j['state']} [{j['key']}]")
     if not x.journal:
-        out("  " + _("empty"), markup=False)
+        out("  " + _("empty"))
     if x.episodes:
-        out(_("Episodes"), markup=False)
+        out(_("Episodes"))
         for e in x.episodes:
             if e["closed_at"] is None:
                 line = _("{episode}: open since {opened}").format(episode=e["episode"], opened=when(e["opened_at"], tz))
             else:
                 line = _("{episode}: {opened} – {closed}: {reason}").format(
                     episode=e["episode"], opened=when(e["opened_at"], tz), closed=when(e["closed_at"], tz), reason=e["close_reason"] or "")
-            out("  " + line, markup=False, soft_wrap=True)
+            out("  " + line)

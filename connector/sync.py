@@ -94,7 +94,7 @@ def sync_all(settings: Settings, store: Store, ctx: Context, *, full: bool = Fal
                         break
         except Stopped:
             report.stopped = True
-            log.warning("source %s: stopped part-way (signal); its cursors stay at the last committed batch", name)
+            log.info("source %s: stopped part-way (signal); its cursors stay at the last committed batch", name)
         except UpstreamError as e:
             rep.error = str(e)
             log.error("source %s failed: %s", name, e)
@@ -110,7 +110,7 @@ def sync_all(settings: Settings, store: Store, ctx: Context, *, full: bool = Fal
     if bar:
         bar.close()
     if report.stopped:
-        log.warning("sync stopped on request: nothing is evaluated from a half-synced store")
+        log.info("sync stopped on request: nothing is evaluated from a half-synced store")
     elif report.ok:
         report.links = link_clients(settings, store, ctx.clock.now())
     return report

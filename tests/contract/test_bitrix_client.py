@@ -203,3 +203,15 @@ def test_adapter_check_reports_scopes_and_read_access_without_the_secret(company
         (reach,) = ADAPTER.check(bad, Context(clock=SystemClock()))
     assert not reach.ok and "NO_AUTH_FOUND" in reach.detail
     assert all(CODE not in r.detail and "notthecode77" not in r.detail for r in [*rows.values(), reach])
+
+
+def test_a_back_off_ends_at_once_when_the_process_is_told_to_stop(portal):
+    """The daemon's SIGTERM must not wait out a minute-long back-off: the client sleeps through ctx.sleep."""
+    from connector.errors import Stopped
+
+    portal.inject_fault("crm.company.list", 503, "QUERY_LIMIT_EXCEEDED", "Too many requests", times=100)
+    ctx = Context(clock=SystemClock(), should_stop=lambda: portal.stats.requests >= 1)
+    client = BitrixClient(Bitrix24(webhook_url=portal.server.webhook_url), ctx, backoff=300.0)
+    with client, pytest.raises(Stopped):
+        client.result("crm.company.list", {"select": ["ID"], "start": -1})
+    assert portal.stats.requests == 1  # no second attempt after the stop
