@@ -29,7 +29,7 @@ from connector.config import (
     UnpaidRule,
 )
 from connector.evidence import Purchase, Record
-from connector.i18n import _, day, money, number
+from connector.i18n import _, day, money, ngettext, number
 from connector.journal import Journal
 from connector.phones import normalize
 from connector.plan import Plan, Planner
@@ -226,11 +226,14 @@ def _why(rule: Any, snap: Snapshot, cal: BusinessCalendar, c: ClientView, settin
             return _("Not in the rule's scope (its clients: or where: filter)."), []
         bought = purchase_days(c, cal)
         if len(bought) < rule.min_purchases:
-            return _("Bought {n} time(s); the rule needs at least {min}.").format(n=len(bought), min=rule.min_purchases), []
+            return ngettext("Bought {n} time; the rule needs at least {min}.", "Bought {n} times; the rule needs at least {min}.",
+                            len(bought)).format(n=len(bought), min=rule.min_purchases), []
         when, amount, what = bought[-1]
         days = threshold_days(rule, bought)
-        fact = _("Bought {n} time(s); the last purchase: {what} on {date} ({amount}), {silent} days ago; lost after {limit} days "
-                 "without a purchase.").format(n=len(bought), what=what, date=day(cal.local(when)), amount=number(amount),
+        fact = ngettext("Bought {n} time; the last purchase: {what} on {date} ({amount}), {silent} days ago; lost after {limit} days "
+                        "without a purchase.",
+                        "Bought {n} times; the last purchase: {what} on {date} ({amount}), {silent} days ago; lost after {limit} days "
+                        "without a purchase.", len(bought)).format(n=len(bought), what=what, date=day(cal.local(when)), amount=number(amount),
                                                silent=(now - when).days, limit=days)
         if now < when + timedelta(days=days):
             return _("Still buying: the last purchase is {silent} days old, fewer than {limit}.").format(

@@ -290,17 +290,17 @@ def print_status(store, tz: str, *, runs_shown: int = 5) -> None:
 
     holder = Lease(store).holder()
     if holder is None:
-        console.print(_("Lease: free (no process holds the store)."), markup=False)
+        console.print(_("Lease: free (no process holds the store)."), markup=False, soft_wrap=True)
     else:
         expired = holder.expires_at is not None and holder.expires_at < datetime.now(UTC)
         text = _("Lease: held by PID {pid} on {host} since {since}, renewed until {until}.") if not expired else \
             _("Lease: last held by PID {pid} on {host} since {since}; expired at {until} (the next runner takes it over).")
         console.print(text.format(pid=holder.pid, host=holder.host, since=when(holder.since, tz), until=when(holder.expires_at, tz)),
-                      markup=False)
+                      markup=False, soft_wrap=True)
 
     states = Journal(store).summary()
     console.print(_("Journal: {states}").format(states=", ".join(f"{k} {v}" for k, v in sorted(states.items())) or _("empty")),
-                  markup=False)
+                  markup=False, soft_wrap=True)
     problems = link_report(store)
     if problems:
         lt = Table(_("1C counterparty"), _("status"), _("candidates"))

@@ -5,13 +5,23 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
 from click.testing import CliRunner
 
 from connector import domain as d
+from connector import i18n
 from connector.cli import main
 from connector.explain import explain, find_clients
 from connector.matching import primary_system
 from tests.unit.builders import NOW, k, world
+
+
+@pytest.fixture(autouse=True)
+def english():
+    """These tests read the English texts; the config says so, and the default comes back after."""
+    i18n.use("en")
+    yield
+    i18n.use("uk")
 
 RULES = """
 - name: forgotten
@@ -37,7 +47,7 @@ RULES = """
 
 
 def _world(tmp_path):
-    w = world(tmp_path, RULES)
+    w = world(tmp_path, RULES, extra="language: en\n")
     forgotten = w.company(1, "Forgotten Timber", phones=("+380501110001",), tax_id="11110001")
     w.activity(forgotten, 90, "call")
     kept = w.company(2, "Kept Dairy", phones=("+380501110002",))
@@ -150,3 +160,17 @@ def test_explain_command_prints_local_times_and_json_and_refuses_an_ambiguous_na
     assert r.exit_code == 2 and c["forgotten"] in r.output and k("company", 6) in r.output
     r = CliRunner().invoke(main, ["explain", cfg, "nobody"])
     assert r.exit_code == 2 and "No client matches" in r.output
+
+
+def test_explain_speaks_the_configs_language(tmp_path):
+    w = world(tmp_path, RULES)  # language: uk by default
+    kept = w.company(2, "Kept Dairy")
+    w.activity(kept, 90, "email")
+    w.task(kept, completed=False, deadline_in_days=10)
+    lost = w.company(3, "Lost Food Trade")
+    w.deal(lost, 400)
+    w.deal(lost, 200)
+    out = CliRunner().invoke(main, ["explain", str(tmp_path / "c.yaml"), "Kept Dairy", "--now", "2026-11-23T11:00"]).output
+    assert "не у списку" in out and "Утримується: є відкрита задача" in out and "станом на 23.11.2026 11:00" in out
+    out = CliRunner().invoke(main, ["explain", str(tmp_path / "c.yaml"), "Lost Food Trade", "--now", "2026-11-23T11:00"]).output
+    assert "У СПИСКУ" in out and "Купував 2 рази" in out

@@ -7,12 +7,22 @@ import os
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import pytest
 from click.testing import CliRunner
 
 from connector import domain as d
+from connector import i18n
 from connector.cli import main
 from connector.report import live_counts, render_cursor
 from tests.unit.builders import NOW, k, world
+
+
+@pytest.fixture(autouse=True)
+def english():
+    """These tests read the English texts; the config says so, and the default comes back after."""
+    i18n.use("en")
+    yield
+    i18n.use("uk")
 
 RULE = """
 - name: forgotten
@@ -35,7 +45,7 @@ def test_cursors_are_rendered_as_local_dates_ids_and_short_json():
 
 
 def _world_with_runs(tmp_path):
-    w = world(tmp_path, RULE)
+    w = world(tmp_path, RULE, extra="language: en\n")
     for i in range(1, 4):
         c = w.company(i, f"Client {i}")
         w.activity(c, 90 if i < 3 else 5)
