@@ -24,6 +24,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from connector.errors import ConfigError
+from connector.i18n import _
 from connector.redact import redact
 from connector.schedule import overdue_after
 
@@ -168,7 +170,11 @@ def install(daemon: Any) -> Metrics | None:
     if cfg is None:
         return None
     m = Metrics(daemon)
-    m.start(*cfg.address)
+    try:
+        m.start(*cfg.address)
+    except OSError as e:  # the port is taken, the address is not this host's: the config's line to fix
+        raise ConfigError([_("{where}: cannot listen on {address}: {problem}").format(
+            where=daemon.settings.where("metrics", "listen"), address=cfg.listen, problem=e.strerror or e)]) from None
     return m
 
 

@@ -44,11 +44,23 @@ def _plan_rows(plan) -> Iterator[dict]:
             yield _row(plan, rp, a)
 
 
+def _minute(iso: str | None) -> str:
+    """A planned moment (ISO, in the company's zone, as the planner writes it) to the minute: ``26.11.2026 18:00``."""
+    from connector.i18n import moment
+
+    if not iso:
+        return ""
+    try:
+        return moment(datetime.fromisoformat(iso))
+    except ValueError:
+        return iso
+
+
 def _describe(a: dict) -> str:
     p = a["payload"]
     t = a["type"]
     if t == "task":
-        return f"task “{p.get('title')}” due {p.get('deadline', '')[:16].replace('T', ' ')}"
+        return f"task “{p.get('title')}” due {_minute(p.get('deadline'))}"
     if t == "reassign":
         return f"reassign {len(p.get('entities', []))} record(s) from {p.get('from_name', p.get('from'))} to {p.get('to_name', p.get('to'))}"
     if t == "notify":
@@ -137,7 +149,7 @@ def print_plan(plan, *, as_json: bool = False, limit: int | None = None) -> None
                 console.print(f"  … and {n - shown} more (--all to list them, --out FILE or --json for everything)", markup=False)
                 break
             r = _row(plan, rp, a)
-            desc = _describe(r) + (f" (waits until {r['not_before'][:16]})" if r["not_before"] else "")
+            desc = _describe(r) + (f" (waits until {_minute(r['not_before'])})" if r["not_before"] else "")
             console.print(f"  {r['state']:<9} {desc}", markup=False, soft_wrap=True)
             console.print(f"            {r['client']} · {r['manager']} · {r['reason']}", markup=False, soft_wrap=True)
             shown += 1

@@ -132,3 +132,31 @@ def test_the_endpoint_serves_metrics_and_healthz(daemon):
     assert json.loads(call("/healthz"))["status"] == "unhealthy" and got["status"].startswith("503")
     assert b"connector_cycle_duration_seconds" in call("/metrics")
     assert generate_latest(m.registry).count(b"# HELP") >= 8
+
+
+def test_a_taken_port_is_a_config_error_naming_the_line(tmp_path):
+    import socket
+
+    from connector.errors import ConfigError
+    from connector.metrics import install
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        d = FakeDaemon(settings(tmp_path, "[]", extra=f'metrics: {{listen: "127.0.0.1:{port}"}}\n'))
+        with pytest.raises(ConfigError) as e:
+            install(d)
+    assert f"c.yaml:9: metrics.listen: cannot listen on 127.0.0.1:{port}" in e.value.problems[0]
+
+
+def test_the_server_answers_on_the_bound_port_and_stops(daemon):
+    import urllib.request
+
+    m = Metrics(daemon)
+    host, port = m.start("127.0.0.1", 0)
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
+            assert r.status == 200 and b"connector_lease_held 1.0" in r.read()
+    finally:
+        m.stop()
