@@ -147,7 +147,8 @@ def test_a_taken_port_is_a_config_error_naming_the_line(tmp_path):
         d = FakeDaemon(settings(tmp_path, "[]", extra=f'metrics: {{listen: "127.0.0.1:{port}"}}\n'))
         with pytest.raises(ConfigError) as e:
             install(d)
-    assert f"c.yaml:9: metrics.listen: cannot listen on 127.0.0.1:{port}" in e.value.problems[0]
+    problem = e.value.problems[0]
+    assert "c.yaml:9: metrics.listen: " in problem and f"127.0.0.1:{port}" in problem
 
 
 def test_the_server_answers_on_the_bound_port_and_stops(daemon):
