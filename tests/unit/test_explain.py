@@ -171,6 +171,6 @@ def test_explain_speaks_the_configs_language(tmp_path):
     w.deal(lost, 400)
     w.deal(lost, 200)
     out = CliRunner().invoke(main, ["explain", str(tmp_path / "c.yaml"), "Kept Dairy", "--now", "2026-11-23T11:00"]).output
-    assert "не у списку" in out and "Утримується: є відкрита задача" in out and "станом на 23.11.2026 11:00" in out
+    assert "не у списку" in out and "Утримується: є відкрите завдання" in out and "станом на 23.11.2026 11:00" in out
     out = CliRunner().invoke(main, ["explain", str(tmp_path / "c.yaml"), "Lost Food Trade", "--now", "2026-11-23T11:00"]).output
     assert "У СПИСКУ" in out and "Купував 2 рази" in out
