@@ -150,7 +150,7 @@ class BinotelClient:
     """
 
     def __init__(self, settings: Binotel, ctx: Context, *, session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] | None = None, monotonic: Callable[[], float] = time.monotonic,
                  attempts: int = 5, rate_backoff: float = 10.0, transient_backoff: float = 2.0,
                  max_wait: float = 300.0, timeout: float = 60.0):
         self.settings = settings
@@ -159,7 +159,7 @@ class BinotelClient:
         # the key and secret travel in every body: never follow a redirect; ``timeout`` is a total deadline
         self.session = session or GuardedSession()
         self._own_session = session is None
-        self.sleep = sleep
+        self.sleep = sleep if sleep is not None else ctx.sleep  # back-offs end at once when the daemon is told to stop
         self.monotonic = monotonic
         self.attempts = max(1, attempts)
         self.rate_backoff = rate_backoff

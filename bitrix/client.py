@@ -209,13 +209,13 @@ class BitrixClient:
     ``ctx.counter("bitrix24")`` (a ``batch`` of 50 commands is one request).
     """
 
-    def __init__(self, settings: Bitrix24, ctx: Context, *, sleep: Callable[[float], None] = time.sleep,
+    def __init__(self, settings: Bitrix24, ctx: Context, *, sleep: Callable[[float], None] | None = None,
                  attempts: int = 6, backoff: float = 1.0, max_wait: float = 600.0,
                  operating_limit: float = OPERATING_LIMIT):
         self.settings = settings
         self.ctx = ctx
         self.counter = ctx.counter(SYSTEM)
-        self._sleep = sleep
+        self._sleep = sleep if sleep is not None else ctx.sleep  # back-offs end at once when the daemon is told to stop
         self.attempts = attempts
         self.backoff = backoff
         self.max_wait = max_wait

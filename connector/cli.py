@@ -1,7 +1,9 @@
-"""The ``connector`` command: validate, schema, check, sync, status, plan, run, report, sandbox, demo.
+"""The ``connector`` command: validate, schema, check, sync, status, journal, explain, plan, run,
+report, sandbox, demo.
 
 Exit codes: 0 fine, 1 a source or an action failed, 2 bad config or usage, 3 something was
 refused (the safety brake, an empty release pool), 4 the store is held by another process.
+A user's mistake never ends in a Python traceback: :func:`entry` turns it into a message and 2.
 """
 
 from __future__ import annotations
@@ -11,40 +13,39 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
-from rich.table import Table
 
-from connector import words
 from connector.config import Settings, json_schema, load_settings
 from connector.errors import ConfigError, ConnectorError, StoreError
 from connector.i18n import _, ngettext
+from connector.logs import FORMATS, LEVELS
+from connector.logs import setup as setup_logging
 from connector.ports import FixedClock, SystemClock
-from connector.redact import install_logging_filter, redact_url
-from connector.report import cell, console, plain, print_exec, print_plan, print_sync
+from connector.redact import redact
+from connector.report import console, plain, print_exec, print_plan, print_sync
 
+log = logging.getLogger("connector.cli")
 err = Console(stderr=True, highlight=False)
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_logging_filter()
-
-
 def _now_option(f):
-    return click.option("--now", "now", default=None, help="Pretend it is this ISO 8601 moment (simulation, tests).")(f)
+    return click.option("--now", "now", default=None,
+                        help="Pretend it is this ISO 8601 moment (simulation, tests); without an offset, in the config's timezone.")(f)
 
 
-def _clock(now: str | None):
+def _clock(now: str | None, timezone: str = "UTC"):
+    """``--now``: an ISO 8601 moment; one written without an offset is the company's wall clock."""
     if not now:
         return SystemClock()
     try:
         t = datetime.fromisoformat(now)
     except ValueError:
-        raise click.BadParameter(f"not an ISO 8601 datetime: {now!r}", param_hint="--now") from None
+        raise click.BadParameter(_("not an ISO 8601 date and time: {value}").format(value=repr(now)), param_hint="--now") from None
     if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
+        t = t.replace(tzinfo=ZoneInfo(timezone))
     return FixedClock(t)
 
 
@@ -55,6 +56,9 @@ def _load(path: str) -> Settings:
         s = load_settings(path)
         i18n.use(s.language)
         return s
+    except UnicodeDecodeError:
+        click.echo(_("{path}:1: (file): cannot read: not UTF-8 text").format(path=path), err=True)
+        sys.exit(2)
     except ConfigError as e:
         _language_of(path)
         # plain lines, never wrapped to the terminal's width: one problem per line, for grep and editors
@@ -80,11 +84,18 @@ def _language_of(path: str) -> None:
 
 
 @click.group()
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging (secrets are masked).")
+@click.option("-v", "--verbose", is_flag=True, help="Same as --log-level debug (secrets are masked).")
+@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default=None,
+              help="debug, info, warning or error (default: warning; the daemon: info).")
+@click.option("--log-format", type=click.Choice(FORMATS, case_sensitive=False), default="text", show_default=True,
+              help="text for people, json (one object a line, secrets masked) for a log shipper.")
 @click.version_option(package_name="client-keeper-connector")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool, log_level: str | None, log_format: str) -> None:
     """Keeps customers from slipping away: Bitrix24 + 1C + Binotel follow-up rules."""
-    _setup_logging(verbose)
+    ctx.ensure_object(dict)
+    ctx.obj["log_level"] = "debug" if verbose else (log_level or "").lower() or None
+    setup_logging(ctx.obj["log_level"] or "warning", log_format.lower())
 
 
 @main.command()
@@ -164,7 +175,7 @@ def sync(config: str, full: bool, now: str | None, wait: float | None) -> None:
     s = _load(config)
     store = _open(s)
     with _lease(s, store, wait):
-        ctx = make_context(store, CappedClock(_clock(now)))
+        ctx = make_context(store, CappedClock(_clock(now, s.timezone)))
         rep = sync_all(s, store, ctx, full=full, progress=sys.stdout.isatty())
     print_sync(rep)
     sys.exit(0 if rep.ok else 1)
@@ -180,38 +191,99 @@ def _open(s: Settings):
         sys.exit(1)
 
 
+def _journal_states() -> list[str]:
+    from connector.journal import State
+
+    return [str(x) for x in State]
+
+
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 def status(config: str) -> None:
-    """Cursors, record counts, last runs, journal states, unmatched 1C counterparties."""
-    from sqlalchemy import select
+    """Sources and positions, live record counts, last runs and refusals, the lease, journal states."""
+    from connector.report import print_status
 
-    from connector.journal import Journal
-    from connector.matching import link_report
-    from connector.store import runs
+    s = _load(config)
+    print_status(_open(s), s.timezone)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--rule", "rules", multiple=True, help="Only this rule's entries (repeatable).")
+@click.option("--state", "states", multiple=True, type=click.Choice([str(x) for x in _journal_states()]),
+              help="Only entries in this state (repeatable).")
+@click.option("--client", "client", default=None, help="Only this client's entries: id, key, phone, tax id or name.")
+@click.option("--since", "since", default=None, help="Only entries changed since this date or ISO moment (local time).")
+@click.option("--limit", default=200, show_default=True, help="At most this many entries, the latest first.")
+@click.option("--json", "as_json", is_flag=True, help="The entries as a JSON array (local times with their offset).")
+def journal(config: str, rules: tuple[str, ...], states: tuple[str, ...], client: str | None, since: str | None, limit: int,
+            as_json: bool) -> None:
+    """The action journal: what was planned and done, for whom, with which result."""
+    from sqlalchemy import or_, select
+
+    from connector.report import print_journal
+    from connector.store import journal as jt
+
+    s = _load(config)
+    _known_rules(s, rules, config)
+    store = _open(s)
+    q = select(jt).order_by(jt.c.updated_at.desc(), jt.c.key).limit(limit)
+    if rules:
+        q = q.where(jt.c.rule.in_(rules))
+    if states:
+        q = q.where(jt.c.state.in_(states))
+    if since:
+        q = q.where(jt.c.updated_at >= _clock(since, s.timezone).now())
+    if client:
+        keys = [m.key for m in _find_client(s, store, client, single=False)]
+        q = q.where(or_(jt.c.client_key.in_(keys), jt.c.subject_key.in_(keys)))
+    with store.tx() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+    print_journal(rows, s.timezone, as_json=as_json)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("client")
+@click.option("--json", "as_json", is_flag=True, help="The verdicts and the evidence as JSON.")
+@_now_option
+def explain(config: str, client: str, as_json: bool, now: str | None) -> None:
+    """Why CLIENT (id, key, phone, tax id or name) is or is not on each rule's list, with the
+    evidence, from the store as it is: nothing is synced or written."""
+    from connector.explain import explain as run_explain
+    from connector.report import print_explanation
 
     s = _load(config)
     store = _open(s)
-    console.print(f"store: {plain(redact_url(s.store))}", markup=False)
-    t = Table(_("system"), _("stream"), _("rows"), _("updated"), _("cursor"))
-    for c in store.cursors():
-        t.add_row(cell(c["system"]), cell(c["stream"]), str(c["rows"]), str(c["updated_at"] or ""), cell((c["cursor"] or "")[:60]))
-    console.print(t)
-    counts = store.counts()
-    console.print(_("records: {counts}").format(counts=", ".join(f"{k} {v}" for k, v in counts.items())), markup=False)
-    with store.tx() as conn:
-        last = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(5)).all()
-    rt = Table(_("run"), _("command"), _("started"), _("clock"), _("status"))
-    for r in last:
-        rt.add_row(str(r.id), cell(r.command), str(r.started_at), str(r.clock), cell(r.status))
-    console.print(rt)
-    console.print(_("journal: {counts}").format(counts=words.counts(Journal(store).summary()) or _("empty")), markup=False)
-    problems = link_report(store)
-    if problems:
-        lt = Table(_("1C counterparty"), _("status"), _("candidates"))
-        for p in problems:
-            lt.add_row(cell(p["title"] or p["key"]), cell(p["status"]), cell(", ".join(p["candidates"])))
-        console.print(lt)
+    match = _find_client(s, store, client, single=True)[0]
+    print_explanation(run_explain(s, store, match.key, _clock(now, s.timezone).now()), as_json=as_json)
+
+
+def _known_rules(s: Settings, rules: tuple[str, ...], config: str) -> None:
+    unknown = [r for r in rules if r not in {x.name for x in s.rules}]
+    if unknown:
+        err.print(_("--rule: no rule named {names} in {config} (its rules: {known})").format(
+            names=", ".join(unknown), config=config, known=", ".join(x.name for x in s.rules) or "-"), markup=False)
+        sys.exit(2)
+
+
+def _find_client(s: Settings, store, query: str, *, single: bool) -> list:
+    """The clients ``query`` names; none, or several where one is needed, is a usage error (2)."""
+    from connector.explain import find_clients
+    from connector.matching import primary_system
+
+    found = find_clients(store, primary_system(s), query, region=s.phone_region)
+    if not found:
+        err.print(_("No client matches {query} (an id, a store key, a phone, a tax id or a part of the name).").format(
+            query=repr(query)), markup=False)
+        sys.exit(2)
+    if single and len(found) > 1:
+        err.print(_("{query} matches {n} clients; name one by its key:").format(query=repr(query), n=len(found)), markup=False)
+        for m in found[:50]:
+            extra = ", ".join(x for x in [m.tax_id or "", *m.phones[:2]] if x)
+            err.print(f"  {m.key}  {m.title}" + (f"  ({extra})" if extra else ""), markup=False)
+        sys.exit(2)
+    return found
 
 
 @main.command()
@@ -234,12 +306,9 @@ def plan(config: str, as_json: bool, force: bool, no_sync: bool, rules: tuple[st
     from connector.runner import cycle, make_context, make_lease
 
     s = _load(config)
-    unknown = [r for r in rules if r not in {x.name for x in s.rules}]
-    if unknown:
-        err.print(_("--rule: no rule named {names} in {file}").format(names=", ".join(unknown), file=config), markup=False)
-        sys.exit(2)
+    _known_rules(s, rules, config)
     store = _open(s)
-    ctx = make_context(store, _clock(now))
+    ctx = make_context(store, _clock(now, s.timezone))
     lease = None
     if not no_sync:
         lease = make_lease(s, store)
@@ -284,15 +353,15 @@ def run(config: str, once: bool, force: bool, now: str | None, wait: float | Non
     if not once:
         from connector.daemon import Daemon
 
-        if logging.getLogger().level > logging.INFO:  # a service reports each cycle
+        if not (click.get_current_context().find_root().obj or {}).get("log_level"):  # a service reports each cycle and action
             logging.getLogger().setLevel(logging.INFO)
         lease = _lease(s, store, wait)
         try:
-            sys.exit(Daemon(config, s, clock=_clock(now), lease=lease).serve())
+            sys.exit(Daemon(config, s, clock=_clock(now, s.timezone), lease=lease).serve())
         finally:
             lease.release()
     with _lease(s, store, wait) as lease:
-        ctx = make_context(store, _clock(now))
+        ctx = make_context(store, _clock(now, s.timezone))
         rep = cycle(s, store, ctx, execute=True, force=force, progress=sys.stdout.isatty(), lease=lease)
     print_sync(rep.sync)
     print_exec(rep)
@@ -321,7 +390,7 @@ def report(config: str, period: str, fmt: str | None, out: str | None, manager: 
 
     s = _load(config)
     store = _open(s)
-    clock = _clock(now).now()
+    clock = _clock(now, s.timezone).now()
     try:
         p = control.resolve_period(period, clock, BusinessCalendar(s.calendar, s.timezone))
     except ValueError as e:
@@ -375,7 +444,7 @@ def sandbox(companies: int, env_file: str | None) -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", default=None, help="Demo config (default: the packaged config/demo.yaml).")
+@click.option("--config", "config_path", default=None, help="Demo config (default: the one shipped in the package, a copy of config/demo.yaml).")
 @click.option("--companies", default=40, show_default=True)
 def demo(config_path: str | None, companies: int) -> None:
     """Seed a company in the sandbox, run every rule on it twice (today and 16 days later)."""
@@ -384,5 +453,33 @@ def demo(config_path: str | None, companies: int) -> None:
     sys.exit(run_demo(config_path, companies=companies, console=console))
 
 
+def entry() -> None:
+    """The ``connector`` executable: click handles usage errors (exit 2); what escapes it becomes
+    one clear line, never a traceback: a file that cannot be read is the user's mistake (2), an
+    interrupt exits 130, anything else is reported as an internal error (1) with the traceback
+    only at ``--log-level debug``."""
+    try:
+        main(prog_name="connector")
+    except ConfigError as e:
+        for p in e.problems:
+            click.echo(redact(p), err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo(_("Interrupted."), err=True)
+        sys.exit(130)
+    except OSError as e:
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        click.echo(_("Error: {where}{problem}").format(where=where, problem=e.strerror or e), err=True)
+        sys.exit(2)
+    except ConnectorError as e:
+        click.echo(_("Error: {where}{problem}").format(where="", problem=redact(str(e))), err=True)
+        sys.exit(1)
+    except Exception as e:
+        log.debug("internal error", exc_info=True)
+        click.echo(_("Internal error: {problem}. Please report it; --log-level debug shows where it happened.").format(
+            problem=redact(f"{type(e).__name__}: {e}")), err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    entry()

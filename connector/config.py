@@ -340,6 +340,24 @@ class Schedule(Model):
         return v
 
 
+class Metrics(Model):
+    listen: str = Field("127.0.0.1:9108", description="HOST:PORT where the daemon serves Prometheus metrics (/metrics) and "
+                        "its health (/healthz); 0.0.0.0 in a container.", examples=["127.0.0.1:9108"])
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{v!r} is not HOST:PORT (e.g. 127.0.0.1:9108)")
+        return v
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 # ---------------------------------------------------------------- rules and actions
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(workdays?|days?|hours?|minutes?|work ?hours?)\s*$")
@@ -826,6 +844,8 @@ class Settings(Model):
                            examples=[{"max_actions_per_run": 500, "max_share": 0.25}])
     schedule: Schedule = Field(default_factory=Schedule, description="When the daemon runs a cycle.",
                                examples=[{"every_minutes": 15}, {"cron": "*/10 8-20 * * mon-fri"}])
+    metrics: Metrics | None = Field(None, description="The daemon's Prometheus metrics and /healthz endpoint (off when absent).",
+                                    examples=[{"listen": "127.0.0.1:9108"}])
     lease_seconds: float = Field(60, gt=0, description="The store lease (one runner per store) expires this long after its "
                                  "holder's last heartbeat; another process may then take over.", examples=[60])
     reports: list[ReportSpec] = Field(default_factory=list, description="Control reports the daemon sends on a schedule, "

@@ -16,14 +16,14 @@ import threading
 import traceback
 from datetime import UTC, datetime
 
-from croniter import croniter
-
 from connector.config import Settings, load_settings
 from connector.errors import ConfigError, ConnectorError
+from connector.metrics import install as install_metrics
 from connector.ports import Clock, SystemClock
 from connector.redact import redact
 from connector.registry import adapters
-from connector.runner import cycle, make_context, open_store
+from connector.runner import CycleReport, cycle, make_context, open_store
+from connector.schedule import next_run
 
 log = logging.getLogger("connector.daemon")
 
@@ -42,8 +42,10 @@ class Daemon:
         self._push = None
 
     def _on_term(self, signum: int, frame: object) -> None:
-        log.warning("signal %s: stopping after the current cycle", signum)
+        log.info("signal %s: stopping (a sync in progress ends after its current batch; nothing more is executed)", signum)
         self.stop.set()
+        if getattr(self, "stop_wait", None) is not None:
+            self.stop_wait.set()
 
     def _on_hup(self, signum: int, frame: object) -> None:
         self.reload.set()
@@ -64,7 +66,7 @@ class Daemon:
 
         i18n.use(new.language)  # a changed `language:` applies from the next cycle
         self._restart_push()
-        log.warning("config reloaded from %s (%d rules)", self.path, len(new.rules))
+        log.info("config reloaded from %s (%d rules)", self.path, len(new.rules))
 
     def _restart_push(self) -> None:
         if self._push is not None:
@@ -80,11 +82,14 @@ class Daemon:
                     self._push = server
 
     def next_delay(self, now: datetime) -> float:
-        sched = self.settings.schedule
-        if sched.cron:
-            nxt = croniter(sched.cron, now).get_next(datetime)
-            return max(1.0, (nxt - now).total_seconds())
-        return max(1.0, (sched.every_minutes or 15) * 60)
+        """Seconds to the next scheduled cycle; a cron is read on the company's clock (``timezone``)."""
+        nxt = next_run(self.settings.schedule, self.settings.timezone, now)
+        return max(1.0, (nxt - now).total_seconds())
+
+    def run_cycle(self, store) -> CycleReport:
+        """One cycle; :mod:`connector.metrics` wraps this method to record its figures."""
+        return cycle(self.settings, store, make_context(store, self.clock), execute=True, lease=self.lease,
+                     should_stop=self.stop.is_set)
 
     def serve(self, *, max_cycles: int | None = None) -> int:
         self.stop_wait = threading.Event()
@@ -93,6 +98,7 @@ class Daemon:
             signal.signal(signal.SIGINT, self._on_term)
             signal.signal(signal.SIGHUP, self._on_hup)
         self._restart_push()
+        metrics = install_metrics(self)
         try:
             while not self.stop.is_set():
                 if self.reload.is_set():
@@ -105,14 +111,15 @@ class Daemon:
                         from connector.report_delivery import record_deliveries
 
                         record_deliveries(self.settings, store, self.clock.now())
-                    rep = cycle(self.settings, store, make_context(store, self.clock), execute=True, lease=self.lease,
-                                should_stop=self.stop.is_set)
+                    rep = self.run_cycle(store)
                     done = rep.execution.done if rep.execution else 0
                     log.info("cycle %d: sources %s, %d action(s) done%s", self.cycles + 1,
-                             "ok" if rep.sync.ok else "FAILED", done, "; " + "; ".join(rep.notes) if rep.notes else "")
+                             "ok" if rep.sync.ok else "stopped" if rep.sync.stopped else "FAILED", done, "; " + "; ".join(rep.notes) if rep.notes else "")
                     for line in rep.refused:  # every refusal, by name, each cycle it happens
                         log.warning("refused: %s", line)
-                    for line in (rep.execution.notes + rep.execution.problems) if rep.execution else []:
+                    for line in rep.execution.notes if rep.execution else []:  # deferrals, cancellations: normal
+                        log.info("%s", line)
+                    for line in rep.execution.problems if rep.execution else []:  # failed, uncertain: to look at
                         log.warning("%s", line)
                 except ConnectorError as e:
                     self.failed_cycles += 1
@@ -136,5 +143,7 @@ class Daemon:
         finally:
             if self._push is not None:
                 self._push.stop()
-        log.warning("stopped after %d cycle(s)", self.cycles)
+            if metrics is not None:
+                metrics.stop()
+        log.info("stopped after %d cycle(s)", self.cycles)
         return 0

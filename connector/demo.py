@@ -11,6 +11,8 @@ import os
 import tempfile
 from contextlib import ExitStack
 from datetime import timedelta
+from importlib.resources import as_file, files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -65,21 +67,24 @@ class Sandbox:
                 os.environ[k] = v
 
 
-def find_demo_config(path: str | None) -> Path:
-    if path:
-        return Path(path)
-    for candidate in (Path.cwd() / "config" / "demo.yaml", Path(__file__).resolve().parents[1] / "config" / "demo.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(_("config/demo.yaml not found: run `connector demo` from the project folder or pass --config"))
+DEMO_CONFIG = "data/demo.yaml"  # inside the package (a copy of config/demo.yaml; a test keeps them equal)
+
+
+def packaged_demo_config() -> Traversable:
+    """The demo config shipped in the package, so ``connector demo`` runs from any folder after ``pip install``."""
+    return files("connector").joinpath(DEMO_CONFIG)
 
 
 def run_demo(config_path: str | None, *, companies: int = 40, console: Console | None = None) -> int:
+    with ExitStack() as stack:
+        cfg = Path(config_path) if config_path else stack.enter_context(as_file(packaged_demo_config()))
+        return _run_demo(cfg, companies=companies, console=console or Console())
+
+
+def _run_demo(cfg: Path, *, companies: int, console: Console) -> int:
     from connector.config import load_settings
     from connector.runner import cycle, make_context, make_lease, open_store
 
-    console = console or Console()
-    cfg = find_demo_config(config_path)
     with tempfile.TemporaryDirectory(prefix="connector-demo-") as tmp, Sandbox(companies=companies) as sb, ExitStack() as stack:
         os.environ["CONNECTOR_STORE"] = f"sqlite:///{Path(tmp) / 'demo.db'}"
         try:

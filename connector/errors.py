@@ -98,3 +98,7 @@ class StoreError(ConnectorError):
 
 class SafetyBrake(ConnectorError):
     """A rule would act on too many clients; refused unless forced."""
+
+
+class Stopped(ConnectorError):
+    """The process was told to stop (SIGTERM) while waiting: abandon the work, record nothing more."""

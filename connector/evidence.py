@@ -70,6 +70,23 @@ class Purchase:
     key: str
 
 
+@dataclass
+class Record:
+    """One store record that is (or is not) evidence, as ``explain`` shows it (raw values; the
+    report puts them into words)."""
+
+    kind: str  # call, email, meeting, task, comment, document, deal, invoice, other
+    at: datetime | None  # when it happened (an open task: its deadline)
+    key: str
+    what: str = ""  # its subject or title; a document's type and number
+    phone: str | None = None  # a PBX call's number (E.164)
+    direction: str | None = None  # in | out
+    seconds: int | None = None  # talk time
+    amount: float | None = None
+    currency: str | None = None
+    open: bool = False  # an open task or a planned activity
+
+
 # ---------------------------------------------------------------------- the derivations
 
 
@@ -92,28 +109,43 @@ def _owner_select(primary: str) -> Any:
     )
 
 
+def _contact_conditions(upto: datetime) -> dict[str, tuple]:
+    """What makes a record contact, per source table: the one definition that the derivation below
+    and :meth:`Evidence.contact_records` (``explain``) both use."""
+    return {
+        "activities": (activities.c.completed.is_(True), activities.c.deleted.is_(False), activities.c.own.is_(False),
+                       activities.c.happened_at <= upto),
+        "tasks": (tasks.c.completed.is_(True), tasks.c.deleted.is_(False), tasks.c.own.is_(False), tasks.c.closed_at <= upto),
+        "deals": (deals.c.deleted.is_(False), deals.c.created_at <= upto),
+        "invoices": (invoices.c.deleted.is_(False), invoices.c.issued_at <= upto, invoices.c.client_key.is_not(None)),
+        "documents": (documents.c.deleted.is_(False), documents.c.posted.is_(True), documents.c.date <= upto,
+                      documents.c.client_key.is_not(None)),
+        "calls": (calls.c.answered.is_(True), calls.c.talk_s > 0, calls.c.deleted.is_(False), calls.c.started_at <= upto),
+    }
+
+
 def _contact_select(owners: Table, upto: datetime) -> Any:
     """``(client_key, kind, at)``: the latest contact of each kind per client, up to ``upto``."""
     a = activities
+    cond = _contact_conditions(upto)
     per_owner = union_all(
         select(a.c.owner_key.label("owner_key"), a.c.kind.label("kind"), func.max(a.c.happened_at).label("at"))
-        .where(a.c.completed.is_(True), a.c.deleted.is_(False), a.c.own.is_(False), a.c.happened_at <= upto)
+        .where(*cond["activities"])
         .group_by(a.c.owner_key, a.c.kind),
         select(task_owners.c.owner_key, literal("task"), func.max(tasks.c.closed_at))
         .join(tasks, tasks.c.key == task_owners.c.task_key)
-        .where(tasks.c.completed.is_(True), tasks.c.deleted.is_(False), tasks.c.own.is_(False), tasks.c.closed_at <= upto)
+        .where(*cond["tasks"])
         .group_by(task_owners.c.owner_key),
-        select(deals.c.key, literal("deal"), deals.c.created_at).where(deals.c.deleted.is_(False), deals.c.created_at <= upto),
+        select(deals.c.key, literal("deal"), deals.c.created_at).where(*cond["deals"]),
         select(invoices.c.client_key, literal("invoice"), func.max(invoices.c.issued_at))
-        .where(invoices.c.deleted.is_(False), invoices.c.issued_at <= upto, invoices.c.client_key.is_not(None))
+        .where(*cond["invoices"])
         .group_by(invoices.c.client_key),
         select(documents.c.client_key, literal("document"), func.max(documents.c.date))
-        .where(documents.c.deleted.is_(False), documents.c.posted.is_(True), documents.c.date <= upto,
-               documents.c.client_key.is_not(None))
+        .where(*cond["documents"])
         .group_by(documents.c.client_key),
         select(client_phones.c.client_key, literal("call"), func.max(calls.c.started_at))
         .join(calls, calls.c.phone_e164 == client_phones.c.phone)
-        .where(calls.c.answered.is_(True), calls.c.talk_s > 0, calls.c.deleted.is_(False), calls.c.started_at <= upto)
+        .where(*cond["calls"])
         .group_by(client_phones.c.client_key),
     ).subquery("e")
     return (select(owners.c.client_key, per_owner.c.kind, func.max(per_owner.c.at))
@@ -189,15 +221,22 @@ class Evidence:
 
     # -- kept by a future task
 
+    def _kept_conditions(self) -> dict[str, tuple]:
+        """What keeps a client (an open task not the connector's, a planned activity, due after now),
+        per source table: shared by :meth:`kept_q` and :meth:`kept_records`."""
+        now = self.now
+        return {
+            "activities": (activities.c.completed.is_(False), activities.c.deleted.is_(False), activities.c.own.is_(False),
+                           activities.c.deadline > now),
+            "tasks": (tasks.c.completed.is_(False), tasks.c.deleted.is_(False), tasks.c.own.is_(False), tasks.c.deadline > now),
+        }
+
     def kept_q(self) -> Any:
         """Subquery ``(client_key)``: clients with an open task (not ours) or planned activity due after now."""
-        o, now = self.owners, self.now
+        o, cond = self.owners, self._kept_conditions()
         future = union(
-            select(activities.c.owner_key.label("owner_key"))
-            .where(activities.c.completed.is_(False), activities.c.deleted.is_(False), activities.c.own.is_(False),
-                   activities.c.deadline > now),
-            select(task_owners.c.owner_key).join(tasks, tasks.c.key == task_owners.c.task_key)
-            .where(tasks.c.completed.is_(False), tasks.c.deleted.is_(False), tasks.c.own.is_(False), tasks.c.deadline > now),
+            select(activities.c.owner_key.label("owner_key")).where(*cond["activities"]),
+            select(task_owners.c.owner_key).join(tasks, tasks.c.key == task_owners.c.task_key).where(*cond["tasks"]),
         ).subquery("f")
         return select(o.c.client_key).join(future, future.c.owner_key == o.c.owner_key).distinct().subquery("kept")
 
@@ -207,6 +246,99 @@ class Evidence:
         for chunk in _chunks(client_keys):
             out |= {r[0] for r in self.conn.execute(select(k.c.client_key).where(k.c.client_key.in_(chunk)))}
         return out
+
+    # -- one client's records (``explain``): the same conditions, the records behind the figures
+
+    def owner_keys(self, client_key: str) -> list[str]:
+        """Whose records count for the client: itself, its contacts, its deals, linked 1C counterparties."""
+        o = self.owners
+        return sorted({k for (k,) in self.conn.execute(select(o.c.owner_key).where(o.c.client_key == client_key))})
+
+    def _phones(self, owners: list[str]) -> list[str]:
+        return sorted({p for (p,) in self.conn.execute(select(client_phones.c.phone).where(client_phones.c.client_key.in_(owners)))})
+
+    def contact_records(self, client_key: str, kinds: Iterable[str] | None = None) -> dict[str, Record]:
+        """Per kind, the record behind the client's latest contact of that kind (the time
+        :meth:`contacts_of` reports), found with the very conditions the derivation uses."""
+        owners = self.owner_keys(client_key) or [client_key]
+        cond = _contact_conditions(self.now)
+        wanted = list(kinds) if kinds is not None else list(CONTACT_KINDS)
+        found: list[Record] = []
+        a = activities
+        for kind in wanted:
+            r = self.conn.execute(select(a.c.key, a.c.happened_at, a.c.subject, a.c.direction, a.c.duration_s)
+                                  .where(a.c.owner_key.in_(owners), a.c.kind == kind, *cond["activities"])
+                                  .order_by(a.c.happened_at.desc(), a.c.key).limit(1)).first()
+            if r is not None:
+                found.append(Record(kind, aware(r.happened_at), r.key, r.subject or "", direction=r.direction, seconds=r.duration_s))
+        if "task" in wanted:
+            r = self.conn.execute(select(tasks.c.key, tasks.c.closed_at, tasks.c.title).join(task_owners, task_owners.c.task_key == tasks.c.key)
+                                  .where(task_owners.c.owner_key.in_(owners), *cond["tasks"])
+                                  .order_by(tasks.c.closed_at.desc(), tasks.c.key).limit(1)).first()
+            if r is not None:
+                found.append(Record("task", aware(r.closed_at), r.key, r.title or ""))
+        if "deal" in wanted:
+            r = self.conn.execute(select(deals.c.key, deals.c.created_at, deals.c.title, deals.c.amount, deals.c.currency)
+                                  .where(deals.c.key.in_(owners), *cond["deals"])
+                                  .order_by(deals.c.created_at.desc(), deals.c.key).limit(1)).first()
+            if r is not None:
+                found.append(Record("deal", aware(r.created_at), r.key, r.title or "", amount=r.amount, currency=r.currency))
+        if "invoice" in wanted:
+            r = self.conn.execute(select(invoices.c.key, invoices.c.issued_at, invoices.c.title, invoices.c.amount, invoices.c.currency)
+                                  .where(invoices.c.client_key.in_(owners), *cond["invoices"])
+                                  .order_by(invoices.c.issued_at.desc(), invoices.c.key).limit(1)).first()
+            if r is not None:
+                found.append(Record("invoice", aware(r.issued_at), r.key, r.title or "", amount=r.amount, currency=r.currency))
+        if "document" in wanted:
+            r = self.conn.execute(select(documents.c.key, documents.c.date, documents.c.doc_type, documents.c.number, documents.c.amount,
+                                         documents.c.currency)
+                                  .where(documents.c.client_key.in_(owners), *cond["documents"])
+                                  .order_by(documents.c.date.desc(), documents.c.key).limit(1)).first()
+            if r is not None:
+                found.append(Record("document", aware(r.date), r.key, f"{r.doc_type} {r.number or ''}".strip(), amount=r.amount,
+                                    currency=r.currency))
+        phones = self._phones(owners) if "call" in wanted else []
+        if phones:
+            r = self.conn.execute(select(calls.c.key, calls.c.started_at, calls.c.phone_e164, calls.c.direction, calls.c.talk_s)
+                                  .where(calls.c.phone_e164.in_(phones), *cond["calls"])
+                                  .order_by(calls.c.started_at.desc(), calls.c.key).limit(1)).first()
+            if r is not None:
+                found.append(Record("call", aware(r.started_at), r.key, phone=r.phone_e164, direction=r.direction, seconds=r.talk_s))
+        latest: dict[str, Record] = {}
+        for x in found:  # a CRM call activity and a PBX call are both kind "call": the later one counts
+            if x.kind not in latest or (x.at is not None and latest[x.kind].at is not None and x.at > latest[x.kind].at):
+                latest[x.kind] = x
+        return dict(sorted(latest.items(), key=lambda kv: kv[1].at or _EPOCH, reverse=True))
+
+    def kept_records(self, client_key: str) -> list[Record]:
+        """The open tasks and planned activities that keep the client (the conditions of :meth:`kept_q`)."""
+        owners = self.owner_keys(client_key) or [client_key]
+        cond = self._kept_conditions()
+        out = [Record("task", aware(r.deadline), r.key, r.title or "", open=True)
+               for r in self.conn.execute(select(tasks.c.key, tasks.c.deadline, tasks.c.title)
+                                          .join(task_owners, task_owners.c.task_key == tasks.c.key)
+                                          .where(task_owners.c.owner_key.in_(owners), *cond["tasks"]).distinct())]
+        out += [Record(r.kind, aware(r.deadline), r.key, r.subject or "", open=True)
+                for r in self.conn.execute(select(activities.c.key, activities.c.kind, activities.c.deadline, activities.c.subject)
+                                           .where(activities.c.owner_key.in_(owners), *cond["activities"]).distinct())]
+        return sorted(out, key=lambda x: (x.at or _EPOCH, x.key))
+
+    def own_records(self, client_key: str, limit: int = 20) -> list[Record]:
+        """The connector's own records on the client (its tasks, their CRM mirrors, its comments):
+        never evidence, listed so that nobody wonders why a closed reminder did not count."""
+        owners = self.owner_keys(client_key) or [client_key]
+        out = [Record("task", _first(r.closed_at, r.created_at), r.key, r.title or "", open=not r.completed)
+               for r in self.conn.execute(select(tasks.c.key, tasks.c.title, tasks.c.completed, tasks.c.closed_at, tasks.c.created_at)
+                                          .join(task_owners, task_owners.c.task_key == tasks.c.key)
+                                          .where(task_owners.c.owner_key.in_(owners), tasks.c.own.is_(True), tasks.c.deleted.is_(False))
+                                          .distinct())]
+        out += [Record(r.kind, _first(r.happened_at, r.deadline), r.key, r.subject or "", open=not r.completed)
+                for r in self.conn.execute(select(activities.c.key, activities.c.kind, activities.c.subject, activities.c.completed,
+                                                  activities.c.happened_at, activities.c.deadline)
+                                           .where(activities.c.owner_key.in_(owners), activities.c.own.is_(True),
+                                                  activities.c.deleted.is_(False)).distinct())]
+        out.sort(key=lambda x: (x.at or _EPOCH, x.key), reverse=True)
+        return out[:limit]
 
     # -- purchases
 
@@ -265,6 +397,14 @@ class Evidence:
         for v in out.values():
             v.sort(key=lambda x: (x.at, x.key))
         return out
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _first(*values: Any) -> datetime | None:
+    v = next((x for x in values if x is not None), None)
+    return aware(v) if v is not None else None
 
 
 def aware(v: Any) -> datetime:

@@ -318,8 +318,12 @@ class Executor:
         return False
 
     def _log(self, a: PlannedAction, what: str, key: str, res: ActionResult | None = None) -> None:
-        log.info("%s: %s %s for %s -> %s%s", a.rule, a.type, what, a.client_title or a.subject_key,
-                 (res.remote_key or res.remote_id or "") if res else "", f" ({key})")
+        """One INFO line per executed action; its fields are JSON keys with ``--log-format json``."""
+        remote = (res.remote_key or res.remote_id or "") if res else ""
+        log.info("%s: %s %s for %s -> %s%s", a.rule, a.type, what, a.client_title or a.subject_key, remote, f" ({key})",
+                 extra={"event": "action", "rule": a.rule, "client": a.client_title or a.subject_key, "client_key": a.client_key,
+                        "action": a.type, "result": what, "state": res.status if res else None,
+                        "remote_id": remote or None, "key": key})
 
     def _track_delivery(self, rep: ExecReport) -> None:
         by_sink: dict[int, tuple[Sink, list[tuple[str, str]]]] = defaultdict(lambda: (None, []))  # type: ignore[arg-type]

@@ -64,6 +64,7 @@ class RulePlan:
     errors: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)  # what the rule could not do (an empty pool), with names
     notes: list[str] = field(default_factory=list)  # deliberate skips worth showing
+    evaluation: Any = field(default=None, repr=False)  # the rule's Evaluation (findings, holding): what `explain` reads
 
 
 @dataclass
@@ -146,7 +147,8 @@ class Planner:
             if not rule.enabled or (only and rule.name not in only):
                 continue
             ev = evaluate(rule, self.snap, self.cal, self.settings)
-            rp = RulePlan(rule.name, rule.type, ev.scope, len(ev.findings), refusals=list(ev.refusals), notes=list(ev.notes))
+            rp = RulePlan(rule.name, rule.type, ev.scope, len(ev.findings), refusals=list(ev.refusals), notes=list(ev.notes),
+                          evaluation=ev)
             clients = [f.client.key for f in ev.findings if f.client is not None]
             self._messages.update(self.snap.messages_of([c for c in clients if c not in self._messages]))
             episodes = self.snap.episode_entries([episode_of(rule.name, f.subject_key, f.period) for f in ev.findings])

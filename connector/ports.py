@@ -8,13 +8,14 @@ sandbox emulator from the validated settings.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from connector.domain import Batch
-from connector.errors import UpstreamError
+from connector.errors import Stopped, UpstreamError
 
 if TYPE_CHECKING:
     from connector.config import Settings
@@ -72,9 +73,25 @@ class Context:
     kv_set: Any = None  # callable(name, value) -> None
     counters: dict[str, RequestCounter] = field(default_factory=dict)
     progress: Any = None  # callable(stream, done, total) for progress bars, or None
+    should_stop: Any = None  # callable() -> bool: the process was told to stop (the daemon's SIGTERM)
 
     def counter(self, system: str) -> RequestCounter:
         return self.counters.setdefault(system, RequestCounter())
+
+    def sleep(self, seconds: float) -> None:
+        """Wait like ``time.sleep``, but raise :class:`Stopped` as soon as the process is told to
+        stop, so a back-off of minutes never holds a SIGTERM (clients use it for their retries)."""
+        if self.should_stop is None:
+            time.sleep(seconds)
+            return
+        end = time.monotonic() + max(seconds, 0.0)
+        while True:
+            if self.should_stop():
+                raise Stopped("stopped while waiting to retry")
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.2))
 
 
 @runtime_checkable

@@ -93,8 +93,12 @@ def strip_controls(text: str) -> str:
     return _CONTROL.sub("", text) if text else text
 
 
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
 class RedactingFilter(logging.Filter):
-    """Logging filter that masks secrets in the formatted message."""
+    """Logging filter that masks secrets in the formatted message, in a traceback, and in the
+    structured fields passed with ``extra=`` (which the JSON format prints as they are)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -103,6 +107,12 @@ class RedactingFilter(logging.Filter):
             msg = str(record.msg)
         record.msg = strip_controls(redact(msg))
         record.args = None
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None  # formatters print exc_text instead of formatting the exception again
+        for name, value in list(vars(record).items()):
+            if name not in _RECORD_ATTRS and isinstance(value, str):
+                setattr(record, name, redact(value))
         return True
 
 

@@ -89,16 +89,22 @@ def cycle(settings: Settings, store: Store, ctx: Context, *, execute: bool, forc
           progress: bool = False, sinks: list[Sink] | None = None, lease: Lease | None = None, sync: bool = True,
           only: set[str] | None = None, should_stop=None) -> CycleReport:
     """One cycle. ``lease`` is held by the caller for ``run`` (and for a ``plan`` that syncs);
-    ``should_stop`` is polled between the phases (SIGTERM during a sync stops before executing)."""
+    ``should_stop`` is polled between the phases and by the sync between batches (SIGTERM during a
+    sync stops it there, before anything is evaluated or executed)."""
     now = ctx.clock.now()
     run_id = _start_run(store, "run" if execute else "plan", now, now)
     if sync:
         sync_ctx = replace(ctx, clock=CappedClock(ctx.clock))
-        report = CycleReport(sync=sync_all(settings, store, sync_ctx, full=full, progress=progress), run_id=run_id)
+        report = CycleReport(sync=sync_all(settings, store, sync_ctx, full=full, progress=progress, should_stop=should_stop),
+                             run_id=run_id)
     else:
         report = CycleReport(sync=SyncReport(), run_id=run_id)
         report.notes.append(_("not synced: evaluated the store as it is"))
     summary: dict = {"sources": {s.system: {"rows": s.rows, "requests": s.requests, "error": s.error} for s in report.sync.sources}}
+    if report.sync.stopped:
+        report.notes.append(_("Stopped during the sync (signal): nothing was evaluated or executed."))
+        _finish_run(store, run_id, "stopped", summary, ctx.clock.now())
+        return report
     if not report.sync.ok:
         report.notes.append(_("a source failed: no rule was evaluated and nothing was written"))
         _finish_run(store, run_id, "source_failed", summary, ctx.clock.now())

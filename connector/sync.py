@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from connector.config import Settings
-from connector.errors import ConnectorError, RecordError, UpstreamError
+from connector.errors import ConnectorError, RecordError, Stopped, UpstreamError
 from connector.matching import link_clients
 from connector.ports import Context
 from connector.registry import adapters
@@ -35,22 +36,37 @@ class SourceReport:
 class SyncReport:
     sources: list[SourceReport] = field(default_factory=list)
     links: dict[str, int] = field(default_factory=dict)
+    stopped: bool = False  # told to stop part-way: the store is half-synced, nothing may be evaluated
 
     @property
     def ok(self) -> bool:
-        return all(s.error is None for s in self.sources)
+        return not self.stopped and all(s.error is None for s in self.sources)
 
     @property
     def failed(self) -> list[SourceReport]:
         return [s for s in self.sources if s.error]
 
 
-def sync_all(settings: Settings, store: Store, ctx: Context, *, full: bool = False, progress: bool = False) -> SyncReport:
-    """Pull every configured source; on success, relink 1C counterparties to CRM clients."""
+def sync_all(settings: Settings, store: Store, ctx: Context, *, full: bool = False, progress: bool = False,
+             should_stop: Callable[[], bool] | None = None) -> SyncReport:
+    """Pull every configured source; on success, relink 1C counterparties to CRM clients.
+
+    ``should_stop`` is polled between batches and streams (and by the clients' back-off sleeps,
+    through ``ctx``): once it answers true the sync ends after the batch in hand, whose records
+    and cursor are committed together, and the report says ``stopped``."""
     report = SyncReport()
     bar = _Progress() if progress else None
+    should_stop = should_stop or ctx.should_stop
+    if should_stop is not None and ctx.should_stop is None:
+        ctx = replace(ctx, should_stop=should_stop)
+
+    def stop_now() -> bool:
+        if should_stop is not None and should_stop():
+            report.stopped = True
+        return report.stopped
+
     for name, adapter in adapters().items():
-        if not adapter.configured(settings):
+        if not adapter.configured(settings) or stop_now():
             continue
         rep = SourceReport(system=name)
         report.sources.append(rep)
@@ -61,13 +77,24 @@ def sync_all(settings: Settings, store: Store, ctx: Context, *, full: bool = Fal
             if source is None:
                 continue
             for stream in source.streams():
+                if stop_now():
+                    break
                 cursor = None if full else store.cursor(source.system, stream)
-                for batch in source.pull(stream, cursor, full=full or cursor is None):
+                batches = source.pull(stream, cursor, full=full or cursor is None)
+                for batch in batches:
                     n = store.apply(source.system, batch, ctx.clock.now())
                     rep.rows += n
                     rep.streams[stream] = rep.streams.get(stream, 0) + n
                     if bar:
                         bar.advance(f"{name}:{stream}", n, batch.total_hint)
+                    if stop_now():
+                        close = getattr(batches, "close", None)
+                        if close is not None:
+                            close()  # a generator's finally blocks run now, not at garbage collection
+                        break
+        except Stopped:
+            report.stopped = True
+            log.info("source %s: stopped part-way (signal); its cursors stay at the last committed batch", name)
         except UpstreamError as e:
             rep.error = str(e)
             log.error("source %s failed: %s", name, e)
@@ -82,7 +109,9 @@ def sync_all(settings: Settings, store: Store, ctx: Context, *, full: bool = Fal
             rep.requests = ctx.counter(name).requests - before
     if bar:
         bar.close()
-    if report.ok:
+    if report.stopped:
+        log.info("sync stopped on request: nothing is evaluated from a half-synced store")
+    elif report.ok:
         report.links = link_clients(settings, store, ctx.clock.now())
     return report
 

@@ -230,3 +230,15 @@ def test_a_redirected_rest_call_is_not_followed_and_its_target_receives_nothing(
     finally:
         redirect.stop()
         target.stop()
+
+
+def test_a_back_off_ends_at_once_when_the_process_is_told_to_stop(portal):
+    """The daemon's SIGTERM must not wait out a minute-long back-off: the client sleeps through ctx.sleep."""
+    from connector.errors import Stopped
+
+    portal.inject_fault("crm.company.list", 503, "QUERY_LIMIT_EXCEEDED", "Too many requests", times=100)
+    ctx = Context(clock=SystemClock(), should_stop=lambda: portal.stats.requests >= 1)
+    client = BitrixClient(Bitrix24(webhook_url=portal.server.webhook_url), ctx, backoff=300.0)
+    with client, pytest.raises(Stopped):
+        client.result("crm.company.list", {"select": ["ID"], "start": -1})
+    assert portal.stats.requests == 1  # no second attempt after the stop

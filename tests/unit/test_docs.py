@@ -11,8 +11,8 @@ README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
 
 
 def test_every_command_in_the_readme_exists():
-    named = set(re.findall(r"connector (validate|schema|check|sync|status|plan|run|sandbox|demo)\b", README))
-    assert named >= {"validate", "schema", "check", "sync", "status", "plan", "run", "sandbox", "demo"}
+    named = set(re.findall(r"connector (validate|schema|check|sync|status|journal|explain|plan|run|sandbox|demo)\b", README))
+    assert named >= {"validate", "schema", "check", "sync", "status", "journal", "explain", "plan", "run", "sandbox", "demo"}
     for cmd in named:
         assert cmd in main.commands
 
