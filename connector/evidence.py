@@ -182,6 +182,7 @@ class Evidence:
         self.conn = conn
         self.primary = primary
         self.now = now
+        self._kept: set[str] | None = None
         fresh = conn.execute(select(kv.c.value).where(kv.c.name == Store.EVIDENCE_DIRTY)).scalar() == "0" and \
             conn.execute(select(kv.c.value).where(kv.c.name == PRIMARY_KV)).scalar() == primary
         later = fresh and conn.execute(select(ev_contact.c.client_key).where(ev_contact.c.at > now).limit(1)).first() is not None
@@ -241,11 +242,12 @@ class Evidence:
         return select(o.c.client_key).join(future, future.c.owner_key == o.c.owner_key).distinct().subquery("kept")
 
     def kept(self, client_keys: list[str]) -> set[str]:
-        k = self.kept_q()
-        out: set[str] = set()
-        for chunk in _chunks(client_keys):
-            out |= {r[0] for r in self.conn.execute(select(k.c.client_key).where(k.c.client_key.in_(chunk)))}
-        return out
+        """Which of ``client_keys`` are kept; the kept set is read once per evaluation (one scan of
+        the open tasks and activities), then answered from memory."""
+        if self._kept is None:
+            k = self.kept_q()
+            self._kept = {r[0] for r in self.conn.execute(select(k.c.client_key))}
+        return self._kept.intersection(client_keys)
 
     # -- one client's records (``explain``): the same conditions, the records behind the figures
 
@@ -342,38 +344,39 @@ class Evidence:
 
     # -- purchases
 
-    def _purchase_rows(self) -> Any:
-        """``(owner_key, at, amount, what, key)`` of every purchase up to now."""
+    def _purchase_rows(self, owners: Any | None = None) -> Any:
+        """``(owner_key, at, amount, what, key)`` of every purchase up to now (of ``owners`` only, a
+        subquery of owner keys, when given: the filter goes into each source's own index)."""
         now = self.now
-        paid = (select(payments.c.invoice_key, func.sum(payments.c.amount).label("paid"))
-                .where(payments.c.deleted.is_(False), payments.c.invoice_key.is_not(None)).group_by(payments.c.invoice_key).subquery("pp"))
-        doc_paid = (select(documents.c.basis_key, func.sum(documents.c.amount).label("paid"))
-                    .where(documents.c.deleted.is_(False), documents.c.posted.is_(True), documents.c.doc_type == "payment",
-                           documents.c.basis_key.is_not(None)).group_by(documents.c.basis_key).subquery("dp"))
+        paid = (select(func.coalesce(func.sum(payments.c.amount), 0.0))
+                .where(payments.c.invoice_key == invoices.c.key, payments.c.deleted.is_(False)).scalar_subquery())
+        pay = documents.alias("pay")
+        doc_paid = (select(func.coalesce(func.sum(pay.c.amount), 0.0))
+                    .where(pay.c.basis_key == documents.c.key, pay.c.deleted.is_(False), pay.c.posted.is_(True),
+                           pay.c.doc_type == "payment").scalar_subquery())
         inv_when = func.coalesce(invoices.c.paid_at, invoices.c.modified_at, invoices.c.issued_at)
         deal_when = func.coalesce(deals.c.closed_at, deals.c.modified_at)
-        return union_all(
-            select(deal_clients.c.client_key.label("owner_key"), deal_when.label("at"), func.coalesce(deals.c.amount, 0.0).label("amount"),
-                   literal("deal").label("what"), deals.c.key.label("key"))
-            .join(deals, deals.c.key == deal_clients.c.deal_key)
-            .where(deals.c.deleted.is_(False), deals.c.outcome == "won", deal_when <= now),
-            select(invoices.c.client_key, inv_when, func.coalesce(invoices.c.amount, 0.0), literal("invoice"), invoices.c.key)
-            .outerjoin(paid, paid.c.invoice_key == invoices.c.key)
-            .where(invoices.c.deleted.is_(False), invoices.c.deal_key.is_(None), inv_when <= now,
-                   or_(invoices.c.outcome == "won",
-                       and_(invoices.c.amount > 0, func.coalesce(paid.c.paid, 0.0) >= invoices.c.amount - 0.005))),
-            select(documents.c.client_key, documents.c.date, func.coalesce(documents.c.amount, 0.0),
-                   literal("1c ") + documents.c.doc_type, documents.c.key)
-            .outerjoin(doc_paid, doc_paid.c.basis_key == documents.c.key)
-            .where(documents.c.deleted.is_(False), documents.c.posted.is_(True), documents.c.date <= now,
-                   or_(documents.c.doc_type == "sale",
-                       and_(documents.c.doc_type == "order",
-                            or_(documents.c.paid.is_(True),
-                                and_(documents.c.amount > 0, func.coalesce(doc_paid.c.paid, 0.0) >= documents.c.amount))))),
-        ).subquery("p")
+        deal_q = (select(deal_clients.c.client_key.label("owner_key"), deal_when.label("at"),
+                         func.coalesce(deals.c.amount, 0.0).label("amount"), literal("deal").label("what"), deals.c.key.label("key"))
+                  .join(deals, deals.c.key == deal_clients.c.deal_key)
+                  .where(deals.c.deleted.is_(False), deals.c.outcome == "won", deal_when <= now))
+        inv_q = (select(invoices.c.client_key, inv_when, func.coalesce(invoices.c.amount, 0.0), literal("invoice"), invoices.c.key)
+                 .where(invoices.c.deleted.is_(False), invoices.c.deal_key.is_(None), inv_when <= now,
+                        or_(invoices.c.outcome == "won", and_(invoices.c.amount > 0, paid >= invoices.c.amount - 0.005))))
+        doc_q = (select(documents.c.client_key, documents.c.date, func.coalesce(documents.c.amount, 0.0),
+                        literal("1c ") + documents.c.doc_type, documents.c.key)
+                 .where(documents.c.deleted.is_(False), documents.c.posted.is_(True), documents.c.date <= now,
+                        or_(documents.c.doc_type == "sale",
+                            and_(documents.c.doc_type == "order",
+                                 or_(documents.c.paid.is_(True), and_(documents.c.amount > 0, doc_paid >= documents.c.amount))))))
+        if owners is not None:
+            deal_q = deal_q.where(deal_clients.c.client_key.in_(owners))
+            inv_q = inv_q.where(invoices.c.client_key.in_(owners))
+            doc_q = doc_q.where(documents.c.client_key.in_(owners))
+        return union_all(deal_q, inv_q, doc_q).subquery("p")
 
-    def _purchase_join(self, cols: list) -> Any:
-        o, p = self.owners, self._purchase_rows()
+    def _purchase_join(self, cols: list, owners: Any | None = None) -> Any:
+        o, p = self.owners, self._purchase_rows(owners)
         pc = clients.alias("pc")
         return (select(o.c.client_key, *[getattr(p.c, c) for c in cols]).join(o, o.c.owner_key == p.c.owner_key)
                 .join(pc, and_(pc.c.key == o.c.client_key, or_(pc.c.kind == "company", pc.c.company_key.is_(None)))))
@@ -386,10 +389,21 @@ class Evidence:
 
     def purchases(self, client_keys: list[str]) -> dict[str, list[Purchase]]:
         out: dict[str, list[Purchase]] = defaultdict(list)
-        base = self._purchase_join(["at", "amount", "what", "key"]).subquery("pj")
-        for chunk in _chunks(client_keys):
-            seen: set[tuple[str, str]] = set()
-            for ck, at, amount, what, key in self.conn.execute(select(base).where(base.c.client_key.in_(chunk))):
+        o = self.owners
+        # a few clients (explain, a handful of candidates): index seeks per chunk; thousands: one pass
+        # over every purchase is several times faster than thousands of seeks
+        wanted = set(client_keys)
+        if len(wanted) > 2000:
+            passes = [(self._purchase_join(["at", "amount", "what", "key"]).subquery("pj"), None)]
+        else:
+            passes = [(self._purchase_join(["at", "amount", "what", "key"], select(o.c.owner_key).where(o.c.client_key.in_(chunk)))
+                       .subquery("pj"), chunk) for chunk in _chunks(client_keys)]
+        seen: set[tuple[str, str]] = set()
+        for base, chunk in passes:
+            q = select(base) if chunk is None else select(base).where(base.c.client_key.in_(chunk))
+            for ck, at, amount, what, key in self.conn.execute(q):
+                if ck not in wanted:
+                    continue
                 if at is None or (ck, key) in seen:
                     continue
                 seen.add((ck, key))

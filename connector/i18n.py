@@ -21,8 +21,6 @@ from functools import lru_cache
 from pathlib import Path
 
 from babel import Locale
-from babel.dates import format_date as _fmt_date
-from babel.dates import format_datetime as _fmt_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal
@@ -61,8 +59,21 @@ def translations(language: str) -> gettext.NullTranslations:
 
 def _(message: str) -> str:
     """Translate ``message`` into the current language (an English msgid; ``{name}`` placeholders
-    are filled by the caller with ``.format``)."""
-    return translations(current()).gettext(message)
+    are filled by the caller with ``.format``). A plan renders thousands of texts: one dict lookup."""
+    table = _tables.get(_language.get())
+    if table is None:
+        table = _table(_language.get())
+    return table.get(message) or message
+
+
+_tables: dict[str, dict[str, str]] = {}
+
+
+def _table(language: str) -> dict[str, str]:
+    tr = translations(language)
+    catalog = getattr(tr, "_catalog", {})
+    _tables[language] = {k: v for k, v in catalog.items() if isinstance(k, str)}
+    return _tables[language]
 
 
 def ngettext(singular: str, plural: str, n: int) -> str:
@@ -90,10 +101,19 @@ def number(value: float | int, decimals: int = 2) -> str:
 
 
 def day(d: date | datetime) -> str:
-    """A date as people here write it: ``12.11.2026``."""
-    return _fmt_date(d.date() if isinstance(d, datetime) else d, "dd.MM.yyyy", locale=locale())
+    """A date as people here write it: ``12.11.2026`` (the same digits in every language we speak)."""
+    return f"{d:%d.%m.%Y}"
 
 
 def moment(t: datetime, tz: str | None = None) -> str:
     """A local time to the minute: ``12.11.2026 14:05``."""
-    return _fmt_datetime(t, "dd.MM.yyyy HH:mm", tzinfo=tz, locale=locale())
+    if tz is not None:
+        t = t.astimezone(_zone(tz)) if t.tzinfo else t.replace(tzinfo=_zone(tz))
+    return f"{t:%d.%m.%Y %H:%M}"
+
+
+@lru_cache(maxsize=16)
+def _zone(tz: str):
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(tz)

@@ -269,7 +269,13 @@ def _m4(conn: Connection) -> None:
     _add_column(conn, "debts", "documents", "TEXT")
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4]
+def _m5(conn: Connection) -> None:
+    """Payments found by what they pay: a 1C order's payments (documents.basis_key) in one index seek."""
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_documents_basis ON documents (basis_key)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_deal_clients_deal ON deal_clients (deal_key)"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5]
 MIGRATION_LOCK_ID = 0x636E6D67  # "cnmg": the advisory lock that serialises migrations on PostgreSQL
 SCHEMA_VERSION = len(MIGRATIONS)
 
