@@ -134,6 +134,9 @@ class Planner:
         self._known_fixed = known
         self.known: dict[str, str] = dict(known or {})
         self._marketing_this_run: dict[str, str] = {}  # client key -> the marketing message key planned now
+        self._fixed: dict[str, dict] = {}
+        self._people_vars: dict[str | None, Any] = {}
+        self._read_names: dict[str, set[str]] = {}
         self._messages: dict[str, list] = {}
         sup = settings.people.supervisor
         self.supervisor_key = person_key(snap, sup) if sup is not None else None
@@ -216,24 +219,43 @@ class Planner:
 
     # -- expansion
 
-    def _context(self, rule: Any, f: Finding) -> dict:
+    def _context(self, rule: Any, f: Finding, *, every: bool = False) -> dict:
+        """The template variables of one finding. What is the same for every finding (the
+        supervisor, now, the rule) or for every finding of one manager is built once; what none of
+        the rule's templates reads (``last_contact``) is not built at all."""
         c = f.client
         responsible = f.responsible_key or (c.responsible_key if c else None)
-        ctx = {
-            "client": _client_vars(c, f.phone or ""),
-            "manager": _person_vars(self.snap.manager(f.reassign_to or responsible), f.reassign_to or responsible),
-            "supervisor": _person_vars(self.snap.manager(self.supervisor_key), self.supervisor_key),
-            "rule": rule_var(rule.name, rule.type),
-            "reason": f.reason,
-            "now": moment_var(self.cal.local(self.snap.now)),
-            "today": day_var(self.cal.today(self.snap.now)),
-            "days": 0,
-            "last_contact": _last_contact(c, self.cal),
-            **f.vars,
-        }
+        fixed = self._fixed.get(rule.name)
+        if fixed is None:
+            fixed = self._fixed[rule.name] = {
+                "supervisor": _person_vars(self.snap.manager(self.supervisor_key), self.supervisor_key),
+                "rule": rule_var(rule.name, rule.type),
+                "now": moment_var(self.cal.local(self.snap.now)),
+                "today": day_var(self.cal.today(self.snap.now)),
+                "days": 0,
+            }
+        ctx = {**fixed, "client": _client_vars(c, f.phone or ""), "manager": self._person(f.reassign_to or responsible),
+               "reason": f.reason}
+        if every or "last_contact" in self._reads(rule):
+            ctx["last_contact"] = _last_contact(c, self.cal)
+        ctx.update(f.vars)
         if isinstance(rule, ReleaseRule):
-            ctx["previous_manager"] = _person_vars(self.snap.manager(f.previous_key), f.previous_key)
+            ctx["previous_manager"] = self._person(f.previous_key)
         return ctx
+
+    def _person(self, key: str | None) -> Any:
+        if key not in self._people_vars:
+            self._people_vars[key] = _person_vars(self.snap.manager(key), key)
+        return self._people_vars[key]
+
+    def _reads(self, rule: Any) -> set[str]:
+        """The variable names the rule's templates use (every text of its actions, steps, closing)."""
+        names = self._read_names.get(rule.name)
+        if names is None:
+            from connector.templates import template_names
+
+            names = self._read_names[rule.name] = template_names(rule)
+        return names
 
     def _expand(self, rule: Any, f: Finding, episodes: dict[str, list]) -> list[PlannedAction]:
         episode = episode_of(rule.name, f.subject_key, f.period)

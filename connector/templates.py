@@ -449,6 +449,24 @@ def _stop(signum: int, frame: Any) -> None:
     raise RenderLimit(f"rendering took longer than {RENDER_SECONDS:g} s (nested loops?)")
 
 
+def template_names(rule: Any) -> set[str]:
+    """Top-level variable names the templates of a rule read (``client``, ``last_contact``...)."""
+    from jinja2 import meta
+
+    names: set[str] = set()
+    parts: list[tuple[tuple, Any]] = [((), rule.actions), ((), rule.escalate)]
+    for attr in ("reassign", "channels", "offer", "on_clear"):
+        if getattr(rule, attr, None) is not None:
+            parts.append(((), getattr(rule, attr)))
+    for base, obj in parts:
+        for _loc, text in _texts(obj, base):
+            try:
+                names |= meta.find_undeclared_variables(_here.parse(text))
+            except TemplateError:
+                names.add("*")
+    return names
+
+
 def pick_variant(variants: list[str], client_key: str, sent_before: int) -> str:
     """A client's own starting text, then the next one each time: with two or more variants a
     client never gets the same text twice in a row (``sent_before`` counts earlier sends)."""

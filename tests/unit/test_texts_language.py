@@ -240,7 +240,7 @@ def test_validate_time_samples_have_exactly_the_variables_the_planner_provides(t
         planner = Planner(w.settings, snap, cal, journal=Journal(w.store))
         findings = evaluate(rule, snap, cal, w.settings).findings
         assert findings, rule_type
-        ctx = planner._context(rule, findings[0])
+        ctx = planner._context(rule, findings[0], every=True)
     sample = variables_for(rule_type)
     assert set(ctx) == set(sample)
     for name, value in ctx.items():
