@@ -111,3 +111,46 @@ def test_where_filters_by_segment_and_dry_run_is_never_journaled(tmp_path):
     plan, sink = w.run()
     assert [a.subject_key for a in plan.actions] == [vip] and plan.actions[0].mode == "dry_run"
     assert sink.done == []
+
+
+def test_the_supervisor_hears_when_the_connectors_task_is_overdue_and_not_when_it_was_done(tmp_path):
+    from datetime import datetime
+
+    from connector import domain as d
+    from connector.ports import ActionResult
+    from tests.unit.builders import FakeSink
+
+    class Portal(FakeSink):
+        def execute(self, action):
+            super().execute(action)
+            return ActionResult(remote_id=str(len(self.done)), remote_key=k("task", 1000 + len(self.done)))
+
+    rules = """
+- name: forgotten
+  type: forgotten
+  inactive_days: 60
+  actions:
+    - task: {title: "No contact: {{ client.title }}", deadline: 3 workdays}
+  escalate:
+    - when: task_overdue
+      actions: [{notify: [supervisor]}]
+"""
+    w = world(tmp_path, rules)
+    late, diligent = w.company(1, "Late"), w.company(2, "Diligent")
+    w.activity(late, 90)
+    w.activity(diligent, 90)
+    portal = Portal()
+    w.run(NOW, portal)
+    tasks = {a.subject_key: a for a in portal.done}
+    for n, client in enumerate((late, diligent), start=1):  # what the next sync reads back from the portal
+        a = tasks[client]
+        w.store.write([d.Task(k("task", 1000 + n), "bitrix24", str(1000 + n), a.payload["title"], a.payload["responsible"], (client,),
+                              deadline=datetime.fromisoformat(a.payload["deadline"]), completed=client == diligent,
+                              closed_at=NOW + timedelta(days=1) if client == diligent else None,
+                              description=a.payload["description"])])
+    _, sink = w.run(NOW + timedelta(days=1), Portal())
+    assert sink.done == []  # not overdue yet
+    _, sink = w.run(NOW + timedelta(days=6), Portal())
+    assert [(a.subject_key, a.type, a.payload["user"]) for a in sink.done] == [(late, "notify", k("user", 1))]
+    _, sink = w.run(NOW + timedelta(days=7), Portal())
+    assert sink.done == []  # once
