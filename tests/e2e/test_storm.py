@@ -72,7 +72,10 @@ rules:
 
 
 def _is_write(body) -> bool:
-    return isinstance(body, dict) and any(str(k).startswith("a") and "_" in str(k) for k in (body.get("result", {}) or {}).get("result") or {})
+    """A batch of the sink's write commands (labelled ``a<i>_<j>``), as the portal answered it."""
+    outer = body.get("result") if isinstance(body, dict) else None
+    inner = outer.get("result") if isinstance(outer, dict) else None
+    return isinstance(inner, dict) and any(str(k).startswith("a") and "_" in str(k) for k in inner)
 
 
 @pytest.mark.slow
