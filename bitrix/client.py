@@ -478,6 +478,14 @@ class BitrixClient:
             raise redirect_error(SYSTEM, "oauth.token", redirect_target(o.token_url, location), status)
         data = _json(raw) or {}
         if status >= 400 or "error" in data or not data.get("access_token"):
+            rotated = self._kv_get(REFRESH_TOKEN_KV)
+            if str(data.get("error") or "").lower() == "invalid_grant" and rotated and rotated != refresh:
+                # another client of this store (the application endpoint, a second process) refreshed first:
+                # its pair is in the store; take it rather than failing
+                access = self._kv_get(ACCESS_TOKEN_KV)
+                if access:
+                    self._access = access
+                    return access
             err = classify(status, data, what="oauth.token")
             if isinstance(err, (TokenExpired, Rejected)):  # a dead refresh token is an auth problem
                 err = AuthError(str(data.get("error_description") or data.get("error") or f"HTTP {status}"),
