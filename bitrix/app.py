@@ -202,6 +202,58 @@ def save_install(ctx: Context, *, member_id: str, application_token: str, endpoi
     ctx.kv_set(REGISTERED_KV, "{}")
 
 
+PENDING_KV = KV + "pending"
+MAX_PENDING = 5
+
+
+def keep_pending(ctx: Context, *, refresh: str, member_id: str, application_token: str, now: datetime) -> None:
+    """An install whose tokens this config could not prove: the portal calls the install path the
+    moment the application is saved, which is also when it first shows client_id and client_secret.
+    The tokens wait here (sealed like the others) until the config names the application, then
+    :func:`promote_pending` proves them with the OAuth server or drops them."""
+    assert ctx.kv_get is not None and ctx.kv_set is not None
+    for secret in (refresh, application_token):
+        add_secret(secret)
+    try:
+        pending = json.loads(ctx.kv_get(PENDING_KV) or "[]")
+    except ValueError:
+        pending = []
+    pending = [p for p in pending if isinstance(p, dict) and p.get("refresh") != refresh][-(MAX_PENDING - 1):]
+    pending.append({"refresh": refresh, "member_id": member_id, "application_token": application_token,
+                    "at": now.astimezone(UTC).isoformat()})
+    ctx.kv_set(PENDING_KV, json.dumps(pending))
+
+
+def promote_pending(settings: "Settings", ctx: Context, now: datetime) -> str | None:
+    """Prove a waiting install with the configured client_id/client_secret; the newest that passes
+    becomes the installation. Returns the portal's address, or None."""
+    app = settings.bitrix24.app  # type: ignore[union-attr]
+    assert ctx.kv_get is not None and ctx.kv_set is not None
+    try:
+        pending = json.loads(ctx.kv_get(PENDING_KV) or "[]")
+    except ValueError:
+        pending = []
+    keep: list[dict] = []
+    promoted: str | None = None
+    for p in reversed([p for p in pending if isinstance(p, dict)]):
+        if promoted is not None:
+            continue
+        try:
+            proof = exchange(app, str(p.get("refresh") or ""))
+        except AuthError as e:
+            if (e.code or "").lower() == "invalid_client":
+                keep.append(p)  # the config still does not name this application: wait
+            continue  # anything else: the tokens are not genuine or are spent; drop them
+        if str(proof.get("member_id") or "") != str(p.get("member_id") or "") or not proof.get("client_endpoint"):
+            continue
+        save_install(ctx, member_id=str(p["member_id"]), application_token=str(p["application_token"]),
+                     endpoint=str(proof["client_endpoint"]), access=str(proof["access_token"]),
+                     refresh=str(proof.get("refresh_token") or p["refresh"]), user_id=m.to_int(proof.get("user_id")), now=now)
+        promoted = str(proof["client_endpoint"])
+    ctx.kv_set(PENDING_KV, json.dumps([] if promoted else list(reversed(keep))))
+    return promoted
+
+
 def forget_install(ctx: Context) -> None:
     """The portal uninstalled the application: its tokens are revoked there, so drop them here."""
     assert ctx.kv_set is not None

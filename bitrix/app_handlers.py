@@ -146,8 +146,15 @@ class BitrixAppEndpoint:
 
     def start(self) -> None:
         if not A.AppState.load(self.ctx).installed:
-            log.warning("bitrix24 application: not installed yet; waiting for the portal's ONAPPINSTALL")
-            return
+            try:
+                portal = A.promote_pending(self.settings, self.ctx, self._now())
+            except TransientError as e:
+                portal = None
+                log.error("bitrix24 application: cannot reach the OAuth server to complete the installation: %s", e)
+            if portal is None:
+                log.warning("bitrix24 application: not installed yet; waiting for the portal's ONAPPINSTALL")
+                return
+            log.warning("bitrix24 application installed on %s", portal.split("/")[2])
         try:
             for line in A.register(self.settings, self.ctx):
                 log.warning("bitrix24 application: %s", line)
@@ -247,6 +254,14 @@ class BitrixAppEndpoint:
             try:
                 proof = A.exchange(self.app, refresh, timeout=min(30.0, self.cfg.timeout))
             except AuthError as e:
+                if (e.code or "").lower() == "invalid_client" and not state.installed:
+                    # saved in the portal before its client_id/client_secret reached the config: wait for them
+                    A.keep_pending(self.ctx, refresh=refresh, member_id=member, application_token=token, now=self._now())
+                    self.counts["pending"] += 1
+                    log.warning("bitrix24 application: installation received, but bitrix24.app.client_id/client_secret "
+                                "are not this application's yet; put the values the portal shows into the config and "
+                                "restart: the installation is then completed")
+                    return OK
                 return self._refuse(req, 401, f"the tokens are not this application's: {e.code or e.message}")
             except TransientError as e:
                 log.error("bitrix24 application: cannot reach the OAuth server to check the installation: %s", e)

@@ -152,12 +152,38 @@ def test_registration_is_idempotent_and_robots_follow_a_moved_endpoint(env):
 
 
 def test_a_forged_install_is_refused_and_stores_nothing(env):
+    env.portal.issue_oauth(CLIENT_ID, SECRET)  # the application exists; the forger does not hold its tokens
     forged = [("event", "ONAPPINSTALL"), ("auth[access_token]", "x" * 32), ("auth[refresh_token]", "not-a-refresh-token"),
               ("auth[member_id]", env.portal.member_id), ("auth[application_token]", "f" * 32),
               ("auth[client_endpoint]", "https://evil.example/rest/")]
     r = post(env, A.INSTALL_PATH, forged)
     assert r.status_code == 401
     assert not A.AppState.load(env.ctx).installed and env.store.kv_get(A.ENDPOINT_KV) is None
+    assert env.store.kv_get(A.PENDING_KV) is None
+
+
+def test_an_install_before_the_config_names_the_application_completes_when_it_does(tmp_path, company):
+    e = make_env(tmp_path, company, extra={"client_id": "local.placeholder", "client_secret": "placeholder-secret"})
+    try:
+        e.install()  # the portal calls the install path the moment the admin saves the form
+        assert not A.AppState.load(e.ctx).installed and e.endpoint.counts["pending"] == 1
+        # a forged install waiting beside it is never promoted
+        post(e, A.INSTALL_PATH, [("event", "ONAPPINSTALL"), ("auth[refresh_token]", "forged-refresh-token"),
+                                 ("auth[member_id]", e.portal.member_id), ("auth[application_token]", "f" * 32)])
+        assert len(json.loads(e.store.kv_get(A.PENDING_KV))) == 2
+        right = Settings.model_validate({**e.settings.model_dump(by_alias=True), "bitrix24": {
+            **e.settings.bitrix24.model_dump(by_alias=True), "app": {**e.settings.bitrix24.app.model_dump(),
+                                                                     "client_id": CLIENT_ID, "client_secret": SECRET}}})
+        restarted = BitrixAppEndpoint(right, e.ctx, e.store)
+        restarted.start()
+        state = A.AppState.load(e.ctx)
+        assert state.installed and state.application_token == e.portal.app_of(CLIENT_ID).application_token
+        assert json.loads(e.store.kv_get(A.PENDING_KV)) == []
+        assert set(e.portal.app_of(CLIENT_ID).robots) == set(A.ROBOT_CODES)
+    finally:
+        e.endpoint.stop()
+        e.http.stop()
+        e.srv.stop()
 
 
 def test_another_portal_cannot_replace_an_installed_one(env):
@@ -442,3 +468,49 @@ def test_the_body_parser_reads_php_brackets_and_json():
         "event": "ONCRMDEALUPDATE", "data": {"FIELDS": {"ID": "759"}}, "document_id": ["crm", "CCrmDocumentDeal"],
         "auth": {"member_id": "a1"}}
     assert parse_body(json.dumps({"event": "x"}).encode(), "application/json") == {"event": "x"}
+
+
+# ---------------------------------------------------------------- one listener for every endpoint
+
+
+def _endpoint_settings(tmp_path, app_listen: str, push_listen: str) -> Settings:
+    return Settings.model_validate({
+        "store": f"sqlite:///{tmp_path / 'ep.db'}",
+        "bitrix24": {"app": {"client_id": CLIENT_ID, "client_secret": SECRET, "public_url": "https://connector.example",
+                             "listen": app_listen}},
+        "binotel": {"key": "k", "secret": "s", "url": "http://127.0.0.1:9/api/4.0",
+                    "push": {"listen": push_listen, "token": "pushtoken-1234567890"}},
+    })
+
+
+def test_the_push_receiver_and_the_application_share_one_listener_when_both_listen_on_one_address(tmp_path):
+    from connector.daemon import Endpoints
+
+    s = _endpoint_settings(tmp_path, "127.0.0.1:0", "127.0.0.1:0")
+    store = Store(s.store)
+    eps = Endpoints(s, store, Context(clock=PortalClock(Portal(rate_limit=False)), kv_get=store.kv_get, kv_set=store.kv_set))
+    eps.start()
+    try:
+        assert len(eps.servers) == 1 and eps.push is not None and eps.push.address == eps.servers[0].address
+        host, port = eps.servers[0].address
+        assert requests.get(f"http://{host}:{port}{A.APP_PATH}", timeout=10).status_code == 200
+        r = requests.post(f"http://{host}:{port}/binotel/pushtoken-1234567890", data={"requestType": "apiCallSettings"}, timeout=10)
+        assert r.status_code == 200
+    finally:
+        eps.stop()
+
+
+def test_different_addresses_get_a_listener_each(tmp_path):
+    from connector.daemon import Endpoints
+
+    s = _endpoint_settings(tmp_path, "127.0.0.1:0", "127.0.0.2:0")
+    store = Store(s.store)
+    eps = Endpoints(s, store, Context(clock=PortalClock(Portal(rate_limit=False)), kv_get=store.kv_get, kv_set=store.kv_set))
+    eps.start()
+    try:
+        assert len(eps.servers) == 1 and eps.push is not None and eps.push.address[0] == "127.0.0.2"
+        host, port = eps.servers[0].address
+        assert requests.post(f"http://{host}:{port}/binotel/pushtoken-1234567890", data={"requestType": "apiCallSettings"},
+                             timeout=10).status_code == 404
+    finally:
+        eps.stop()
