@@ -11,6 +11,7 @@ from bitrix.sink import BitrixSink
 from bitrix.source import BitrixSource
 from connector import references
 from connector.errors import ConnectorError, UpstreamError
+from connector.i18n import _
 from connector.ports import CheckResult, Context
 
 if TYPE_CHECKING:
@@ -64,7 +65,10 @@ class BitrixAdapter:
         if cfg is None:
             return []
         out: list[CheckResult] = []
-        client = BitrixClient(cfg, ctx, attempts=2, max_wait=5.0)
+        try:
+            client = BitrixClient(cfg, ctx, attempts=2, max_wait=5.0)
+        except ConnectorError as e:  # application mode before the installation
+            return [CheckResult(SYSTEM, "reach portal", False, str(e))]
         try:
             try:
                 granted = set(client.scopes())
@@ -125,8 +129,9 @@ class BitrixAdapter:
             have = {str(t.get("CODE")) for t in client.result("crm.automation.trigger.list") or [] if isinstance(t, Mapping)}
         except UpstreamError as e:
             return [CheckResult(SYSTEM, "trigger", False, f"cannot list the application's triggers: {e}")]
-        return [CheckResult(SYSTEM, "trigger", t.code in have, f"{settings.where(*t.path)}: `{t.code}` "
-                            + ("registered" if t.code in have else f"is not one of the application's triggers ({', '.join(sorted(have)) or 'none'})"))
+        return [CheckResult(SYSTEM, "trigger", t.code in have, f"{settings.where(*t.path)}: `{t.code}` " + (
+                    _("is one of the application's triggers") if t.code in have else
+                    _("is not one of the application's triggers ({codes})").format(codes=", ".join(sorted(have)) or "-")))
                 for t in codes]
 
     def _people(self, settings: "Settings", people: list[references.Person], reply: Any) -> list[CheckResult]:

@@ -293,6 +293,7 @@ class BitrixAppEndpoint:
         if name == "ONAPPUNINSTALL":
             with self._lock:
                 A.forget_install(self.ctx)
+                self.stop()  # its client's tokens are revoked
             self.counts["uninstall"] += 1
             log.warning("bitrix24 application uninstalled: tokens forgotten")
             return OK

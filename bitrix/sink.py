@@ -31,6 +31,7 @@ from connector.errors import (
     TransientError,
     UpstreamError,
 )
+from connector.i18n import _
 from connector.ports import ActionResult, Context, Outcome, PlannedAction
 
 log = logging.getLogger("bitrix.sink")
@@ -330,10 +331,10 @@ class BitrixSink:
             if owner_type is not None:
                 target = f"{m.KIND_WORD[kind]}_{eid}"
                 return _Plan(a, [("crm.automation.trigger.execute", {"CODE": code, "OWNER_TYPE_ID": owner_type, "OWNER_ID": int(eid)})],
-                             lambda res, t=target: ActionResult(remote_id=t, detail=f"trigger {code} fired on {t}"),
+                             lambda res, t=target: ActionResult(remote_id=t, detail=_("trigger {code} fired on {target}").format(code=code, target=t)),
                              at_most_once=True)
-        raise Rejected(f"trigger {code}: the client has no open deal or invoice to fire it on (the portal's automation "
-                       f"exists on deals, smart invoices, leads and quotes, not on companies or contacts)",
+        raise Rejected(_("trigger {code}: the client has no open deal or invoice to fire it on (the portal's automation "
+                         "exists on deals, smart invoices, leads and quotes, not on companies or contacts)").format(code=code),
                        system=SYSTEM, obj=str(p.get("entity")))
 
     def _cmd_call_log(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
@@ -343,7 +344,7 @@ class BitrixSink:
         ``voximplant.statistic.get`` finds the finished call by it (reconcile)."""
         user = int(p.get("user") or 0)
         if not user:
-            raise Rejected("no portal user to register the call for", system=SYSTEM, obj="telephony.externalcall.register")
+            raise Rejected(_("no portal user to register the call for"), system=SYSTEM, obj="telephony.externalcall.register")
         reg: dict[str, Any] = {"USER_ID": user, "PHONE_NUMBER": str(p.get("phone") or ""), "TYPE": int(p.get("type") or 2),
                                "CALL_START_DATE": str(p.get("start") or ""), "SHOW": 0, "ADD_TO_CHAT": 0,
                                "EXTERNAL_CALL_ID": str(p.get("external_id") or "")}
@@ -363,10 +364,11 @@ class BitrixSink:
         def finish(res: list[Any]) -> ActionResult:
             call_id = str((res[0] or {}).get("CALL_ID") or "") if isinstance(res[0], Mapping) else ""
             fin = res[1] if isinstance(res[1], Mapping) else {}
-            where = f"{reg.get('CRM_ENTITY_TYPE', 'no client').lower()} {reg.get('CRM_ENTITY_ID', '')}".strip()
-            detail = f"call {reg['EXTERNAL_CALL_ID']} on the card of {where} (activity {fin.get('CRM_ACTIVITY_ID')})"
+            where = f"{reg.get('CRM_ENTITY_TYPE', '').lower()} {reg.get('CRM_ENTITY_ID', '')}".strip() or "-"
+            detail = _("call {call} on the card of {client} (activity {activity})").format(
+                call=reg["EXTERNAL_CALL_ID"], client=where, activity=fin.get("CRM_ACTIVITY_ID"))
             if len(res) > 2 and isinstance(res[2], UpstreamError):
-                detail += f"; record not attached: {res[2].message}"
+                detail += "; " + _("record not attached: {error}").format(error=res[2].message)
             return ActionResult(remote_id=call_id or None, detail=detail)
 
         return _Plan(a, cmds, finish, optional=frozenset({2}), refs=True)
@@ -380,13 +382,13 @@ class BitrixSink:
             params["LOG_MESSAGE"] = str(p["log_message"])
         code = str(p.get("code") or "")
         return _Plan(a, [("bizproc.event.send", params)],
-                     lambda res: ActionResult(remote_id=code, detail=f"robot {code} answered"), at_most_once=True)
+                     lambda res: ActionResult(remote_id=code, detail=_("robot {code} answered").format(code=code)), at_most_once=True)
 
     def _cmd_sms_status(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
         status = str(p.get("status") or "")
         params = {"CODE": str(p.get("code") or ""), "MESSAGE_ID": str(p.get("message_id") or ""), "STATUS": status}
         return _Plan(a, [("messageservice.message.status.update", params)],
-                     lambda res: ActionResult(remote_id=params["MESSAGE_ID"], detail=f"message status {status} reported"))
+                     lambda res: ActionResult(remote_id=params["MESSAGE_ID"], detail=_("message status {status} reported").format(status=status)))
 
     def _cmd_workflow(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
         kind, eid = _entity(p.get("entity"))
@@ -579,8 +581,8 @@ class _CallProbe(_Probe):
         row = next((r for r in rows if isinstance(r, Mapping) and str(r.get("EXTERNAL_CALL_ID")) == self.external_id), None)
         if row is None:
             return None
-        return ActionResult(remote_id=str(row.get("CALL_ID") or ""), detail=f"call {self.external_id} already on the card "
-                            f"(activity {row.get('CRM_ACTIVITY_ID')})")
+        return ActionResult(remote_id=str(row.get("CALL_ID") or ""), detail=_("call {call} already on the card (activity {activity})")
+                            .format(call=self.external_id, activity=row.get("CRM_ACTIVITY_ID")))
 
 
 class _NeverDone(_Probe):

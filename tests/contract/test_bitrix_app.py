@@ -104,6 +104,17 @@ def make_env(tmp_path, company, *, events: str = "online", rules: list | None = 
 
 
 @pytest.fixture
+def english():
+    """Texts people read are translated (uk by default): the assertions below read the English msgids."""
+    from connector import i18n
+
+    before = i18n.current()
+    i18n.use("en")
+    yield
+    i18n.use(before)
+
+
+@pytest.fixture
 def env(tmp_path, company):
     e = make_env(tmp_path, company)
     try:
@@ -277,7 +288,7 @@ def test_a_trigger_starts_the_portals_robot_which_gets_a_pool_manager_once_per_e
     assert int(env.portal.robot_runs[second]["return_values"]["manager_id"]) != picked or owner in (7, 9)
 
 
-def test_a_trigger_on_a_client_without_a_deal_is_refused_with_the_reason(env):
+def test_a_trigger_on_a_client_without_a_deal_is_refused_with_the_reason(env, english):
     env.install()
     action = PlannedAction(key="forgotten:x:p:0", rule="forgotten", type="trigger", system="bitrix24", subject_key="bitrix24:company:1",
                            client_key="bitrix24:company:1", payload={"entity": "bitrix24:company:1", "code": "client_forgotten"},
@@ -406,7 +417,7 @@ def _call_action(gid: str, phone: str, *, company: int | None, user: int = 6, re
                          client_key=None, payload=payload, reason="test")
 
 
-def test_a_call_is_registered_finished_and_its_record_attached_in_one_request(env):
+def test_a_call_is_registered_finished_and_its_record_attached_in_one_request(env, english):
     env.install()
     sink = BitrixSink(env.settings.bitrix24, env.ctx)
     before = env.requests_made()
@@ -422,7 +433,7 @@ def test_a_call_is_registered_finished_and_its_record_attached_in_one_request(en
     assert sink.reconcile_batch([_call_action("999", "0501234567", company=5)])["telephony:999"] is None
 
 
-def test_a_record_that_cannot_be_attached_leaves_the_call_on_the_card(env):
+def test_a_record_that_cannot_be_attached_leaves_the_call_on_the_card(env, english):
     env.install()
     act = _call_action("4683310795", "0501234567", company=5)
     env.portal.inject_fault("telephony.externalcall.attachrecord", 400, "ERROR_CORE", "Server returns HTTP error code 404")
@@ -514,3 +525,26 @@ def test_different_addresses_get_a_listener_each(tmp_path):
                              timeout=10).status_code == 404
     finally:
         eps.stop()
+
+
+def test_check_in_app_mode_wants_the_application_scopes_and_knows_its_trigger_codes(tmp_path, company, english):
+    from bitrix.adapter import ADAPTER
+
+    rules = [{"name": "forgotten", "type": "forgotten", "inactive_days": 60,
+              "actions": [{"trigger": "client_forgotten"}, {"trigger": "nwly5"}]}]
+    e = make_env(tmp_path, company, rules=rules)
+    try:
+        before = {r.what: r for r in ADAPTER.check(e.settings, e.ctx)}
+        assert not before["reach portal"].ok and "not installed yet" in before["reach portal"].detail
+        e.install()
+        got = ADAPTER.check(e.settings, e.ctx)
+        by = {r.what: r for r in got}
+        assert by["reach portal"].ok and "local application" in by["reach portal"].detail
+        assert by["scope telephony"].ok and by["scope messageservice"].ok
+        triggers = {r.detail.split("`")[1]: r for r in got if r.what == "trigger"}
+        assert triggers["client_forgotten"].ok and triggers["client_forgotten"].checked
+        assert not triggers["nwly5"].ok and "not one of the application's triggers" in triggers["nwly5"].detail
+    finally:
+        e.endpoint.stop()
+        e.http.stop()
+        e.srv.stop()
