@@ -9,7 +9,7 @@ OAuth tokens to the install URL (:mod:`bitrix.app_handlers`), which checks them 
 (encrypted with ``CONNECTOR_SECRET_KEY``; rotated on every refresh by :class:`bitrix.client.BitrixClient`
 as in OAuth mode), and registers what this module defines:
 
-* robots (:data:`ROBOTS`), answering through ``bizproc.event.send`` once per ``event_token``;
+* robots (:data:`ROBOT_CODES`), answering through ``bizproc.event.send`` once per ``event_token``;
 * triggers (:data:`TRIGGERS`), which the rules' ``trigger: CODE`` fires with ``crm.automation.trigger.execute``;
 * event handlers for companies, contacts, deals, activities and smart invoices (online, or offline
   for ``event.offline.get``), plus ``ONAPPUNINSTALL``;
@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,7 +34,7 @@ from sqlalchemy import select
 
 from bitrix import mapping as m
 from bitrix.client import ACCESS_TOKEN_KV, APP_ENDPOINT_KV, REFRESH_TOKEN_KV, SYSTEM, BitrixClient
-from bitrix.source import ENTITY_EVENTS, REGISTERED_KV, SMART_INVOICE
+from bitrix.source import ENTITY_EVENTS, REGISTERED_KV
 from connector import i18n
 from connector.errors import AuthError, TransientError
 from connector.i18n import _
@@ -44,8 +43,6 @@ from connector.redact import add_secret
 
 if TYPE_CHECKING:
     from connector.config import Bitrix24App, Settings
-
-log = logging.getLogger("bitrix.app")
 
 # Scopes the application needs, and what each is for.
 SCOPES = {
@@ -78,9 +75,7 @@ ROBOT_RULE = "robot"  # journal rule of robot answers: robot:<code>:<token hash>
 SMS_RULE = "sms-provider"  # journal rule of messages sent as the portal's provider
 CALL_RULE = "telephony"
 
-# Documents with automation (robots and triggers): leads, deals, quotes, smart invoices, SPAs.
-AUTOMATION_KINDS = {"deal": 2, "invoice": SMART_INVOICE}
-OWNER_TYPE_OF = {"company": 4, "contact": 3, "deal": 2, "invoice": SMART_INVOICE}
+# The document a robot runs on (``document_id[2]`` = ``DEAL_5``) -> record kind.
 DOCUMENT_KINDS = {"COMPANY": "company", "CONTACT": "contact", "DEAL": "deal", "SMART_INVOICE": "invoice", "LEAD": "lead"}
 
 

@@ -39,6 +39,7 @@ from sqlalchemy import select
 from bitrix import app as A
 from bitrix import mapping as m
 from bitrix.client import SYSTEM
+from bitrix.source import ENTITY_EVENTS, SMART_INVOICE
 from connector.errors import AuthError, ConnectorError, TransientError, UpstreamError
 from connector.httpserver import HttpRequest, HttpResponse
 from connector.i18n import _
@@ -300,11 +301,11 @@ class BitrixAppEndpoint:
         if name == "ONOFFLINEEVENT":
             self._wake()
             return OK
-        kind = A.ENTITY_EVENTS.get(name)
+        kind = ENTITY_EVENTS.get(name)
         payload = data.get("data") if isinstance(data.get("data"), Mapping) else {}
         fields = payload.get("FIELDS") if isinstance(payload.get("FIELDS"), Mapping) else {}
         rid = m.to_int(fields.get("ID"))
-        if kind == "invoice" and m.to_int(fields.get("ENTITY_TYPE_ID")) not in (None, A.SMART_INVOICE):
+        if kind == "invoice" and m.to_int(fields.get("ENTITY_TYPE_ID")) not in (None, SMART_INVOICE):
             kind = None  # another smart process
         if kind is None or rid is None:
             self.counts["ignored"] += 1
