@@ -416,8 +416,9 @@ def install_info(settings: "Settings") -> list[tuple[str, str]]:
         (_("Your handler path"), urls["app"]),
         (_("Initial installation path"), urls["install"]),
         (_("Permissions (scopes)"), ", ".join(SCOPES)),
-        (_("Then"), _("save, copy client_id and client_secret into bitrix24.app, and keep `connector app serve` "
-                      "(or `connector run`) running so the portal reaches the endpoint.")),
+        (_("Then"), _("save; put the client_id and client_secret the portal then shows into bitrix24.app and restart "
+                      "`connector app serve`: the installation completes (keep it, or `connector run`, running so the "
+                      "portal reaches the endpoint).")),
     ]
 
 
