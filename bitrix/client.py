@@ -41,6 +41,7 @@ from connector.errors import (
     TransientError,
     UpstreamError,
 )
+from connector.i18n import _
 from connector.ports import Context
 from connector.redact import add_secret
 from connector.upstream import REDIRECT_STATUSES, redirect_error, redirect_target
@@ -531,8 +532,8 @@ def _installed_app(settings: Bitrix24, ctx: Context) -> OAuth:
     endpoint = get(APP_ENDPOINT_KV)
     refresh = get(REFRESH_TOKEN_KV)
     if not endpoint or not refresh:
-        raise AuthError("the Bitrix24 application is not installed yet: run `connector app serve` and add the local "
-                        "application in the portal (see `connector app install-info`)", system=SYSTEM, obj="application")
+        raise AuthError(_("the Bitrix24 application is not installed yet: run `connector app serve` and add the local "
+                          "application in the portal (see `connector app install-info`)"), system=SYSTEM, obj="application")
     domain = endpoint.rstrip("/").removesuffix("/rest")
     return OAuth(domain=domain, client_id=app.client_id, client_secret=app.client_secret, refresh_token=refresh,
                  access_token=get(ACCESS_TOKEN_KV) or None, token_url=app.token_url)
