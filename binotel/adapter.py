@@ -19,6 +19,7 @@ from connector.ports import CheckResult, Context
 if TYPE_CHECKING:
     from binotel.push import PushServer
     from connector.config import Settings
+    from connector.httpserver import HttpServer
     from connector.sandbox import SyntheticCompany
 
 
@@ -73,13 +74,28 @@ class BinotelAdapter:
     def sandbox(self, company: "SyntheticCompany") -> BinotelSandbox:
         return BinotelSandbox(company)
 
-    def push_server(self, settings: "Settings", on_calls: Callable[[list[Call]], None]) -> "PushServer | None":
-        """The webhook receiver when ``binotel.push`` is configured; the caller starts and stops it."""
+    def record_url(self, settings: "Settings", ctx: Context, call_id: str) -> str | None:
+        """A fresh link to a call's recording (``connector.ports.CallRecordings``); it expires in 15
+        minutes, so it is asked for when somebody downloads it, never stored."""
+        if settings.binotel is None:
+            return None
+        client = BinotelClient(settings.binotel, ctx, attempts=2, rate_backoff=2.0, transient_backoff=1.0, max_wait=5.0, timeout=20)
+        try:
+            return client.call_record_url(call_id) or None
+        except ConnectorError:
+            return None
+        finally:
+            client.close()
+
+    def push_server(self, settings: "Settings", on_calls: Callable[[list[Call]], None], *,
+                    server: "HttpServer | None" = None) -> "PushServer | None":
+        """The webhook receiver when ``binotel.push`` is configured; the caller starts and stops it
+        (or, with ``server``, only mounts the route there: a listener shared with other endpoints)."""
         if settings.binotel is None or settings.binotel.push is None:
             return None
         from binotel.push import PushServer
 
-        return PushServer(settings.binotel.push, on_calls)
+        return PushServer(settings.binotel.push, on_calls, server=server)
 
 
 ADAPTER = BinotelAdapter()

@@ -11,6 +11,7 @@ from bitrix.sink import BitrixSink
 from bitrix.source import BitrixSource
 from connector import references
 from connector.errors import ConnectorError, UpstreamError
+from connector.i18n import _
 from connector.ports import CheckResult, Context
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ PROBES = {
     "tasks": ("tasks.task.list", {"select": ["ID"], "order": {"ID": "DESC"}, "start": -1}),
     "users": ("user.get", {"sort": "ID", "order": "ASC", "start": 0}),
 }
+APP_SCOPES = {"telephony": "calls on the client card", "messageservice": "the SMS provider"}
 ENTITY_WORDS = {"company": "companies", "contact": "contacts"}
 # No REST method lists the codes of "incoming webhook" triggers set up in a portal's automation rules:
 # crm.automation.trigger.list returns only the triggers an application registered itself, and only in
@@ -63,15 +65,19 @@ class BitrixAdapter:
         if cfg is None:
             return []
         out: list[CheckResult] = []
-        client = BitrixClient(cfg, ctx, attempts=2, max_wait=5.0)
+        try:
+            client = BitrixClient(cfg, ctx, attempts=2, max_wait=5.0)
+        except ConnectorError as e:  # application mode before the installation
+            return [CheckResult(SYSTEM, "reach portal", False, str(e))]
         try:
             try:
                 granted = set(client.scopes())
             except ConnectorError as e:
                 return [CheckResult(SYSTEM, "reach portal", False, str(e))]
-            auth = "OAuth application" if cfg.oauth else "incoming webhook"
+            auth = "local application (app mode)" if cfg.app else "OAuth application" if cfg.oauth else "incoming webhook"
             out.append(CheckResult(SYSTEM, "reach portal", True, f"{auth}, plan {cfg.plan}"))
-            for scope, why in NEEDED_SCOPES.items():
+            needed = {**NEEDED_SCOPES, **APP_SCOPES} if cfg.app else NEEDED_SCOPES
+            for scope, why in needed.items():
                 ok = scope in granted or (scope == "user" and bool(granted & {"user_basic", "user_brief"}))
                 out.append(CheckResult(SYSTEM, f"scope {scope}", ok, "granted" if ok else f"missing: needed for {why}"))
             try:
@@ -108,9 +114,25 @@ class BitrixAdapter:
             return [CheckResult(SYSTEM, "names in the config", False, str(e))]
         out = self._people(settings, people, reply) if people else []
         out += self._fields(settings, fields, reply) if fields else []
-        out += [CheckResult(SYSTEM, "trigger", True, f"{settings.where(*t.path)}: `{t.code}` {TRIGGER_UNCHECKABLE}", checked=False)
-                for t in references.trigger_codes(settings)]
+        out += self._triggers(settings, client)
         return out
+
+    def _triggers(self, settings: "Settings", client: BitrixClient) -> list[CheckResult]:
+        """App mode: the config's trigger codes must be the application's own (``crm.automation.trigger.list``)."""
+        codes = references.trigger_codes(settings)
+        if not codes:
+            return []
+        if settings.bitrix24 is None or settings.bitrix24.app is None:
+            return [CheckResult(SYSTEM, "trigger", True, f"{settings.where(*t.path)}: `{t.code}` {TRIGGER_UNCHECKABLE}", checked=False)
+                    for t in codes]
+        try:
+            have = {str(t.get("CODE")) for t in client.result("crm.automation.trigger.list") or [] if isinstance(t, Mapping)}
+        except UpstreamError as e:
+            return [CheckResult(SYSTEM, "trigger", False, f"cannot list the application's triggers: {e}")]
+        return [CheckResult(SYSTEM, "trigger", t.code in have, f"{settings.where(*t.path)}: `{t.code}` " + (
+                    _("is one of the application's triggers") if t.code in have else
+                    _("is not one of the application's triggers ({codes})").format(codes=", ".join(sorted(have)) or "-")))
+                for t in codes]
 
     def _people(self, settings: "Settings", people: list[references.Person], reply: Any) -> list[CheckResult]:
         errors = [e for k, e in reply.errors.items() if k.startswith("users")]
@@ -161,6 +183,32 @@ class BitrixAdapter:
         from bitrix.sandbox import BitrixSandbox
 
         return BitrixSandbox(company)
+
+    # ------------------------------------------------------------ application mode (connector.ports.HostedApplication)
+
+    def app_configured(self, settings: "Settings") -> bool:
+        return settings.bitrix24 is not None and settings.bitrix24.app is not None
+
+    def app_install_info(self, settings: "Settings") -> list[tuple[str, str]]:
+        from bitrix.app import install_info
+
+        return install_info(settings)
+
+    def app_endpoint(self, settings: "Settings", ctx: Context, store: Any, *, wake: Any = None, recordings: Any = None) -> Any:
+        from bitrix.app_handlers import BitrixAppEndpoint
+
+        return BitrixAppEndpoint(settings, ctx, store, wake=wake, recordings=recordings)
+
+    def app_uninstall(self, settings: "Settings", ctx: Context) -> list[str]:
+        from bitrix.app import unregister
+
+        return unregister(settings, ctx)
+
+    def own_actions(self, settings: "Settings", snap: Any) -> dict[str, list[Any]]:
+        """Calls on the client card and the SMS provider's statuses (``connector.ports.OwnActions``)."""
+        from bitrix.app import own_actions
+
+        return own_actions(settings, snap)
 
 
 def _suggest(name: str, entities: list[str], known: Mapping[str, Mapping[str, Any]]) -> str:

@@ -31,7 +31,7 @@ from fast_bitrix24.srh import ServerRequestHandler
 from fast_bitrix24.utils import http_build_query
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from connector.config import Bitrix24
+from connector.config import Bitrix24, OAuth
 from connector.errors import (
     AuthError,
     NotFound,
@@ -41,6 +41,7 @@ from connector.errors import (
     TransientError,
     UpstreamError,
 )
+from connector.i18n import _
 from connector.ports import Context
 from connector.redact import add_secret
 from connector.upstream import REDIRECT_STATUSES, redirect_error, redirect_target
@@ -52,6 +53,7 @@ SYSTEM = "bitrix24"
 logging.getLogger("fast_bitrix24").setLevel(logging.WARNING)
 REFRESH_TOKEN_KV = "bitrix24.refresh_token"
 ACCESS_TOKEN_KV = "bitrix24.access_token"
+APP_ENDPOINT_KV = "bitrix24.app.endpoint"  # the portal's client_endpoint, kept at installation (bitrix.app)
 
 # Leaky bucket per plan (limits.md): threshold X requests, drained Y per second.
 PLAN_LIMITS = {"standard": (50, 2.0), "enterprise": (250, 5.0)}
@@ -223,7 +225,7 @@ class BitrixClient:
         self._operating: dict[str, tuple[float, float]] = {}  # method -> (operating s, reset_at unix)
         self._skew = 0.0  # server clock - local clock, seconds
         self.date_start: str | None = None  # server's ISO time of the last answered request
-        self._oauth = settings.oauth
+        self._oauth = settings.oauth or (_installed_app(settings, ctx) if settings.app is not None else None)
         self._force_refresh = False
         self._refresh_lock: asyncio.Lock | None = None
         self._closed = False
@@ -477,6 +479,14 @@ class BitrixClient:
             raise redirect_error(SYSTEM, "oauth.token", redirect_target(o.token_url, location), status)
         data = _json(raw) or {}
         if status >= 400 or "error" in data or not data.get("access_token"):
+            rotated = self._kv_get(REFRESH_TOKEN_KV)
+            if str(data.get("error") or "").lower() == "invalid_grant" and rotated and rotated != refresh:
+                # another client of this store (the application endpoint, a second process) refreshed first:
+                # its pair is in the store; take it rather than failing
+                access = self._kv_get(ACCESS_TOKEN_KV)
+                if access:
+                    self._access = access
+                    return access
             err = classify(status, data, what="oauth.token")
             if isinstance(err, (TokenExpired, Rejected)):  # a dead refresh token is an auth problem
                 err = AuthError(str(data.get("error_description") or data.get("error") or f"HTTP {status}"),
@@ -511,6 +521,22 @@ class BitrixClient:
         except concurrent.futures.TimeoutError:
             fut.cancel()
             raise TransientError(f"no answer within {self.settings.timeout + 120:.0f} s", system=SYSTEM) from None
+
+
+def _installed_app(settings: Bitrix24, ctx: Context) -> OAuth:
+    """Application mode: the portal and the tokens come from the installation (``ONAPPINSTALL``,
+    kept in the kv store), and rotate there exactly as in OAuth mode."""
+    app = settings.app
+    assert app is not None
+    get = ctx.kv_get or (lambda _name: None)
+    endpoint = get(APP_ENDPOINT_KV)
+    refresh = get(REFRESH_TOKEN_KV)
+    if not endpoint or not refresh:
+        raise AuthError(_("the Bitrix24 application is not installed yet: run `connector app serve` and add the local "
+                          "application in the portal (see `connector app install-info`)"), system=SYSTEM, obj="application")
+    domain = endpoint.rstrip("/").removesuffix("/rest")
+    return OAuth(domain=domain, client_id=app.client_id, client_secret=app.client_secret, refresh_token=refresh,
+                 access_token=get(ACCESS_TOKEN_KV) or None, token_url=app.token_url)
 
 
 def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread, session: aiohttp.ClientSession) -> None:

@@ -33,11 +33,14 @@ from connector.errors import (
     TransientError,
     UpstreamError,
 )
+from connector.i18n import _
 from connector.ports import ActionResult, Context, Outcome, PlannedAction
 
 log = logging.getLogger("bitrix.sink")
 
 TYPES = frozenset({"task", "field", "reassign", "comment", "notify", "trigger", "workflow", "close_task", "disk_upload"})
+APP_TYPES = frozenset({"call_log", "robot_reply", "sms_status"})  # application mode only (bitrix.app)
+CMD0 = "{cmd0}"  # in a command's parameters: the batch label of the action's first command (for $result references)
 BATCH = 50  # commands per batch request (the portal's limit)
 RATE_RETRIES = 3  # a command refused for load inside a batch is resent this many times before the executor waits
 RECONCILE_PAGES = 10  # newest 500 tasks/comments of one binding are searched for a marker
@@ -97,6 +100,8 @@ class _Plan:
     tolerate_missing: bool = False  # a command on an entity deleted meanwhile is skipped (reassign)
     at_most_once: bool = False  # leaves no trace: an unknown outcome is never resent
     error: UpstreamError | None = None  # refused before any call (bad payload)
+    optional: frozenset[int] = frozenset()  # commands whose error is handed to finish instead of failing the action
+    refs: bool = False  # its parameters name the first command's label as {cmd0} ($result chaining)
 
 
 class BitrixSink:
@@ -107,10 +112,11 @@ class BitrixSink:
 
     def __init__(self, settings: Bitrix24, ctx: Context, client: BitrixClient | None = None):
         self.cfg = settings
+        self.app_mode = settings.app is not None
         self.client = client or BitrixClient(settings, ctx)
 
     def supports(self, action_type: str) -> bool:
-        return action_type in TYPES
+        return action_type in TYPES or (self.app_mode and action_type in APP_TYPES)
 
     def close(self) -> None:
         self.client.close()
@@ -172,9 +178,9 @@ class BitrixSink:
         labels: dict[str, list[str]] = {}
         for i, p in enumerate(group):
             labels[p.action.key] = []
-            for j, cmd in enumerate(p.commands):
+            for j, (method, params) in enumerate(p.commands):
                 label = f"a{i}_{j}"
-                cmds[label] = cmd
+                cmds[label] = (method, _with_label(params, f"a{i}_0") if p.refs else params)
                 labels[p.action.key].append(label)
         replies: list[BatchReply] = []
         try:
@@ -201,8 +207,11 @@ class BitrixSink:
     def _outcome(self, p: _Plan, parts: list[tuple[str, BatchReply]]) -> Outcome:
         results: list[Any] = []
         missing: list[str] = []
-        for label, reply in parts:
+        for n, (label, reply) in enumerate(parts):
             err = reply.errors.get(label)
+            if err is not None and n in p.optional:
+                results.append(err)
+                continue
             if err is None:
                 if label not in reply.results:
                     err = TransientError("no result for this command in the batch reply", system=SYSTEM,
@@ -306,11 +315,87 @@ class BitrixSink:
         return _Plan(a, [("im.notify.system.add", {"USER_ID": uid, "MESSAGE": text})], finish, at_most_once=True)
 
     def _cmd_trigger(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
+        if self.app_mode:
+            return self._app_trigger(a, p)
         kind, eid = _entity(p.get("entity"))
         target = f"{m.KIND_WORD[kind]}_{eid}"
         code = str(p.get("code") or "")
         return _Plan(a, [("crm.automation.trigger", {"target": target, "code": code})],
                      lambda res: ActionResult(remote_id=target, detail=f"trigger {code} fired on {target}"), at_most_once=True)
+
+    def _app_trigger(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
+        """The application's own trigger (``crm.automation.trigger.execute``). Automation exists on
+        deals, smart invoices, leads, quotes and SPAs, not on companies or contacts: a client's trigger
+        fires on the finding's own deal or invoice, else on the client's open deal."""
+        code = str(p.get("code") or "")
+        targets = [str(k) for k in [p.get("subject"), *(p.get("deals") or []), p.get("entity")] if k]
+        for k in targets:
+            try:
+                kind, eid = m.entity_parts(k)
+            except ValueError:
+                continue
+            owner_type = AUTOMATION_OWNER_TYPES.get(kind)
+            if owner_type is not None:
+                target = f"{m.KIND_WORD[kind]}_{eid}"
+                return _Plan(a, [("crm.automation.trigger.execute", {"CODE": code, "OWNER_TYPE_ID": owner_type, "OWNER_ID": int(eid)})],
+                             lambda res, t=target: ActionResult(remote_id=t, detail=_("trigger {code} fired on {target}").format(code=code, target=t)),
+                             at_most_once=True)
+        raise Rejected(_("trigger {code}: the client has no open deal or invoice to fire it on (the portal's automation "
+                         "exists on deals, smart invoices, leads and quotes, not on companies or contacts)").format(code=code),
+                       system=SYSTEM, obj=str(p.get("entity")))
+
+    def _cmd_call_log(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
+        """A PBX call on the client card: register, finish (duration, status, the manager) and attach
+        the record link, in one batch chained by ``$result``. ``EXTERNAL_CALL_ID`` is the PBX's call id:
+        the portal answers a repeated registration with the same ``CALL_ID`` for 30 minutes, and
+        ``voximplant.statistic.get`` finds the finished call by it (reconcile)."""
+        user = int(p.get("user") or 0)
+        if not user:
+            raise Rejected(_("no portal user to register the call for"), system=SYSTEM, obj="telephony.externalcall.register")
+        reg: dict[str, Any] = {"USER_ID": user, "PHONE_NUMBER": str(p.get("phone") or ""), "TYPE": int(p.get("type") or 2),
+                               "CALL_START_DATE": str(p.get("start") or ""), "SHOW": 0, "ADD_TO_CHAT": 0,
+                               "EXTERNAL_CALL_ID": str(p.get("external_id") or "")}
+        if p.get("entity"):
+            kind, eid = _entity(p.get("entity"), ("company", "contact"))
+            reg |= {"CRM_ENTITY_TYPE": kind.upper(), "CRM_ENTITY_ID": eid}
+        elif p.get("create"):
+            reg["CRM_CREATE"] = 1
+        ref = f"$result[{CMD0}][CALL_ID]"
+        cmds = [("telephony.externalcall.register", reg),
+                ("telephony.externalcall.finish", {"CALL_ID": ref, "USER_ID": user, "DURATION": int(p.get("duration") or 0),
+                                                   "STATUS_CODE": str(p.get("status") or "200"), "ADD_TO_CHAT": 0})]
+        if p.get("record"):
+            cmds.append(("telephony.externalcall.attachRecord", {"CALL_ID": ref, "RECORD_URL": str(p["record"]),
+                                                                 "FILENAME": f"{reg['EXTERNAL_CALL_ID']}.mp3"}))
+
+        def finish(res: list[Any]) -> ActionResult:
+            call_id = str((res[0] or {}).get("CALL_ID") or "") if isinstance(res[0], Mapping) else ""
+            fin = res[1] if isinstance(res[1], Mapping) else {}
+            where = f"{reg.get('CRM_ENTITY_TYPE', '').lower()} {reg.get('CRM_ENTITY_ID', '')}".strip() or "-"
+            detail = _("call {call} on the card of {client} (activity {activity})").format(
+                call=reg["EXTERNAL_CALL_ID"], client=where, activity=fin.get("CRM_ACTIVITY_ID"))
+            if len(res) > 2 and isinstance(res[2], UpstreamError):
+                detail += "; " + _("record not attached: {error}").format(error=res[2].message)
+            return ActionResult(remote_id=call_id or None, detail=detail)
+
+        return _Plan(a, cmds, finish, optional=frozenset({2}), refs=True)
+
+    def _cmd_robot_reply(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
+        """A robot's answer to the workflow waiting for it: at most once per ``event_token``."""
+        params: dict[str, Any] = {"EVENT_TOKEN": str(p.get("event_token") or "")}
+        if p.get("return_values"):
+            params["RETURN_VALUES"] = dict(p["return_values"])
+        if p.get("log_message"):
+            params["LOG_MESSAGE"] = str(p["log_message"])
+        code = str(p.get("code") or "")
+        return _Plan(a, [("bizproc.event.send", params)],
+                     lambda res: ActionResult(remote_id=code, detail=_("robot {code} answered").format(code=code)), at_most_once=True)
+
+    def _cmd_sms_status(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
+        status = str(p.get("status") or "")
+        params = {"CODE": str(p.get("code") or ""), "MESSAGE_ID": str(p.get("message_id") or ""), "STATUS": status}
+        return _Plan(a, [("messageservice.message.status.update", params)],
+                     lambda res: ActionResult(remote_id=params["MESSAGE_ID"], detail=_("message status {status} reported").format(status=status)))
 
     def _cmd_workflow(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
         kind, eid = _entity(p.get("entity"))
@@ -465,6 +550,10 @@ class BitrixSink:
             return _ReadProbe(a, [("tasks.task.get", {"taskId": tid, "select": ["ID", "STATUS"]})],
                               lambda rows: rows[0] is None or m.to_int(((rows[0] or {}).get("task") or {}).get("status")) == TASK_DONE,
                               ActionResult(remote_id=str(tid), detail="task already completed"))
+        if a.type == "call_log":
+            return _CallProbe(a, str(p.get("external_id") or ""))
+        if a.type == "sms_status":
+            return _NeverDone(a)
         raise PermanentError(f"cannot reconcile a {a.type} action (it leaves no marker)", system=SYSTEM, obj=a.key)
 
 
@@ -525,6 +614,51 @@ class _ReadProbe(_Probe):
     def feed(self, results: list[Any]) -> Any:
         rows = [r if isinstance(r, Mapping) else None for r in results]
         return self.result if self.done(rows) else None
+
+
+class _CallProbe(_Probe):
+    """A registered-and-finished call is in the telephony statistics under its ``EXTERNAL_CALL_ID``."""
+
+    def __init__(self, a: PlannedAction, external_id: str):
+        self.action, self.external_id = a, external_id
+
+    def next_commands(self) -> list[tuple[str, dict]]:
+        return [("voximplant.statistic.get", {"FILTER": {"EXTERNAL_CALL_ID": self.external_id}})]
+
+    def feed(self, results: list[Any]) -> Any:
+        rows = results[0] if results and isinstance(results[0], list) else []
+        row = next((r for r in rows if isinstance(r, Mapping) and str(r.get("EXTERNAL_CALL_ID")) == self.external_id), None)
+        if row is None:
+            return None
+        return ActionResult(remote_id=str(row.get("CALL_ID") or ""), detail=_("call {call} already on the card (activity {activity})")
+                            .format(call=self.external_id, activity=row.get("CRM_ACTIVITY_ID")))
+
+
+class _NeverDone(_Probe):
+    """Repeating it is harmless (a message status set again to the same value): resend."""
+
+    def __init__(self, a: PlannedAction):
+        self.action = a
+
+    def next_commands(self) -> list[tuple[str, dict]]:
+        return []
+
+    def feed(self, results: list[Any]) -> Any:
+        return None
+
+
+def _with_label(params: Any, label: str) -> Any:
+    """``{cmd0}`` in string values -> the batch label of the action's first command."""
+    if isinstance(params, dict):
+        return {k: _with_label(v, label) for k, v in params.items()}
+    if isinstance(params, list):
+        return [_with_label(v, label) for v in params]
+    if isinstance(params, str) and CMD0 in params:
+        return params.replace(CMD0, label)
+    return params
+
+
+AUTOMATION_OWNER_TYPES = {"deal": 2, "invoice": 31}
 
 
 def _same(have: Any, want: Any) -> bool:

@@ -23,6 +23,14 @@ How rows are read (reference §2.3, §2.4, §6; ``settings/performance/huge-data
 * Deletions: every ``sweep_every_hours`` a stream re-reads its live IDs (``select ID`` windows)
   and yields ``Sweep``; a full read yields one for free.
 
+Application mode with events (``bitrix24.app``, :mod:`bitrix.app`): the portal reports edits of
+companies, contacts, deals, activities and smart invoices; the sync hands the reported records over
+(:meth:`BitrixSource.hint_changes`; offline events are fetched here with ``event.offline.get``,
+``clear=1``). Between full change polls (every ``poll_every_minutes``, still the ground truth) a cycle
+reads only those records: ONE request (their ``@ID`` lists and their requisites in one ``batch``),
+no cursor moves, a record that is gone is marked deleted. A poll also reads any reported record the
+change filter did not return (a deletion). A lost event costs latency until the next poll, never data.
+
 The cursor is JSON: ``{"v":1, "mode": "full"|"inc", "since": <server ISO time>, "after": <ID
 read up to, full mode>, "swept": <unix>}`` (+ ``"stages"`` for invoices). ``since`` is the
 portal's own clock (``time.date_start`` of the cycle's first request), never ours.
@@ -53,6 +61,14 @@ TARGET_ROWS = 45  # rows a widened window aims at: a little under a page, so few
 MAX_WIDTH = 10_000_000
 
 STREAMS = ["users", "companies", "contacts", "deals", "activities", "invoices", "tasks", "comments"]
+REPORTED = {"company": "companies", "contact": "contacts", "deal": "deals", "activity": "activities", "invoice": "invoices"}
+REGISTERED_KV = "bitrix24.app.registered"  # what the installed application bound (bitrix.app)
+ENTITY_EVENTS = {
+    **{f"ONCRM{w}{op}": k for w, k in (("COMPANY", "company"), ("CONTACT", "contact"), ("DEAL", "deal"),
+                                       ("ACTIVITY", "activity")) for op in ("ADD", "UPDATE", "DELETE")},
+    **{f"ONCRMDYNAMICITEM{op}": "invoice" for op in ("ADD", "UPDATE", "DELETE")},
+}
+SMART_INVOICE = 31
 WINDOWED = ("companies", "contacts", "deals", "activities", "invoices", "tasks", "requisites:4", "requisites:3")
 
 
@@ -260,6 +276,15 @@ class BitrixSource:
         # starts there, so all cursors agree and the next cycle's single probe serves them all.
         self._cycle_since: str | None = None
         self._max_ids: dict[str, int] = {}  # largest ID per table, learnt by a full cycle's first request
+        self._hint: dict[str, set[int]] = {}  # records reported changed (events), by kind
+        self._dirty_only = False  # this cycle reads only the reported records (events, no poll due)
+        self._dirty_rows: dict[str, list[dict]] = {}  # their rows, by stream (and requisites:4/3)
+        self._gone: list[str] = []  # reported records a poll found deleted
+
+    def hint_changes(self, changed: Mapping[str, Mapping[str, Any]]) -> None:
+        """Records the portal reported changed (``connector.ports.ChangeHints``)."""
+        for kind, ids in changed.items():
+            self._hint.setdefault(kind, set()).update(int(i) for i in ids if str(i).isdigit())
 
     def streams(self) -> list[str]:
         return list(STREAMS)
@@ -272,7 +297,9 @@ class BitrixSource:
             raise ValueError(f"unknown bitrix24 stream {stream!r}")
         state = None if full else _State.decode(cursor)
         if stream == "users":
-            return self._users(state)
+            return self._users_or_reported(state)
+        if self._dirty_only:
+            return self._reported(stream, state)
         if stream == "comments":
             return self._comments(state)
         return self._table(stream, state)
@@ -309,6 +336,105 @@ class BitrixSource:
     def _changes_query(self, name: str, since: str) -> tuple[str, dict]:
         ent = self.ent[name]
         return ent.method, ent.query(filt={f">={ent.changed}": self._since_filter(since)})
+
+    # ------------------------------------------------------------ records reported by events
+
+    def _events(self) -> str:
+        """"online"/"offline" when the installed application has its event handlers bound."""
+        app = self.cfg.app
+        if app is None or app.events == "none" or self.ctx.kv_get is None:
+            return "none"
+        try:
+            registered = json.loads(self.ctx.kv_get(REGISTERED_KV) or "{}")
+        except ValueError:
+            return "none"
+        events = registered.get("events") if isinstance(registered, dict) else None
+        return events if events in ("online", "offline") and events == app.events else "none"
+
+    def _users_or_reported(self, state: _State | None) -> Iterator[Batch]:
+        mode = self._events()
+        poll_due = True
+        if mode != "none" and state is not None and state.mode == "inc" and state.since:
+            since = m.parse_dt(state.since)
+            assert self.cfg.app is not None
+            poll_due = since is None or self.ctx.clock.now() - since >= timedelta(minutes=self.cfg.app.poll_every_minutes)
+        if mode == "offline" and not self._offline_events():
+            poll_due = True  # an event without the record's id: only a poll can tell what changed
+        if mode != "none" and not poll_due:
+            self._dirty_only = True
+            self._dirty_rows = self._read_reported()
+            return iter(())
+        return self._users(state)
+
+    def _offline_events(self) -> bool:
+        """Drain the portal's offline queue into the hint; False if an event did not name its record."""
+        named = True
+        for _ in range(20):  # 1,000 events at most per cycle; the rest wait for the next one (or the poll)
+            res = self.client.result("event.offline.get", {"clear": 1, "limit": PAGE}) or {}
+            events = res.get("events") if isinstance(res, Mapping) else None
+            events = list(events.values()) if isinstance(events, Mapping) else list(events or [])
+            for e in events:
+                kind = ENTITY_EVENTS.get(str((e or {}).get("EVENT_NAME", "")).upper()) if isinstance(e, Mapping) else None
+                if kind is None:
+                    continue
+                data = e.get("EVENT_DATA")
+                fields = data.get("FIELDS") if isinstance(data, Mapping) else None
+                rid = m.to_int((fields or {}).get("ID")) if isinstance(fields, Mapping) else None
+                if kind == "invoice" and m.to_int((fields or {}).get("ENTITY_TYPE_ID")) not in (None, SMART_INVOICE):
+                    continue
+                if rid is None:
+                    named = False
+                    continue
+                self._hint.setdefault(kind, set()).add(rid)
+            if len(events) < PAGE:
+                break
+        return named
+
+    def _read_reported(self) -> dict[str, list[dict]]:
+        """Every reported record and the requisites of reported clients, in as few batches as fit (one, usually)."""
+        cmds: dict[str, tuple[str, dict]] = {}
+        target: dict[str, tuple[str, Entity]] = {}  # batch label -> (rows key, entity)
+        for kind, stream in REPORTED.items():
+            ent = self.ent[stream]
+            ids = sorted(self._hint.get(kind, ()))
+            for n in range(0, len(ids), PAGE):
+                chunk = ids[n:n + PAGE]
+                cmds[f"r_{stream}_{n}"] = (ent.method, ent.query(filt={f"@{ent.fid}": chunk}))
+                target[f"r_{stream}_{n}"] = (stream, ent)
+                if stream in ("companies", "contacts"):
+                    req = self.ent[f"requisites:{4 if stream == 'companies' else 3}"]
+                    cmds[f"q_{stream}_{n}"] = (req.method, req.query(filt={"@ENTITY_ID": chunk}))
+                    target[f"q_{stream}_{n}"] = (f"requisites:{stream}", req)
+        out: dict[str, list[dict]] = {}
+        labels = list(cmds)
+        for i in range(0, len(labels), BATCH):
+            reply = self.client.batch({k: cmds[k] for k in labels[i:i + BATCH]})
+            reply.raise_first()
+            for label in labels[i:i + BATCH]:
+                key, ent = target[label]
+                out.setdefault(key, []).extend(ent.rows(reply.results.get(label)))
+        return out
+
+    def _reported(self, stream: str, state: _State | None) -> Iterator[Batch]:
+        """This cycle's reported records of ``stream``; the cursor stays where the last poll left it."""
+        kind = {v: k for k, v in REPORTED.items()}.get(stream)
+        if kind is None:
+            return
+        ent = self.ent[stream]
+        rows = self._dirty_rows.get(stream, [])
+        if stream == "invoices" and state:
+            self._stages.update(state.extra.get("stages") or {})
+            self._stage_map(rows)
+        taxes: dict[int, str] = {}
+        for r in sorted(self._dirty_rows.get(f"requisites:{stream}", []), key=lambda r: m.to_int(r.get("ID")) or 0):
+            owner, tax = m.to_int(r.get("ENTITY_ID")), m.requisite_tax_id(r)
+            if owner and tax and owner not in taxes:
+                taxes[owner] = tax
+        records = self._mapper(stream, taxes)(rows)
+        found = {ent.row_id(r) for r in rows}
+        gone = [m.key(ent.kind, i) for i in sorted(self._hint.get(kind, set()) - found)]
+        if records or gone:
+            yield Batch(stream, records, deleted=gone)
 
     # ------------------------------------------------------------ users (+ the cycle's probe)
 
@@ -540,6 +666,10 @@ class BitrixSource:
         pages, new_since = self._changed_pages(stream, since)
         if stream in ("companies", "contacts"):
             pages = self._with_requisite_changes(stream, pages, since)
+        kind = {v: k for k, v in REPORTED.items()}.get(stream)
+        reported = set(self._hint.get(kind, ())) if kind else set()
+        if reported:
+            pages = self._with_reported(ent, pages, reported)
         for rows in pages:
             if not rows:
                 continue
@@ -556,12 +686,27 @@ class BitrixSource:
                 if stream == "tasks":  # unbound from the CRM since: no longer ours
                     deleted = [m.key("task", ent.row_id(r)) for r in rows if not m.task_bindings(r)]
             yield Batch(stream, records, deleted=deleted)
+        if self._gone:
+            yield Batch(stream, [], deleted=self._gone)
+            self._gone = []
         cur = _State(mode="inc", since=new_since, swept=state.swept, extra=self._extra(stream))
         sweep = None
         if self._sweep_due(state):
             sweep = Sweep(self.system, ent.kind, self._live_ids(stream))
             cur.swept = self.client.server_now()
         yield Batch(stream, [], cursor=cur.encode(), sweep=sweep)
+
+    def _with_reported(self, ent: Entity, pages: Iterator[list[dict]], reported: set[int]) -> Iterator[list[dict]]:
+        """The changed rows, then the reported records the change filter did not return (deleted
+        ones are marked so)."""
+        left = set(reported)
+        for rows in pages:
+            left -= {ent.row_id(r) for r in rows}
+            yield rows
+        if left:
+            rows = self._by_ids(ent, ent.fid, sorted(left))
+            self._gone = [m.key(ent.kind, i) for i in sorted(left - {ent.row_id(r) for r in rows})]
+            yield rows
 
     def _with_requisite_changes(self, stream: str, pages: Iterator[list[dict]], since: str) -> Iterator[list[dict]]:
         """The changed clients, then the clients whose requisites (tax ids) changed without them."""

@@ -453,6 +453,93 @@ def demo(config_path: str | None, companies: int) -> None:
     sys.exit(run_demo(config_path, companies=companies, console=console))
 
 
+@main.group()
+def app() -> None:
+    """The connector as the portal's local application: robots, triggers, events, calls on the card, SMS provider."""
+
+
+def _hosted(s: Settings, config: str) -> list:
+    """Adapters whose application mode the config enables (``connector.ports.HostedApplication``)."""
+    from connector.i18n import _
+    from connector.ports import HostedApplication
+    from connector.registry import adapters
+
+    found = [a for a in adapters().values() if isinstance(a, HostedApplication) and a.app_configured(s)]
+    if not found:
+        err.print(_("{config}: no application is configured (add bitrix24.app).").format(config=config), markup=False)
+        sys.exit(2)
+    return found
+
+
+@app.command("install-info")
+@click.argument("config", type=click.Path(dir_okay=False))
+def app_install_info(config: str) -> None:
+    """What the portal's admin enters to install the connector as a local application."""
+    s = _load(config)
+    for adapter in _hosted(s, config):
+        for label, value in adapter.app_install_info(s):
+            click.echo(f"{plain(label)}: {plain(value)}")
+
+
+@app.command("serve")
+@click.argument("config", type=click.Path(dir_okay=False))
+def app_serve(config: str) -> None:
+    """Serve the application's endpoint (and the Binotel push receiver when configured) until SIGTERM.
+
+    Needed for the installation; `connector run` (the daemon) serves the same endpoint itself, so
+    run one of the two."""
+    import signal
+    import threading
+
+    from connector.daemon import Endpoints
+    from connector.i18n import _
+    from connector.runner import make_context
+
+    if logging.getLogger().level > logging.INFO:  # a service reports what arrives
+        logging.getLogger().setLevel(logging.INFO)
+    s = _load(config)
+    _hosted(s, config)
+    store = _open(s)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_a: done.set())
+    signal.signal(signal.SIGINT, lambda *_a: done.set())
+    endpoints = Endpoints(s, store, make_context(store, SystemClock()))
+    try:
+        endpoints.start()
+    except OSError as e:
+        err.print(_("cannot listen: {error}").format(error=e), markup=False)
+        sys.exit(1)
+    for server in endpoints.servers:
+        host, port = server.address
+        click.echo(_("Listening on {host}:{port}; Ctrl-C or SIGTERM stops.").format(host=host, port=port))
+    try:
+        while not done.wait(1.0):
+            pass
+    finally:
+        endpoints.stop()
+
+
+@app.command("uninstall")
+@click.argument("config", type=click.Path(dir_okay=False))
+def app_uninstall(config: str) -> None:
+    """Remove the application's robots, triggers, event handlers and SMS provider from the portal
+    (before deleting the application there)."""
+    from connector.runner import make_context
+
+    s = _load(config)
+    store = _open(s)
+    ctx = make_context(store, SystemClock())
+    failed = False
+    for adapter in _hosted(s, config):
+        try:
+            for line in adapter.app_uninstall(s, ctx):
+                click.echo(plain(line))
+        except ConnectorError as e:
+            err.print(str(e), markup=False)
+            failed = True
+    sys.exit(1 if failed else 0)
+
+
 def entry() -> None:
     """The ``connector`` executable: click handles usage errors (exit 2); what escapes it becomes
     one clear line, never a traceback: a file that cannot be read is the user's mistake (2), an

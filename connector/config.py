@@ -99,6 +99,58 @@ class OAuth(Model):
                            examples=["https://oauth.bitrix.info/oauth/token/"])
 
 
+class Bitrix24App(Model):
+    """The connector as a local server-side application of the portal (``connector app serve``)."""
+
+    client_id: str = Field(description="The local application's client id (`local.…`), shown when the application is "
+                           "saved in the portal.", examples=["local.65f1c0a2b3d4e5.12345678"])
+    client_secret: str = Field(description="The local application's client secret (a secret: keep it in .env).",
+                               examples=["${BITRIX24_CLIENT_SECRET}"])
+    public_url: str = Field(description="The HTTPS address at which the portal reaches the application endpoint (your "
+                            "reverse proxy in front of `listen`); every handler URL is built from it.",
+                            examples=["https://connector.example.com"])
+    listen: str = Field("127.0.0.1:8086", description="host:port the application endpoint listens on (behind the reverse "
+                        "proxy); the same as binotel.push.listen shares one listener.", examples=["127.0.0.1:8086"])
+    allow_from: list[str] = Field(default_factory=list, description="Addresses or networks allowed to connect (empty: "
+                                  "loopback only, i.e. a reverse proxy on this host).", examples=[["10.0.0.5/32"]])
+    token_url: str = Field("https://oauth.bitrix.info/oauth/token/", description="Bitrix24's OAuth token endpoint.",
+                           examples=["https://oauth.bitrix.info/oauth/token/"])
+    events: Literal["online", "offline", "none"] = Field(
+        "online", description="How the portal reports edits: online (it calls the endpoint), offline (queued in the "
+        "portal, fetched with event.offline.get each cycle: for an endpoint the portal cannot reach) or none (polling only).",
+        examples=["online"])
+    poll_every_minutes: float = Field(60, gt=0, description="With events bound, a full change poll (the ground truth) runs "
+                                      "this often; cycles in between read only the records events named.", examples=[60])
+    debounce_seconds: float = Field(5, ge=0, description="The daemon runs a cycle this many seconds after an event "
+                                    "arrives (events that arrive meanwhile join it).", examples=[5])
+    log_calls: bool = Field(True, description="Show every PBX call (binotel) on the client card "
+                            "(telephony.externalCall.register/finish, with the record link).", examples=[True])
+    call_lookback_hours: int = Field(24, ge=1, description="Calls older than this (or made before the installation) are "
+                                     "not put on the card.", examples=[24])
+    create_leads: bool = Field(False, description="A call from a number no client has creates a lead (CRM_CREATE).",
+                               examples=[False])
+    state_field: str | None = Field(None, description="Custom client field the robot \"Connector: mark client state\" "
+                                    "writes (list it in bitrix24.fields to let rules read it).",
+                                    examples=["UF_CRM_CONNECTOR_STATE"])
+    sms_sender: bool = Field(True, description="Register the connector as the portal's SMS provider "
+                             "(messageservice.sender.add), sending through messaging.sms.", examples=[True])
+    max_body_bytes: int = Field(262144, description="Larger requests to the endpoint are refused.", examples=[262144])
+
+    @field_validator("public_url")
+    @classmethod
+    def _public(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        u = urlsplit(v.strip())
+        loopback = u.hostname in ("127.0.0.1", "localhost", "::1")
+        if u.scheme != "https" and not (u.scheme == "http" and loopback):
+            raise ValueError("the portal calls handlers over HTTPS: public_url must start with https:// "
+                             "(plain http only for a loopback sandbox)")
+        if not u.hostname or u.query or u.fragment:
+            raise ValueError("public_url is a base address such as https://connector.example.com")
+        return v.strip().rstrip("/")
+
+
 class Bitrix24(Model):
     webhook_url: str | None = Field(None, description="Incoming webhook URL (a secret: keep it in .env). Set this or oauth.",
                                     examples=["${BITRIX24_WEBHOOK_URL}"])
@@ -120,6 +172,10 @@ class Bitrix24(Model):
     opt_out_field: str | None = Field(None, description="Custom field that, when Y/1/true, stops messages to the client.",
                                       examples=["UF_CRM_NO_SMS"])
     timeout: float = Field(60, description="Seconds to wait for one answer of the portal.", examples=[60])
+    app: Bitrix24App | None = Field(None, description="Application mode instead of webhook_url or oauth: the connector as the "
+                                    "portal's local application (`connector app serve`; tokens arrive when it is installed).",
+                                    examples=[{"client_id": "local.65f1c0a2b3d4e5.12345678", "client_secret": "${BITRIX24_CLIENT_SECRET}",
+                                               "public_url": "https://connector.example.com", "listen": "127.0.0.1:8086"}])
 
     _read_by_rules: list[str] = PrivateAttr(default_factory=list)
 
@@ -129,7 +185,11 @@ class Bitrix24(Model):
 
     @model_validator(mode="after")
     def _one_auth(self) -> "Bitrix24":
-        if bool(self.webhook_url) == bool(self.oauth):
+        if self.app is not None:
+            if self.webhook_url or self.oauth:
+                raise ValueError("app replaces webhook_url and oauth (its tokens arrive when the application is installed): "
+                                 "set only one of them")
+        elif bool(self.webhook_url) == bool(self.oauth):
             raise ValueError("set exactly one of webhook_url or oauth")
         return self
 

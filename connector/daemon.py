@@ -2,7 +2,9 @@
 
 SIGTERM/SIGINT finish the current cycle and exit 0. SIGHUP reloads the config file; a bad new
 config is refused (its problems are logged) and the old one stays in force. The optional Binotel
-push receiver runs beside the cycles and writes calls straight into the store. A cycle that fails
+push receiver runs beside the cycles and writes calls straight into the store; so do the Bitrix24
+application's handlers (``bitrix24.app``), whose events ask for an early cycle (after
+``debounce_seconds``) that reads just the records they named. A cycle that fails
 with anything at all (an odd upstream value raising ``TypeError``, a library's own exception) is
 logged with its traceback (secrets masked), counted, and tried again next cycle; the push
 receiver keeps serving.
@@ -26,6 +28,84 @@ from connector.runner import CycleReport, cycle, make_context, open_store
 from connector.schedule import next_run
 
 log = logging.getLogger("connector.daemon")
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
+
+
+class Endpoints:
+    """The inbound HTTP routes of every adapter (Binotel's push receiver, the Bitrix24 application's
+    handlers) on as few listeners as possible: routes configured with the same ``listen`` share one
+    :class:`HttpServer`, whose ``allow_from`` is then the union of theirs (an empty list meaning
+    loopback). Different ``listen`` addresses get a listener each, so a PBX allowed on one port is
+    not let in to the other."""
+
+    def __init__(self, settings: Settings, store, ctx, *, wake=None):
+        from connector.httpserver import HttpServer, split_listen
+        from connector.ports import CallRecordings, HostedApplication
+
+        self.push = None
+        self.apps: list = []
+        self.servers: list[HttpServer] = []
+        found = [a for a in adapters().values() if isinstance(a, HostedApplication) and a.app_configured(settings)]
+        pbx = [a for a in adapters().values() if isinstance(a, CallRecordings) and a.configured(settings)]
+
+        def recordings(call_id: str) -> str | None:
+            return next((url for a in pbx if (url := a.record_url(settings, ctx, call_id))), None)
+
+        for adapter in found:
+            self.apps.append(adapter.app_endpoint(settings, ctx, store, wake=wake, recordings=recordings if pbx else None))
+        groups: dict[tuple[str, int], list] = {}
+        for ep in self.apps:
+            groups.setdefault(split_listen(ep.listen), []).append(ep)
+        push_cfg = settings.binotel.push if settings.binotel is not None else None
+        shared = push_cfg is not None and split_listen(push_cfg.listen) in groups
+
+        def on_calls(calls) -> None:
+            store.write(calls)
+            if wake is not None and self.apps:
+                wake(0)  # a call to put on the client card: an early cycle
+
+        for (host, port), eps in groups.items():
+            allow: list[str] = []
+            sources = [ep.allow_from for ep in eps] + ([push_cfg.allow_from] if shared and push_cfg is not None and
+                                                         split_listen(push_cfg.listen) == (host, port) else [])
+            for lst in sources:
+                allow += list(lst) if lst else LOOPBACK
+            listen = eps[0].listen
+            server = HttpServer(listen, sorted(set(allow)), name="connector-endpoint",
+                                max_body_bytes=max(ep.max_body_bytes for ep in eps))
+            for ep in eps:
+                ep.mount(server)
+            self.servers.append(server)
+            if shared and push_cfg is not None and split_listen(push_cfg.listen) == (host, port):
+                self.push = self._push_server(settings, on_calls, server)
+        if push_cfg is not None and self.push is None:
+            self.push = self._push_server(settings, on_calls, None)
+
+    @staticmethod
+    def _push_server(settings: Settings, on_calls, server):
+        for adapter in adapters().values():
+            factory = getattr(adapter, "push_server", None)
+            if factory and adapter.configured(settings):
+                found = factory(settings, on_calls, server=server) if server is not None else factory(settings, on_calls)
+                if found is not None:
+                    return found
+        return None
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+        if self.push is not None:
+            self.push.start()  # its own listener only when it shares none
+        for ep in self.apps:
+            ep.start()
+
+    def stop(self) -> None:
+        if self.push is not None:
+            self.push.stop()
+        for server in self.servers:
+            server.stop()
+        for ep in self.apps:
+            ep.stop()
 
 
 class Daemon:
@@ -40,6 +120,9 @@ class Daemon:
         self.failed_cycles = 0  # cycles that raised (a metric to export)
         self.unexpected_errors = 0  # of those, not the connector's own errors: bugs or odd upstream data
         self._push = None
+        self._endpoints: Endpoints | None = None
+        self._wake_at: float | None = None  # monotonic time an event asked for a cycle (application events)
+        self._wake_lock = threading.Lock()
 
     def _on_term(self, signum: int, frame: object) -> None:
         log.info("signal %s: stopping (a sync in progress ends after its current batch; nothing more is executed)", signum)
@@ -69,17 +152,30 @@ class Daemon:
         log.info("config reloaded from %s (%d rules)", self.path, len(new.rules))
 
     def _restart_push(self) -> None:
-        if self._push is not None:
-            self._push.stop()
-            self._push = None
-        for adapter in adapters().values():
-            factory = getattr(adapter, "push_server", None)
-            if factory and adapter.configured(self.settings):
-                store = open_store(self.settings)
-                server = factory(self.settings, lambda calls, store=store: store.write(calls))
-                if server is not None:
-                    server.start()
-                    self._push = server
+        """(Re)open the inbound endpoints: Binotel's push receiver and the Bitrix24 application's handlers."""
+        if self._endpoints is not None:
+            self._endpoints.stop()
+            self._endpoints = self._push = None
+        store = open_store(self.settings)
+        endpoints = Endpoints(self.settings, store, make_context(store, self.clock), wake=self.wake)
+        if endpoints.push is None and not endpoints.apps:
+            return
+        endpoints.start()
+        self._endpoints, self._push = endpoints, endpoints.push
+
+    def wake(self, delay: float) -> None:
+        """An event asks for a cycle within ``delay`` seconds (later events join the same cycle)."""
+        import time
+
+        with self._wake_lock:
+            at = time.monotonic() + max(delay, 0.0)
+            self._wake_at = at if self._wake_at is None else min(self._wake_at, at)
+
+    def _woken(self) -> bool:
+        import time
+
+        with self._wake_lock:
+            return self._wake_at is not None and time.monotonic() >= self._wake_at
 
     def next_delay(self, now: datetime) -> float:
         """Seconds to the next scheduled cycle; a cron is read on the company's clock (``timezone``)."""
@@ -103,6 +199,8 @@ class Daemon:
             while not self.stop.is_set():
                 if self.reload.is_set():
                     self._reload()
+                with self._wake_lock:
+                    self._wake_at = None  # this cycle reads what the events reported so far
                 try:
                     store = self.lease.store if self.lease is not None else open_store(self.settings)
                     if self.lease is not None and not self.lease.held:
@@ -134,15 +232,15 @@ class Daemon:
                     break
                 self.stop_wait.clear()
                 delay = self.next_delay(datetime.now(UTC))
-                while not self.stop.is_set() and not self.reload.is_set():
-                    if self.stop_wait.wait(min(delay, 1.0)):
+                while not self.stop.is_set() and not self.reload.is_set() and not self._woken():
+                    if self.stop_wait.wait(min(delay, 0.2 if self._endpoints is not None else 1.0)):
                         break
-                    delay -= 1.0
+                    delay -= 0.2 if self._endpoints is not None else 1.0
                     if delay <= 0:
                         break
         finally:
-            if self._push is not None:
-                self._push.stop()
+            if self._endpoints is not None:
+                self._endpoints.stop()
             if metrics is not None:
                 metrics.stop()
         log.info("stopped after %d cycle(s)", self.cycles)

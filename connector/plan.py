@@ -380,7 +380,9 @@ class Planner:
         if isinstance(a, TriggerAction):
             if not entity:
                 return []
-            return [self._action(rule, f, key, "trigger", system, {"entity": entity, "code": a.trigger}, ctx)]
+            # the subject (an invoice) and the open deals too: an application's trigger fires on documents with automation
+            return [self._action(rule, f, key, "trigger", system, {"entity": entity, "code": a.trigger, "subject": f.subject_key,
+                                                                   "deals": list(c.deal_keys[:1]) if c else []}, ctx)]
         if isinstance(a, WorkflowAction):
             if not entity:
                 return []
@@ -502,3 +504,20 @@ def _is_step(key: str) -> bool:
 
 def _is_closing(key: str) -> bool:
     return key.rsplit(":", 1)[-1].startswith("x")
+
+
+def add_own_actions(plan: Plan, settings: Settings, snap: Snapshot, journal: Journal | None) -> None:
+    """Append what adapters write because of synced data rather than a rule (``connector.ports.OwnActions``:
+    the Bitrix24 application's calls on the client card), each as a rule plan of its own name."""
+    from connector.ports import OwnActions
+    from connector.registry import adapters
+
+    for adapter in adapters().values():
+        if not (isinstance(adapter, OwnActions) and adapter.configured(settings)):
+            continue
+        for name, actions in adapter.own_actions(settings, snap).items():
+            rp = RulePlan(name, "own", len(actions), len(actions), list(actions))
+            plan.rules.append(rp)
+            if journal is not None and actions:
+                plan.known.update(journal.states_for([a.key for a in actions]))
+

@@ -9,7 +9,7 @@ sandbox emulator from the validated settings.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -252,6 +252,66 @@ class Adapter(Protocol):
     def check(self, settings: "Settings", ctx: Context) -> list[CheckResult]: ...
 
     def sandbox(self, company: "SyntheticCompany") -> "SandboxService | None": ...
+
+
+@runtime_checkable
+class ChangeHints(Protocol):
+    """Optional for sources: records the remote system reported changed (events), so a sync can
+    read just them. Polling stays the ground truth: a hint only ever adds reads."""
+
+    def hint_changes(self, changed: "Mapping[str, Mapping[str, datetime]]") -> None:
+        """``changed`` is kind -> source id -> when it was reported, taken before the pull."""
+
+
+@runtime_checkable
+class OwnActions(Protocol):
+    """Optional for adapters: write-backs that follow from synced data rather than from a rule
+    (the Bitrix24 application shows every PBX call on the client card). Journaled like any action,
+    under the deterministic keys the adapter chooses."""
+
+    def own_actions(self, settings: "Settings", snap: Any) -> "dict[str, list[PlannedAction]]":
+        """Name (shown in ``plan`` as a rule) -> actions; already-journaled keys are no-ops."""
+
+
+@runtime_checkable
+class CallRecordings(Protocol):
+    """Optional for PBX adapters: a fresh download link of a call's recording."""
+
+    def record_url(self, settings: "Settings", ctx: Context, call_id: str) -> str | None: ...
+
+
+class AppEndpoint(Protocol):
+    """HTTP handlers a remote system calls, mounted on the connector's shared :class:`HttpServer`."""
+
+    listen: str
+    allow_from: list[str]
+    max_body_bytes: int
+
+    def mount(self, server: Any) -> None: ...
+
+    def start(self) -> None:
+        """Called once the server listens (re-registers what the remote must know, idempotently)."""
+
+    def stop(self) -> None: ...
+
+
+@runtime_checkable
+class HostedApplication(Protocol):
+    """Optional for adapters: the connector installed as an application of the remote system
+    (Bitrix24's local server-side application): ``connector app serve|install-info|uninstall``."""
+
+    def app_configured(self, settings: "Settings") -> bool: ...
+
+    def app_install_info(self, settings: "Settings") -> list[tuple[str, str]]:
+        """What the remote system's admin enters, as (label, value) lines."""
+
+    def app_endpoint(self, settings: "Settings", ctx: Context, store: Any, *, wake: Any = None,
+                     recordings: Any = None) -> AppEndpoint:
+        """The handlers. ``wake(seconds)`` asks the daemon for an early cycle; ``recordings(call_id)``
+        gives a call's recording link (from a :class:`CallRecordings` adapter)."""
+
+    def app_uninstall(self, settings: "Settings", ctx: Context) -> list[str]:
+        """Remove what the application registered remotely while it still may; lines for people."""
 
 
 class SandboxService(Protocol):

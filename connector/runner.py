@@ -23,7 +23,7 @@ from connector.i18n import _
 from connector.journal import Journal
 from connector.lease import Lease
 from connector.matching import primary_system
-from connector.plan import Plan, Planner
+from connector.plan import Plan, Planner, add_own_actions
 from connector.ports import CappedClock, Context, Sink
 from connector.registry import adapters
 from connector.snapshot import load_snapshot
@@ -120,6 +120,8 @@ def cycle(settings: Settings, store: Store, ctx: Context, *, execute: bool, forc
     journal = Journal(store)
     with load_snapshot(settings, store, now, call_lookback_hours=_lookback(settings)) as snap:
         report.plan = Planner(settings, snap, cal, journal=journal).plan(force=force, only=only)
+        if not only:
+            add_own_actions(report.plan, settings, snap, journal)
     summary["planned"] = {r.rule: len(r.actions) for r in report.plan.rules}
     summary["refused"] = report.plan.refusals
     if execute:

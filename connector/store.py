@@ -219,6 +219,11 @@ rule_state = Table(
     "rule_state", metadata, Column("rule", String(100), primary_key=True), Column("subject_key", String(200), primary_key=True),
     Column("state", String(20)), Column("since", UTC), Column("data", JSONText), Column("updated_at", UTC),
 )
+# Records a remote system reported changed (Bitrix24 application events): the next sync reads them first.
+dirty = Table(
+    "dirty", metadata, Column("system", String(20), primary_key=True), Column("kind", String(20), primary_key=True),
+    Column("source_id", String(100), primary_key=True), Column("at", UTC, nullable=False),
+)
 
 ENTITY_TABLE: dict[type, Table] = {
     d.Manager: managers, d.Client: clients, d.Deal: deals, d.Invoice: invoices, d.Payment: payments,
@@ -275,7 +280,12 @@ def _m5(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_deal_clients_deal ON deal_clients (deal_key)"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5]
+def _m6(conn: Connection) -> None:
+    """Records a remote system reported changed (application events), read by the next sync."""
+    dirty.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5, _m6]
 MIGRATION_LOCK_ID = 0x636E6D67  # "cnmg": the advisory lock that serialises migrations on PostgreSQL
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -447,6 +457,33 @@ class Store:
     def kv_set(self, name: str, value: str) -> None:
         with self.tx() as conn:
             self._upsert(conn, kv, [{"name": name, "value": self._sealer.seal(value)}], ["name"])
+
+    # -- records reported changed (events), for the next sync
+
+    def mark_dirty(self, system: str, items: Iterable[tuple[str, str]], at: datetime) -> int:
+        """``(kind, source_id)`` of ``system`` changed remotely at ``at``; a newer mark replaces an older one."""
+        rows = {(str(k), str(i)): {"system": system, "kind": str(k), "source_id": str(i), "at": at} for k, i in items}
+        with self.tx() as conn:
+            self._upsert(conn, dirty, list(rows.values()), ["system", "kind", "source_id"])
+        return len(rows)
+
+    def dirty(self, system: str) -> dict[str, dict[str, datetime]]:
+        """Marks of ``system``: kind -> source id -> when it was reported."""
+        out: dict[str, dict[str, datetime]] = {}
+        with self.tx() as conn:
+            for kind, sid, at in conn.execute(select(dirty.c.kind, dirty.c.source_id, dirty.c.at).where(dirty.c.system == system)):
+                out.setdefault(kind, {})[sid] = at
+        return out
+
+    def clear_dirty(self, system: str, marks: dict[str, dict[str, datetime]]) -> int:
+        """Drop the marks a finished sync read; a mark renewed meanwhile (a later event) stays."""
+        n = 0
+        with self.tx() as conn:
+            for kind, ids in marks.items():
+                for sid, at in ids.items():
+                    n += conn.execute(delete(dirty).where(dirty.c.system == system, dirty.c.kind == kind,
+                                                          dirty.c.source_id == sid, dirty.c.at <= at)).rowcount or 0
+        return n
 
     # -- cursors
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from connector.config import Settings
 from connector.errors import ConnectorError, RecordError, Stopped, UpstreamError
 from connector.matching import link_clients
-from connector.ports import Context
+from connector.ports import ChangeHints, Context
 from connector.registry import adapters
 from connector.store import Store
 
@@ -72,10 +72,14 @@ def sync_all(settings: Settings, store: Store, ctx: Context, *, full: bool = Fal
         report.sources.append(rep)
         started = time.monotonic()
         before = ctx.counter(name).requests
+        hinted: dict = {}
         try:
             source = adapter.source(settings, ctx)
             if source is None:
                 continue
+            if isinstance(source, ChangeHints):  # records the remote reported changed (events): read them first
+                hinted = store.dirty(source.system)
+                source.hint_changes(hinted)
             for stream in source.streams():
                 if stop_now():
                     break
@@ -107,6 +111,8 @@ def sync_all(settings: Settings, store: Store, ctx: Context, *, full: bool = Fal
         finally:
             rep.seconds = time.monotonic() - started
             rep.requests = ctx.counter(name).requests - before
+        if hinted and rep.error is None:
+            store.clear_dirty(name, hinted)  # read; a mark renewed meanwhile stays for the next sync
     if bar:
         bar.close()
     if report.stopped:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from bitrix.emulator.apps import AppMethods
 from bitrix.emulator.schema import (
     ACTIVITY_EXPLICIT,
     FIELD_TYPES,
@@ -172,7 +173,7 @@ def task_value(ftype: str, v: Any) -> Any:
     return v
 
 
-class Methods:
+class Methods(AppMethods):
     """Mixed into :class:`Portal`: one ``m_<method>`` per REST method (dots as underscores)."""
 
     # provided by Portal
@@ -1210,87 +1211,6 @@ class Methods:
                                         "STARTED": self.now()})
         return Out(wid)
 
-    # ------------------------------------------------------------ application-only methods (OAuth context)
-
-    def _app_store(self, kind: str, p: Params) -> Out:
-        self.app_state[kind].append(dict(p.data))
-        return Out(True)
-
-    def m_crm_automation_trigger_add(self, p: Params, caller: "Caller") -> Out:
-        code = str(p.get("CODE") or "")
-        if not re.match(r"^[a-z0-9.\-_]+$", code) or not p.get("NAME"):
-            raise ApiError(400, "", "Empty trigger code or name")
-        return self._app_store("trigger", p)
-
-    def m_crm_automation_trigger_execute(self, p: Params, caller: "Caller") -> Out:
-        code = str(p.get("CODE") or "")
-        if not any(str(x.get("CODE")) == code for x in self.app_state["trigger"]):
-            raise ApiError(400, "", f"Trigger with code {code} is not registered.")
-        return Out(True)
-
-    def m_crm_automation_trigger_list(self, p: Params, caller: "Caller") -> Out:
-        return Out([{"NAME": x.get("NAME"), "CODE": x.get("CODE")} for x in self.app_state["trigger"]])
-
-    def m_crm_automation_trigger_delete(self, p: Params, caller: "Caller") -> Out:
-        code = str(p.get("CODE") or "")
-        self.app_state["trigger"] = [x for x in self.app_state["trigger"] if str(x.get("CODE")) != code]
-        return Out(True)
-
-    def m_bizproc_robot_add(self, p: Params, caller: "Caller") -> Out:
-        if not p.get("CODE"):
-            raise ApiError(400, "ERROR_ACTIVITY_VALIDATION_FAILURE", "Empty activity code!")
-        return self._app_store("robot", p)
-
-    def m_bizproc_robot_list(self, p: Params, caller: "Caller") -> Out:
-        return Out([x.get("CODE") for x in self.app_state["robot"]])
-
-    def m_bizproc_robot_delete(self, p: Params, caller: "Caller") -> Out:
-        code = p.get("CODE")
-        self.app_state["robot"] = [x for x in self.app_state["robot"] if x.get("CODE") != code]
-        return Out(True)
-
-    def m_event_bind(self, p: Params, caller: "Caller") -> Out:
-        if not p.get("event") or not p.get("handler"):
-            raise ApiError(400, "ERROR_EVENT_NOT_FOUND", "Event not found")
-        return self._app_store("event", p)
-
-    def m_event_unbind(self, p: Params, caller: "Caller") -> Out:
-        before = len(self.app_state["event"])
-        self.app_state["event"] = [x for x in self.app_state["event"]
-                                   if str(x.get("event", "")).upper() != str(p.get("event", "")).upper()]
-        return Out({"count": before - len(self.app_state["event"])})
-
-    def m_event_get(self, p: Params, caller: "Caller") -> Out:
-        return Out([{"event": str(x.get("event", "")).upper(), "handler": x.get("handler"),
-                     "auth_type": "0", "offline": 0} for x in self.app_state["event"]])
-
-    def m_messageservice_sender_add(self, p: Params, caller: "Caller") -> Out:
-        return self._app_store("sender", p)
-
-    def m_messageservice_sender_list(self, p: Params, caller: "Caller") -> Out:
-        return Out([x.get("CODE") for x in self.app_state["sender"]])
-
-    def m_messageservice_message_status_update(self, p: Params, caller: "Caller") -> Out:
-        if str(p.get("STATUS", "")).lower() not in ("queued", "sent", "delivered", "undelivered", "failed"):
-            raise ApiError(400, "ERROR_MESSAGE_STATUS_INCORRECT", "Incorrect message status")
-        return Out(True)
-
-    def m_telephony_externalcall_register(self, p: Params, caller: "Caller") -> Out:
-        if not p.get("USER_ID") and not p.get("USER_PHONE_INNER"):
-            raise ApiError(400, "ERROR_CORE", "USER_ID or USER_PHONE_INNER should be set.")
-        if intval(p.get("TYPE")) not in (1, 2, 3, 4, 5):
-            raise ApiError(400, "ERROR_CORE", "Unknown TYPE.")
-        call_id = "externalCall." + secrets.token_hex(16) + "." + str(int(self.now().timestamp()))
-        self.app_state["call"].append({"CALL_ID": call_id, **p.data})
-        return Out({"CALL_ID": call_id, "CRM_CREATED_LEAD": None, "CRM_CREATED_ENTITIES": [],
-                    "CRM_ENTITY_TYPE": p.get("CRM_ENTITY_TYPE"), "CRM_ENTITY_ID": p.get("CRM_ENTITY_ID")})
-
-    def m_telephony_externalcall_finish(self, p: Params, caller: "Caller") -> Out:
-        if not any(c["CALL_ID"] == p.get("CALL_ID") for c in self.app_state["call"]):
-            raise ApiError(400, "ERROR_CORE", "Call is not found")
-        return Out({"CALL_ID": p.get("CALL_ID"), "CALL_DURATION": intval(p.get("DURATION")),
-                    "CALL_FAILED_CODE": str(p.get("STATUS_CODE") or "200")})
-
 
 def _legacy_family(entity: str) -> None:
     """crm.<entity>.list/get/add/update/delete/fields for the three legacy CRM objects."""
@@ -1317,7 +1237,8 @@ def _registry() -> dict[str, tuple[str, str, tuple | None]]:
             continue
         method = name[2:].replace("_", ".")
         scope = method.split(".")[0]
-        scope = {"tasks": "task", "server": "basic", "profile": "basic", "scope": "basic", "event": "basic"}.get(scope, scope)
+        scope = {"tasks": "task", "server": "basic", "profile": "basic", "scope": "basic", "event": "basic",
+                 "voximplant": "telephony"}.get(scope, scope)
         if method == "user.current":
             scope = "basic"
         app_only = None

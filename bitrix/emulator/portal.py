@@ -26,7 +26,7 @@ from bitrix.emulator.tables import KYIV, MULTI, QueryCache, Table, as_list, coer
 PLANS = {"standard": (50, 2.0), "enterprise": (250, 5.0)}
 ENTITIES = ("user", "department", "company", "contact", "deal", "activity", "invoice", "requisite", "task",
             "comment", "notify", "trigger", "workflow", "status")
-DEFAULT_SCOPES = ("crm", "task", "user", "department", "im", "bizproc", "disk")
+DEFAULT_SCOPES = ("crm", "task", "user", "department", "im", "bizproc", "disk", "telephony", "messageservice")
 
 
 @dataclass
@@ -141,6 +141,8 @@ class Portal(Methods):
         # that lands but answers late), kill the caller, or return (status, body) to answer instead
         self.after_request: Callable[[str, int, Any], tuple[int, Any] | None] | None = None
         self.uf_labels: dict[tuple[str, str], str] = {}  # (entity, UF_ code) -> the label people see
+        self.base_url = ""  # set by the EmulatorServer serving this portal
+        self._init_apps()  # installed applications, deliveries, robots, calls, SMS (bitrix.emulator.apps)
 
     # ------------------------------------------------------------ construction
 
@@ -213,6 +215,7 @@ class Portal(Methods):
             if stamp and stamp not in names:
                 row[stamp] = self.now()
             t.touched()
+            self.emit(entity, "UPDATE", id)
 
     def add(self, entity: str, fields: dict) -> int:
         """A user creates a record; returns its ID. An activity or comment moves its owner's
@@ -240,6 +243,7 @@ class Portal(Methods):
                 owner_type = {"company": 4, "contact": 3, "deal": 2}.get(str(row.get("ENTITY_TYPE", "")).lower(), 0)
                 self._bump_owner(owner_type, row.get("ENTITY_ID") or 0, row["CREATED"],
                                  row.get("AUTHOR_ID") or self.webhook_user)
+            self.emit(entity, "ADD", rid)
             return rid
 
     def drive_files(self, user_id: int) -> dict[str, bytes]:
@@ -253,6 +257,7 @@ class Portal(Methods):
         """A user deletes a record."""
         with self.lock:
             self.tables[entity].remove(id)
+            self.emit(entity, "DELETE", id)
 
     def define_uf(self, entity: str, name: str, ftype: str = "str", label: str | None = None) -> None:
         """Create a user field (``UF_CRM_...``) so writes to it are kept (unknown UF writes are ignored)."""

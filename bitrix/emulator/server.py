@@ -200,6 +200,7 @@ class Dispatcher:
             try:
                 out: Out = getattr(portal, handler)(Params(params), caller)
                 error = None
+                portal.emit_for_call(method, Params(params), out.result)
             except ApiError as e:
                 out, error = Out(None), e
             real = time.perf_counter() - t0
@@ -362,6 +363,7 @@ class EmulatorServer:
         host_, port_ = self.httpd.server_address[:2]
         self.base_url = f"http://{host_}:{port_}"
         self.dispatcher.base_url = self.base_url
+        portal.base_url = self.base_url
         self.webhook_url = f"{self.base_url}/rest/{portal.webhook_user}/{portal.webhook_code}/"
 
     def start(self) -> "EmulatorServer":
