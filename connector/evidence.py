@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, MetaData, String, Table, and_, delete, func, literal, or_, select, union, union_all
+from sqlalchemy import Column, MetaData, String, Table, and_, case, delete, func, literal, or_, select, union, union_all
 from sqlalchemy.engine import Connection
 
 from connector.store import (
@@ -49,6 +49,7 @@ from connector.store import (
     kv,
     links,
     payments,
+    product_lines,
     task_owners,
     tasks,
 )
@@ -105,7 +106,7 @@ def _contact_select(owners: Table, upto: datetime) -> Any:
         .group_by(task_owners.c.owner_key),
         select(deals.c.key, literal("deal"), deals.c.created_at).where(deals.c.deleted.is_(False), deals.c.created_at <= upto),
         select(invoices.c.client_key, literal("invoice"), func.max(invoices.c.issued_at))
-        .where(invoices.c.deleted.is_(False), invoices.c.issued_at <= upto, invoices.c.client_key.is_not(None))
+        .where(invoices.c.deleted.is_(False), invoices.c.own.is_(False), invoices.c.issued_at <= upto, invoices.c.client_key.is_not(None))
         .group_by(invoices.c.client_key),
         select(documents.c.client_key, literal("document"), func.max(documents.c.date))
         .where(documents.c.deleted.is_(False), documents.c.posted.is_(True), documents.c.date <= upto,
@@ -211,7 +212,10 @@ class Evidence:
     # -- purchases
 
     def _purchase_rows(self) -> Any:
-        """``(owner_key, at, amount, what, key)`` of every purchase up to now."""
+        """``(owner_key, at, amount, what, key, system, currency)`` of every purchase up to now.
+
+        An invoice the connector issued (``own``) is never a purchase by itself: what it sold shows
+        as the client's payment or the 1C sale it led to."""
         now = self.now
         paid = (select(payments.c.invoice_key, func.sum(payments.c.amount).label("paid"))
                 .where(payments.c.deleted.is_(False), payments.c.invoice_key.is_not(None)).group_by(payments.c.invoice_key).subquery("pp"))
@@ -222,16 +226,18 @@ class Evidence:
         deal_when = func.coalesce(deals.c.closed_at, deals.c.modified_at)
         return union_all(
             select(deal_clients.c.client_key.label("owner_key"), deal_when.label("at"), func.coalesce(deals.c.amount, 0.0).label("amount"),
-                   literal("deal").label("what"), deals.c.key.label("key"))
+                   literal("deal").label("what"), deals.c.key.label("key"), deals.c.system.label("system"),
+                   deals.c.currency.label("currency"))
             .join(deals, deals.c.key == deal_clients.c.deal_key)
             .where(deals.c.deleted.is_(False), deals.c.outcome == "won", deal_when <= now),
-            select(invoices.c.client_key, inv_when, func.coalesce(invoices.c.amount, 0.0), literal("invoice"), invoices.c.key)
+            select(invoices.c.client_key, inv_when, func.coalesce(invoices.c.amount, 0.0), literal("invoice"), invoices.c.key,
+                   invoices.c.system, invoices.c.currency)
             .outerjoin(paid, paid.c.invoice_key == invoices.c.key)
-            .where(invoices.c.deleted.is_(False), invoices.c.deal_key.is_(None), inv_when <= now,
+            .where(invoices.c.deleted.is_(False), invoices.c.own.is_(False), invoices.c.deal_key.is_(None), inv_when <= now,
                    or_(invoices.c.outcome == "won",
                        and_(invoices.c.amount > 0, func.coalesce(paid.c.paid, 0.0) >= invoices.c.amount - 0.005))),
             select(documents.c.client_key, documents.c.date, func.coalesce(documents.c.amount, 0.0),
-                   literal("1c ") + documents.c.doc_type, documents.c.key)
+                   literal("1c ") + documents.c.doc_type, documents.c.key, documents.c.system, documents.c.currency)
             .outerjoin(doc_paid, doc_paid.c.basis_key == documents.c.key)
             .where(documents.c.deleted.is_(False), documents.c.posted.is_(True), documents.c.date <= now,
                    or_(documents.c.doc_type == "sale",
@@ -265,6 +271,59 @@ class Evidence:
         for v in out.values():
             v.sort(key=lambda x: (x.at, x.key))
         return out
+
+    # -- repeat sales: per-client aggregates and what was bought
+
+    def client_purchases_q(self) -> Any:
+        """Subquery ``(client_key, key, at, amount, system, currency)``: each purchase once per client
+        (a deal bound to a company and its contact counts once for the company)."""
+        j = self._purchase_join(["at", "amount", "key", "system", "currency"]).subquery("pj")
+        return select(j.c.client_key, j.c.key, j.c.at, j.c.amount, j.c.system, j.c.currency).distinct().subquery("cp")
+
+    def local_day(self, col: Any, offset_minutes: int) -> Any:
+        """The calendar day of a stored (UTC) moment at a fixed offset from UTC, in SQL."""
+        if self.conn.dialect.name == "postgresql":
+            from sqlalchemy import Date, cast, text
+
+            return cast(col + text(f"interval '{int(offset_minutes)} minutes'"), Date)
+        return func.date(col, f"{int(offset_minutes):+d} minutes")
+
+    def rfm_q(self, *, since: datetime, offset_minutes: int, base_currency: str, rates: dict[str, float]) -> Any:
+        """Subquery ``(client_key, last, n, m, unpriced)`` per client with a purchase: the latest
+        purchase ever, and within ``since``..now the purchase days and the money spent in the base
+        currency.
+
+        One purchase per local day and source system is summed, and the same day in two systems
+        counts once, at the larger amount: a won deal, its paid invoice and the 1C sale of that
+        order are one purchase, while two deals on one day are two. An amount in a currency
+        without a rate counts for the day (recency, frequency) but not for the money (``unpriced``
+        counts such days)."""
+        cp = self.client_purchases_q()
+        cur = func.upper(func.coalesce(cp.c.currency, ""))
+        whens: list[Any] = [(cur.in_(["", base_currency.upper()]), cp.c.amount)]
+        whens += [(cur == code.upper(), cp.c.amount * float(rate)) for code, rate in sorted(rates.items())]
+        converted = case(*whens, else_=None)
+        day = self.local_day(cp.c.at, offset_minutes)
+        per_sys = (select(cp.c.client_key, day.label("d"), func.sum(converted).label("amt"), func.max(cp.c.at).label("at"))
+                   .group_by(cp.c.client_key, day, cp.c.system).subquery("ps"))
+        per_day = (select(per_sys.c.client_key, per_sys.c.d, func.max(per_sys.c.amt).label("amt"), func.max(per_sys.c.at).label("at"))
+                   .group_by(per_sys.c.client_key, per_sys.c.d).subquery("pd"))
+        inside = per_day.c.at >= since
+        return (select(per_day.c.client_key, func.max(per_day.c.at).label("last"),
+                       func.sum(case((inside, 1), else_=0)).label("n"),
+                       func.sum(case((inside, per_day.c.amt), else_=0.0)).label("m"),
+                       func.sum(case((and_(inside, per_day.c.amt.is_(None)), 1), else_=0)).label("unpriced"))
+                .group_by(per_day.c.client_key).subquery("rfm"))
+
+    def purchase_lines_q(self, since: datetime) -> Any:
+        """Subquery ``(client_key, key, at, system, line_no, product_id, article, name, group_name,
+        quantity, amount)``: the product lines of every purchase since ``since`` (deals' product
+        rows, 1C documents' goods)."""
+        cp = self.client_purchases_q()
+        pl = product_lines
+        return (select(cp.c.client_key, cp.c.key, cp.c.at, cp.c.system, pl.c.line_no, pl.c.product_id, pl.c.article, pl.c.name,
+                       pl.c.group_name, pl.c.quantity, pl.c.amount)
+                .join(pl, pl.c.owner_key == cp.c.key).where(cp.c.at >= since).subquery("lines"))
 
 
 def aware(v: Any) -> datetime:

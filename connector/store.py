@@ -107,7 +107,7 @@ deals = Table(
     "deals", metadata, K(), *_common(),
     Column("title", String(500)), Column("stage_id", String(50)), Column("outcome", String(10)), Column("amount", Float),
     Column("currency", String(10)), Column("responsible_key", String(200)), Column("created_at", UTC), Column("closed_at", UTC),
-    Column("modified_at", UTC),
+    Column("modified_at", UTC), Column("fields", JSONText),
 )
 deal_clients = Table(
     "deal_clients", metadata, Column("deal_key", String(200), primary_key=True), Column("client_key", String(200), primary_key=True),
@@ -119,6 +119,8 @@ invoices = Table(
     Column("amount", Float), Column("currency", String(10)), Column("stage_id", String(50)), Column("outcome", String(10)),
     Column("issued_at", UTC), Column("due_date", Date), Column("paid_at", UTC), Column("responsible_key", String(200)),
     Column("deal_key", String(200)), Column("modified_at", UTC),
+    # an invoice the connector issued (recurring): its marker in the comments, or the journal's record of it; never evidence
+    Column("marker", String(20), index=True), Column("own", Boolean, nullable=False, default=False),
 )
 payments = Table(
     "payments", metadata, K(), *_common(),
@@ -157,6 +159,12 @@ debts = Table(
     "debts", metadata, K(), Column("system", String(20)), Column("deleted", Boolean, default=False),
     Column("client_key", String(200), index=True), Column("amount", Float), Column("currency", String(10)), Column("as_of", UTC),
     Column("overdue_amount", Float), Column("overdue_since", Date), Column("documents", JSONText),
+)
+# What was sold, line by line: a deal's product rows, a 1C document's goods (replaced whole per owner)
+product_lines = Table(
+    "product_lines", metadata, Column("owner_key", String(200), primary_key=True), Column("line_no", Integer, primary_key=True),
+    Column("system", String(20)), Column("product_id", String(100), index=True), Column("article", String(100)),
+    Column("name", String(500)), Column("group_name", String(200)), Column("quantity", Float), Column("amount", Float),
 )
 calls = Table(
     "calls", metadata, K(), *_common(),
@@ -263,7 +271,18 @@ def _m4(conn: Connection) -> None:
     _add_column(conn, "debts", "documents", "TEXT")
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4]
+def _m5(conn: Connection) -> None:
+    """Repeat sales: product lines, custom fields of deals, and the own footprint of invoices the connector issued."""
+    boolean = "BOOLEAN NOT NULL DEFAULT FALSE" if conn.dialect.name == "postgresql" else "BOOLEAN NOT NULL DEFAULT 0"
+    _add_column(conn, "deals", "fields", "TEXT")
+    _add_column(conn, "invoices", "marker", "VARCHAR(20)")
+    _add_column(conn, "invoices", "own", boolean)
+    product_lines.create(conn, checkfirst=True)
+    for ix in [*product_lines.indexes, *invoices.indexes]:
+        ix.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5]
 MIGRATION_LOCK_ID = 0x636E6D67  # "cnmg": the advisory lock that serialises migrations on PostgreSQL
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -437,6 +456,10 @@ class Store:
                 self._write_deals(conn, items)
             elif typ is d.Task:
                 self._write_tasks(conn, items)
+            elif typ is d.Invoice:
+                self._write_invoices(conn, items)
+            elif typ is d.ProductLines:
+                self._write_product_lines(conn, items)
             elif typ is d.Call:
                 rows = []
                 for c in items:
@@ -484,6 +507,28 @@ class Store:
         self._upsert(conn, task_owners, [{"task_key": x.key, "owner_key": o} for x in items for o in set(x.owner_keys)],
                      ["task_key", "owner_key"])
 
+    def _write_invoices(self, conn: Connection, items: list[d.Invoice]) -> None:
+        rows = []
+        for x in items:
+            row = _row(x, skip=("text",))
+            row["marker"] = d.find_marker(x.text)
+            row["own"] = row["marker"] is not None
+            rows.append(row)
+        self._upsert(conn, invoices, rows, ["key"])
+
+    def _write_product_lines(self, conn: Connection, items: list[d.ProductLines]) -> None:
+        """Each owner's lines are replaced whole: a line removed at the source disappears here."""
+        keys = list(dict.fromkeys(x.key for x in items))
+        for i in range(0, len(keys), 500):
+            conn.execute(delete(product_lines).where(product_lines.c.owner_key.in_(keys[i : i + 500])))
+        rows = {(x.key, ln.line_no): {"owner_key": x.key, "line_no": ln.line_no, "system": x.system, "product_id": ln.product_id,
+                                      "article": ln.article, "name": ln.name, "group_name": ln.group, "quantity": ln.quantity,
+                                      "amount": ln.amount}
+                for x in items for ln in x.lines}
+        values = list(rows.values())
+        for i in range(0, len(values), 500):
+            conn.execute(product_lines.insert(), values[i : i + 500])
+
     def _write_activities(self, conn: Connection, items: list[d.Activity]) -> None:
         keys = [a.key for a in items]
         for i in range(0, len(keys), 500):
@@ -528,6 +573,7 @@ class Store:
             n += conn.execute(update(activities).where(activities.c.own.is_(False), activities.c.ref_key.in_(own_tasks))
                               .values(own=True)).rowcount
             n += conn.execute(update(activities).where(activities.c.own.is_(False), activities.c.key.in_(remote)).values(own=True)).rowcount
+            n += conn.execute(update(invoices).where(invoices.c.own.is_(False), invoices.c.key.in_(remote)).values(own=True)).rowcount
             if n:
                 self.mark_evidence_dirty(conn)
 
@@ -541,7 +587,9 @@ class Store:
                 q1 = select(tasks.c.marker, tasks.c.key, tasks.c.created_at).where(tasks.c.marker.in_(chunk), tasks.c.deleted.is_(False))
                 q2 = select(activities.c.marker, activities.c.key, activities.c.happened_at).where(
                     activities.c.marker.in_(chunk), activities.c.deleted.is_(False))
-                for marker, key, at in [*conn.execute(q1), *conn.execute(q2)]:
+                q3 = select(invoices.c.marker, invoices.c.key, invoices.c.issued_at).where(invoices.c.marker.in_(chunk),
+                                                                                        invoices.c.deleted.is_(False))
+                for marker, key, at in [*conn.execute(q1), *conn.execute(q2), *conn.execute(q3)]:
                     out.setdefault(marker, (key, at))
         return out
 

@@ -28,6 +28,21 @@ DONE_STATES = {str(s) for s in _DONE}
 
 
 @dataclass
+class Builtin:
+    """An action the rule makes by itself, besides its configured ``actions`` (the rfm field write,
+    the recurring invoice): a payload action of ``type`` whose ``render`` keys are templates, or a
+    configured-style ``action`` (a TaskAction) rendered like the rule's own. ``first``: the rule's
+    configured actions wait for it (an e-mail about an invoice goes only after the invoice)."""
+
+    suffix: str  # the key's last part: rule:subject:period:<suffix>
+    type: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+    render: tuple[str, ...] = ()
+    action: Any = None
+    first: bool = False
+
+
+@dataclass
 class Finding:
     subject_key: str  # client, invoice, debt or phone the episode is about
     client: ClientView | None
@@ -38,6 +53,8 @@ class Finding:
     phone: str | None = None  # SMS recipient override (missed calls)
     reassign_to: str | None = None  # release: the new manager
     previous_key: str | None = None  # release: the manager who lost the client
+    builtin: list[Builtin] = field(default_factory=list)  # actions the rule makes itself (before the configured ones)
+    configured: bool = True  # False: only the builtin actions (a recurring deal's unpaid-invoice task)
 
 
 @dataclass
@@ -74,6 +91,8 @@ def in_scope(c: ClientView, where: Where | None, snap: Snapshot) -> bool:
         values = wanted if isinstance(wanted, list) else [wanted]
         if str(have) not in {str(v) for v in values}:
             return False
+    if where.rfm is not None and snap.rfm_segment(c.key) not in where.rfm:
+        return False
     return True
 
 
@@ -92,4 +111,4 @@ def default_clear_reason(ep: EpisodeView, snap: Snapshot) -> str | None:
     return "the condition no longer holds"
 
 
-__all__ = ["DONE_STATES", "FINAL_STATES", "Evaluation", "Finding", "episode_of", "family_of", "in_scope", "person_key"]
+__all__ = ["DONE_STATES", "FINAL_STATES", "Builtin", "Evaluation", "Finding", "episode_of", "family_of", "in_scope", "person_key"]
