@@ -789,9 +789,8 @@ class Methods:
         resolve = self._resolver(t)
         order = [o for o in parse_order(p.get("order", exact=True), resolve) if o[0] in ("id", "sort")] or [("sort", INT, False)]
         page = self._page("productrow", comp, order, _start(p), cache_key_of("productrow", owner_type, oid, kept))
-        rows = [self._productrow_out(r) for r in page.rows]
-        return Out({"productRows": rows}, total=page.total if page.total is not None else 0, next=page.next,
-                   counted=page.counted, returned=len(rows))
+        rows = [self._productrow_out(r) for r in page.rows]  # start=-1: no total at all (productrow list docs)
+        return Out({"productRows": rows}, total=page.total, next=page.next, counted=page.counted, returned=len(rows))
 
     def m_crm_item_productrow_set(self, p: Params, caller: "Caller") -> Out:
         """Replace every row of the owner; the owner's amount follows the rows unless it is manual."""

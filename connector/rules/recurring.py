@@ -258,7 +258,7 @@ def _finding(rule: RecurringRule, snap: Snapshot, cal: BusinessCalendar, deal: R
         return _invoice(rule, snap, deal, client, when, due, base_vars,
                         _("regular deal ({every}): the invoice for {date} is issued").format(every=deal.period_text, date=day(when)))
     unpaid = prev is not None and prev_state == "unpaid"
-    if prev is not None and prev.state in DONE_STATES and prev_state is None:
+    if prev is not None and prev.state in DONE_STATES and prev.remote_key and prev_state is None:
         notes.append(_("{deal}: waiting for invoice {invoice} to arrive from the CRM before the next one").format(
             deal=deal.title, invoice=prev.remote_key))
         return None
