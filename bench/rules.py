@@ -1,10 +1,16 @@
 """Plan time and peak memory for a big store: 100k clients / 2M activities (defaults).
 
-    python bench/rules.py [--clients 100000] [--activities 2000000] [--db /tmp/bench-rules.db]
+    python bench/rules.py [--clients 100000] [--activities 2000000] [--purchases 300000] [--db /tmp/bench-rules.db]
 
 Fills an SQLite store directly (bulk inserts, not timed), then times what ``connector plan``
 does after sync: loading the rule snapshot and planning the four core rules. Prints wall time
 and peak memory (ru_maxrss of the whole process, filling included).
+
+Then the ``rfm`` rule over the same store, with purchases topped up to ``--purchases`` by 1C sales
+of counterparties linked to the CRM clients (so every client buys in both systems): its planning
+on the first run (every client's fields empty: every client gets a write) and in a steady cycle
+(the fields hold what the rule computes; 1% of clients bought since), and what it adds to planning
+the core rules.
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sqlalchemy import bindparam, func, select, update
+
+from connector import evidence
 from connector.calendar import BusinessCalendar
 from connector.config import load_settings
 from connector.journal import Journal
 from connector.plan import Planner
 from connector.snapshot import load_snapshot
-from connector.store import Store, activities, clients, deal_clients, deals, invoices, managers
+from connector.store import Store, activities, clients, deal_clients, deals, documents, invoices, links, managers
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -45,7 +54,9 @@ rules:
     cadence: {{field: UF_CRM_TEMPERATURE, days: {{warm: 14, cold: 30}}, default_days: 30}}
     actions: [{{task: {{title: "Win back: {{{{ client.title }}}}", deadline: 1 workdays}}}}]
   - {{name: unpaid, type: unpaid, overdue_days: 3, actions: [{{task: {{title: "Unpaid: {{{{ invoice.title }}}}", deadline: 1 workdays}}}}]}}
+  - {{name: rfm, type: rfm, fields: {{score: UF_CRM_RFM_SCORE, segment: UF_CRM_RFM_SEGMENT}}}}
 """
+CORE = {"forgotten", "release", "lost", "unpaid"}
 
 
 def fill(store: Store, n_clients: int, n_acts: int, seed: int = 1) -> None:
@@ -93,10 +104,71 @@ def fill(store: Store, n_clients: int, n_acts: int, seed: int = 1) -> None:
     print(f"filled {n_clients} clients / {n_acts} activities in {time.monotonic() - t0:.1f} s (not part of the figures)")
 
 
+def fill_purchases(store: Store, n_clients: int, target: int, seed: int = 2) -> int:
+    """Top purchases up to ``target`` with posted 1C sales of counterparties linked to the CRM clients."""
+    rng = random.Random(seed)
+    with store.tx() as conn:
+        have = conn.execute(select(func.count()).select_from(deals).where(deals.c.outcome == "won")).scalar_one()
+        have += conn.execute(select(func.count()).select_from(invoices).where(invoices.c.outcome == "won")).scalar_one()
+    for start in range(0, n_clients, 20000):
+        cps, lk = [], []
+        for i in range(start, min(n_clients, start + 20000)):
+            cps.append({"key": f"onec:counterparty:{i}", "system": "onec", "source_id": str(i), "kind": "company",
+                        "title": f"Counterparty {i}", "deleted": False, "phones": [], "emails": []})
+            lk.append({"foreign_key": f"onec:counterparty:{i}", "client_key": f"bitrix24:company:{i}", "method": "tax_id"})
+        with store.tx() as conn:
+            conn.execute(clients.insert(), cps)
+            conn.execute(links.insert(), lk)
+    sales = max(0, target - have)
+    for start in range(0, sales, 50000):
+        rows = []
+        for n in range(start, min(sales, start + 50000)):
+            rows.append({"key": f"onec:document:s{n}", "system": "onec", "source_id": f"s{n}", "doc_type": "sale",
+                         "date": NOW - timedelta(days=rng.uniform(1, 700)), "client_key": f"onec:counterparty:{rng.randrange(n_clients)}",
+                         "amount": float(rng.randint(1, 200) * 50), "currency": "UAH", "posted": True, "deleted": False})
+        with store.tx() as conn:
+            conn.execute(documents.insert(), rows)
+    return have + sales
+
+
+def settle_rfm(settings, store: Store, share_bought_since: float = 0.01, seed: int = 3) -> None:
+    """Write what the rfm rule computes into every client's fields (as after its first run and a
+    sync), then let ``share_bought_since`` of them buy once more today: a steady cycle's input."""
+    from connector.rules import rfm
+
+    rng = random.Random(seed)
+    rule = next(r for r in settings.rules if r.type == "rfm")
+    with load_snapshot(settings, store, NOW) as snap:
+        scored = rfm.compute(rule, snap).scored
+    with store.tx() as conn:
+        rows = conn.execute(select(clients.c.key, clients.c.fields).where(clients.c.system == "bitrix24")).all()
+        values = [{"k": key, "f": {**(fields or {}), rule.fields.score: s.score, rule.fields.segment: s.segment}}
+                  for key, fields in rows if (s := scored.get(key)) is not None and s.segment is not None]
+        conn.execute(update(clients).where(clients.c.key == bindparam("k")).values(fields=bindparam("f")), values)
+        store.mark_evidence_dirty(conn)
+        buyers = rng.sample(sorted(scored), int(len(scored) * share_bought_since))
+        conn.execute(documents.insert(), [{"key": f"onec:document:again{n}", "system": "onec", "source_id": f"again{n}", "doc_type": "sale",
+                                           "date": NOW - timedelta(hours=1), "client_key": "onec:counterparty:" + k.rsplit(":", 1)[1],
+                                           "amount": 5000.0, "currency": "UAH", "posted": True, "deleted": False}
+                                          for n, k in enumerate(buyers)])
+
+
+def timed_plan(settings, store: Store, cal, only: set[str]) -> tuple[float, float, object]:
+    """``(snapshot seconds, plan seconds, plan)`` for the rules in ``only``."""
+    t0 = time.monotonic()
+    snap = load_snapshot(settings, store, NOW)
+    t1 = time.monotonic()
+    plan = Planner(settings, snap, cal, known=Journal(store).states()).plan(force=True, only=only)
+    t2 = time.monotonic()
+    snap.close()
+    return t1 - t0, t2 - t1, plan
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=100_000)
     ap.add_argument("--activities", type=int, default=2_000_000)
+    ap.add_argument("--purchases", type=int, default=300_000)
     ap.add_argument("--db", default=None)
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
@@ -112,14 +184,41 @@ def main() -> None:
     t0 = time.monotonic()
     snap = load_snapshot(settings, store, NOW)
     t1 = time.monotonic()
-    plan = Planner(settings, snap, cal, known=Journal(store).states()).plan(force=True)
+    plan = Planner(settings, snap, cal, known=Journal(store).states()).plan(force=True, only=CORE)
     t2 = time.monotonic()
+    snap.close()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"clients={len(snap.clients)} activities={args.activities}")
+    print(f"clients={args.clients} activities={args.activities}")
     print(f"snapshot_seconds={t1 - t0:.2f} plan_seconds={t2 - t1:.2f} total_seconds={t2 - t0:.2f}")
     print(f"peak_memory_max_rss_mb={rss:.0f}")
     for r in plan.rules:
         print(f"rule={r.rule} scope={r.scope} findings={r.findings} actions={len(r.actions)}")
+
+    # ---- rfm over the same store, purchases in both systems; evidence derived as after a sync
+    if fresh:
+        purchases = fill_purchases(store, args.clients, args.purchases)
+        print(f"purchases={purchases} (won deals, paid invoices, 1C sales of linked counterparties)")
+        with store.tx() as conn:
+            store.mark_evidence_dirty(conn)
+    t0 = time.monotonic()
+    evidence.refresh(store, "bitrix24", purchase_days=(settings.timezone, "UAH"))
+    print(f"evidence derivation after a sync (contacts, owners, purchase days): {time.monotonic() - t0:.2f} s")
+    snap_s, first_s, first = timed_plan(settings, store, cal, {"rfm"})
+    r = first.rules[0]
+    print(f"rfm first run: snapshot_seconds={snap_s:.2f} plan_seconds={first_s:.2f} findings={r.findings} actions={len(r.actions)}")
+    print(f"rfm {r.notes[0]}")
+    if fresh:
+        settle_rfm(settings, store)
+    t0 = time.monotonic()
+    evidence.refresh(store, "bitrix24", purchase_days=(settings.timezone, "UAH"))
+    print(f"evidence derivation after the steady cycle's sync: {time.monotonic() - t0:.2f} s")
+    _, core_s, _ = timed_plan(settings, store, cal, CORE)
+    _, rfm_s, steady = timed_plan(settings, store, cal, {"rfm"})
+    _, both_s, _ = timed_plan(settings, store, cal, CORE | {"rfm"})
+    r = steady.rules[0]
+    print(f"rfm steady cycle: plan_seconds={rfm_s:.2f} findings={r.findings} actions={len(r.actions)}")
+    print(f"core rules plan_seconds={core_s:.2f}; core + rfm plan_seconds={both_s:.2f}; rfm adds {both_s - core_s:.2f} s")
+    print(f"peak_memory_max_rss_mb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
 
 
 if __name__ == "__main__":

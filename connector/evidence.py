@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, MetaData, String, Table, and_, case, delete, func, literal, or_, select, union, union_all
+from sqlalchemy import Column, Float, MetaData, String, Table, and_, case, delete, func, literal, or_, select, union, union_all
 from sqlalchemy.engine import Connection
 
 from connector.store import (
@@ -45,6 +45,7 @@ from connector.store import (
     documents,
     ev_contact,
     ev_owner,
+    ev_purchase,
     invoices,
     kv,
     links,
@@ -56,11 +57,14 @@ from connector.store import (
 
 CONTACT_KINDS = ("call", "email", "meeting", "task", "comment", "document", "deal", "invoice", "other")
 PRIMARY_KV = "evidence.primary"
+PURCHASE_KV = "evidence.purchase_days"  # "<UTC offset minutes>|<base currency>" ev_purchase was derived with; "" when it was not
 
 _tmp = MetaData()
 tmp_owner = Table("ev_owner_now", _tmp, Column("owner_key", String(200)), Column("client_key", String(200)), prefixes=["TEMPORARY"])
 tmp_contact = Table("ev_contact_now", _tmp, Column("client_key", String(200)), Column("kind", String(20)), Column("at", UTCType),
                     prefixes=["TEMPORARY"])
+tmp_purchase = Table("ev_purchase_now", _tmp, Column("client_key", String(200)), Column("day", String(10)), Column("currency", String(10)),
+                     Column("amount", Float), Column("at", UTCType), prefixes=["TEMPORARY"])
 
 
 @dataclass
@@ -122,21 +126,114 @@ def _contact_select(owners: Table, upto: datetime) -> Any:
             .group_by(owners.c.client_key, per_owner.c.kind))
 
 
-def refresh(store: Store, primary: str) -> bool:
+def refresh(store: Store, primary: str, *, purchase_days: tuple[str, str] | None = None) -> bool:
     """Re-derive the stored evidence if a sync changed anything since (or the primary CRM changed).
 
-    Derived as of the real clock: a later evaluation at an earlier ``now`` notices and derives
-    exact temporary copies instead. Returns whether it rebuilt."""
+    ``purchase_days``: ``(time zone, base currency)``: also derive each client's purchases per local
+    day in that zone (an rfm rule reads them; a rebuild follows when the zone's offset changes).
+    Derived as of the real
+    clock: a later evaluation at an earlier ``now`` notices and derives exact temporary copies
+    instead. Returns whether it rebuilt."""
+    real_now = datetime.now(UTC)
+    wanted = f"{utc_offset_minutes(purchase_days[0], real_now)}|{purchase_days[1].upper()}" if purchase_days else None
     with store.tx() as conn:
-        flags = dict(conn.execute(select(kv.c.name, kv.c.value).where(kv.c.name.in_([Store.EVIDENCE_DIRTY, PRIMARY_KV]))).all())
-        if flags.get(Store.EVIDENCE_DIRTY) == "0" and flags.get(PRIMARY_KV) == primary:
+        flags = dict(conn.execute(select(kv.c.name, kv.c.value).where(kv.c.name.in_([Store.EVIDENCE_DIRTY, PRIMARY_KV, PURCHASE_KV]))).all())
+        if flags.get(Store.EVIDENCE_DIRTY) == "0" and flags.get(PRIMARY_KV) == primary and wanted in (None, flags.get(PURCHASE_KV)):
             return False
         conn.execute(delete(ev_contact))
         conn.execute(delete(ev_owner))
+        conn.execute(delete(ev_purchase))
         conn.execute(ev_owner.insert().from_select(["owner_key", "client_key"], _owner_select(primary)))
-        conn.execute(ev_contact.insert().from_select(["client_key", "kind", "at"], _contact_select(ev_owner, datetime.now(UTC))))
-        store._upsert(conn, kv, [{"name": Store.EVIDENCE_DIRTY, "value": "0"}, {"name": PRIMARY_KV, "value": primary}], ["name"])
+        conn.execute(ev_contact.insert().from_select(["client_key", "kind", "at"], _contact_select(ev_owner, real_now)))
+        if purchase_days is not None and wanted is not None:
+            offset = int(wanted.split("|")[0])
+            conn.execute(ev_purchase.insert().from_select(["client_key", "day", "currency", "amount", "at"],
+                                                          _purchase_day_select(ev_owner, real_now, offset, purchase_days[1], conn.dialect.name)))
+        store._upsert(conn, kv, [{"name": Store.EVIDENCE_DIRTY, "value": "0"}, {"name": PRIMARY_KV, "value": primary},
+                                 {"name": PURCHASE_KV, "value": wanted or ""}], ["name"])
     return True
+
+
+# ---------------------------------------------------------------------- purchases
+
+
+def _purchase_rows(upto: datetime) -> Any:
+    """``(owner_key, at, amount, what, key, system, currency)`` of every purchase up to ``upto``.
+
+    An invoice the connector issued (``own``) is never a purchase by itself: what it sold shows
+    as the client's payment or the 1C sale it led to."""
+    now = upto
+    paid = (select(payments.c.invoice_key, func.sum(payments.c.amount).label("paid"))
+            .where(payments.c.deleted.is_(False), payments.c.invoice_key.is_not(None)).group_by(payments.c.invoice_key).subquery("pp"))
+    doc_paid = (select(documents.c.basis_key, func.sum(documents.c.amount).label("paid"))
+                .where(documents.c.deleted.is_(False), documents.c.posted.is_(True), documents.c.doc_type == "payment",
+                       documents.c.basis_key.is_not(None)).group_by(documents.c.basis_key).subquery("dp"))
+    inv_when = func.coalesce(invoices.c.paid_at, invoices.c.modified_at, invoices.c.issued_at)
+    deal_when = func.coalesce(deals.c.closed_at, deals.c.modified_at)
+    return union_all(
+        select(deal_clients.c.client_key.label("owner_key"), deal_when.label("at"), func.coalesce(deals.c.amount, 0.0).label("amount"),
+               literal("deal").label("what"), deals.c.key.label("key"), deals.c.system.label("system"),
+               deals.c.currency.label("currency"))
+        .join(deals, deals.c.key == deal_clients.c.deal_key)
+        .where(deals.c.deleted.is_(False), deals.c.outcome == "won", deal_when <= now),
+        select(invoices.c.client_key, inv_when, func.coalesce(invoices.c.amount, 0.0), literal("invoice"), invoices.c.key,
+               invoices.c.system, invoices.c.currency)
+        .outerjoin(paid, paid.c.invoice_key == invoices.c.key)
+        .where(invoices.c.deleted.is_(False), invoices.c.own.is_(False), invoices.c.deal_key.is_(None), inv_when <= now,
+               or_(invoices.c.outcome == "won",
+                   and_(invoices.c.amount > 0, func.coalesce(paid.c.paid, 0.0) >= invoices.c.amount - 0.005))),
+        select(documents.c.client_key, documents.c.date, func.coalesce(documents.c.amount, 0.0),
+               literal("1c ") + documents.c.doc_type, documents.c.key, documents.c.system, documents.c.currency)
+        .outerjoin(doc_paid, doc_paid.c.basis_key == documents.c.key)
+        .where(documents.c.deleted.is_(False), documents.c.posted.is_(True), documents.c.date <= now,
+               or_(documents.c.doc_type == "sale",
+                   and_(documents.c.doc_type == "order",
+                        or_(documents.c.paid.is_(True),
+                            and_(documents.c.amount > 0, func.coalesce(doc_paid.c.paid, 0.0) >= documents.c.amount))))),
+    ).subquery("p")
+
+
+def _purchase_join(owners: Table, upto: datetime, cols: list) -> Any:
+    """Purchases per client: a company's, or a contact's without a company (its company's otherwise)."""
+    p = _purchase_rows(upto)
+    pc = clients.alias("pc")
+    return (select(owners.c.client_key, *[getattr(p.c, c) for c in cols]).join(owners, owners.c.owner_key == p.c.owner_key)
+            .join(pc, and_(pc.c.key == owners.c.client_key, or_(pc.c.kind == "company", pc.c.company_key.is_(None)))))
+
+
+def local_day(col: Any, offset_minutes: int, dialect: str) -> Any:
+    """``YYYY-MM-DD`` of a stored (UTC) moment at a fixed offset from UTC, in SQL."""
+    if dialect == "postgresql":
+        from sqlalchemy import text
+
+        return func.to_char(col + text(f"interval '{int(offset_minutes)} minutes'"), "YYYY-MM-DD")
+    return func.date(col, f"{int(offset_minutes):+d} minutes")
+
+
+def _purchase_day_select(owners: Table, upto: datetime, offset_minutes: int, base_currency: str, dialect: str) -> Any:
+    """``(client_key, day, currency, amount, at)``: each client's purchases per local day and currency
+    (a purchase without one is in ``base_currency``).
+
+    One day of one system is the sum of its purchases there (two deals on one day are two); the
+    same day in two systems counts once, at the larger sum (a won deal, its paid invoice and the
+    1C sale of that order are one purchase)."""
+    j = _purchase_join(owners, upto, ["at", "amount", "key", "system", "currency"]).subquery("pj")
+    cp = select(j.c.client_key, j.c.key, j.c.at, j.c.amount, j.c.system, j.c.currency).distinct().subquery("cp")
+    day = local_day(cp.c.at, offset_minutes, dialect)
+    cur = func.upper(func.coalesce(func.nullif(cp.c.currency, ""), base_currency))
+    per_sys = (select(cp.c.client_key, day.label("day"), cur.label("currency"), func.sum(cp.c.amount).label("amount"),
+                      func.max(cp.c.at).label("at"))
+               .group_by(cp.c.client_key, day, cp.c.system, cur).subquery("ps"))
+    return (select(per_sys.c.client_key, per_sys.c.day, per_sys.c.currency, func.max(per_sys.c.amount), func.max(per_sys.c.at))
+            .group_by(per_sys.c.client_key, per_sys.c.day, per_sys.c.currency))
+
+
+def utc_offset_minutes(timezone: str, at: datetime) -> int:
+    """The zone's offset from UTC at ``at``, in minutes (the local day of purchases)."""
+    from zoneinfo import ZoneInfo
+
+    off = at.astimezone(ZoneInfo(timezone)).utcoffset()
+    return int(off.total_seconds() // 60) if off is not None else 0
 
 
 # ---------------------------------------------------------------------- queries for one evaluation
@@ -154,6 +251,8 @@ class Evidence:
         fresh = conn.execute(select(kv.c.value).where(kv.c.name == Store.EVIDENCE_DIRTY)).scalar() == "0" and \
             conn.execute(select(kv.c.value).where(kv.c.name == PRIMARY_KV)).scalar() == primary
         later = fresh and conn.execute(select(ev_contact.c.client_key).where(ev_contact.c.at > now).limit(1)).first() is not None
+        self.stored = fresh and not later
+        self._purchase_days: dict[int, Table] = {}
         if fresh and not later:
             self.owners, self.contact = ev_owner, ev_contact
         else:
@@ -212,45 +311,11 @@ class Evidence:
     # -- purchases
 
     def _purchase_rows(self) -> Any:
-        """``(owner_key, at, amount, what, key, system, currency)`` of every purchase up to now.
-
-        An invoice the connector issued (``own``) is never a purchase by itself: what it sold shows
-        as the client's payment or the 1C sale it led to."""
-        now = self.now
-        paid = (select(payments.c.invoice_key, func.sum(payments.c.amount).label("paid"))
-                .where(payments.c.deleted.is_(False), payments.c.invoice_key.is_not(None)).group_by(payments.c.invoice_key).subquery("pp"))
-        doc_paid = (select(documents.c.basis_key, func.sum(documents.c.amount).label("paid"))
-                    .where(documents.c.deleted.is_(False), documents.c.posted.is_(True), documents.c.doc_type == "payment",
-                           documents.c.basis_key.is_not(None)).group_by(documents.c.basis_key).subquery("dp"))
-        inv_when = func.coalesce(invoices.c.paid_at, invoices.c.modified_at, invoices.c.issued_at)
-        deal_when = func.coalesce(deals.c.closed_at, deals.c.modified_at)
-        return union_all(
-            select(deal_clients.c.client_key.label("owner_key"), deal_when.label("at"), func.coalesce(deals.c.amount, 0.0).label("amount"),
-                   literal("deal").label("what"), deals.c.key.label("key"), deals.c.system.label("system"),
-                   deals.c.currency.label("currency"))
-            .join(deals, deals.c.key == deal_clients.c.deal_key)
-            .where(deals.c.deleted.is_(False), deals.c.outcome == "won", deal_when <= now),
-            select(invoices.c.client_key, inv_when, func.coalesce(invoices.c.amount, 0.0), literal("invoice"), invoices.c.key,
-                   invoices.c.system, invoices.c.currency)
-            .outerjoin(paid, paid.c.invoice_key == invoices.c.key)
-            .where(invoices.c.deleted.is_(False), invoices.c.own.is_(False), invoices.c.deal_key.is_(None), inv_when <= now,
-                   or_(invoices.c.outcome == "won",
-                       and_(invoices.c.amount > 0, func.coalesce(paid.c.paid, 0.0) >= invoices.c.amount - 0.005))),
-            select(documents.c.client_key, documents.c.date, func.coalesce(documents.c.amount, 0.0),
-                   literal("1c ") + documents.c.doc_type, documents.c.key, documents.c.system, documents.c.currency)
-            .outerjoin(doc_paid, doc_paid.c.basis_key == documents.c.key)
-            .where(documents.c.deleted.is_(False), documents.c.posted.is_(True), documents.c.date <= now,
-                   or_(documents.c.doc_type == "sale",
-                       and_(documents.c.doc_type == "order",
-                            or_(documents.c.paid.is_(True),
-                                and_(documents.c.amount > 0, func.coalesce(doc_paid.c.paid, 0.0) >= documents.c.amount))))),
-        ).subquery("p")
+        """``(owner_key, at, amount, what, key, system, currency)`` of every purchase up to now (see :func:`_purchase_rows`)."""
+        return _purchase_rows(self.now)
 
     def _purchase_join(self, cols: list) -> Any:
-        o, p = self.owners, self._purchase_rows()
-        pc = clients.alias("pc")
-        return (select(o.c.client_key, *[getattr(p.c, c) for c in cols]).join(o, o.c.owner_key == p.c.owner_key)
-                .join(pc, and_(pc.c.key == o.c.client_key, or_(pc.c.kind == "company", pc.c.company_key.is_(None)))))
+        return _purchase_join(self.owners, self.now, cols)
 
     def purchase_summary_q(self) -> Any:
         """Subquery ``(client_key, n, last)``: purchases and the latest one per client."""
@@ -280,40 +345,43 @@ class Evidence:
         j = self._purchase_join(["at", "amount", "key", "system", "currency"]).subquery("pj")
         return select(j.c.client_key, j.c.key, j.c.at, j.c.amount, j.c.system, j.c.currency).distinct().subquery("cp")
 
-    def local_day(self, col: Any, offset_minutes: int) -> Any:
-        """The calendar day of a stored (UTC) moment at a fixed offset from UTC, in SQL."""
-        if self.conn.dialect.name == "postgresql":
-            from sqlalchemy import Date, cast, text
+    def purchase_days(self, offset_minutes: int, base_currency: str) -> Table:
+        """Each client's purchases per local day and currency (:func:`_purchase_day_select`): the stored
+        derivation when it was made for this offset and holds nothing after ``now``, else an exact
+        temporary copy (made once per evaluation)."""
+        wanted = f"{offset_minutes}|{base_currency.upper()}"
+        if wanted in self._purchase_days:
+            return self._purchase_days[wanted]
+        table: Table = ev_purchase
+        derived = self.conn.execute(select(kv.c.value).where(kv.c.name == PURCHASE_KV)).scalar()
+        if not (self.stored and derived == wanted) or \
+                self.conn.execute(select(ev_purchase.c.client_key).where(ev_purchase.c.at > self.now).limit(1)).first() is not None:
+            table = tmp_purchase
+            tmp_purchase.drop(self.conn, checkfirst=True)
+            tmp_purchase.create(self.conn)
+            self.conn.execute(tmp_purchase.insert().from_select(
+                ["client_key", "day", "currency", "amount", "at"],
+                _purchase_day_select(self.owners, self.now, offset_minutes, base_currency, self.conn.dialect.name)))
+            self.conn.exec_driver_sql("CREATE INDEX ix_ev_purchase_now ON ev_purchase_now (client_key, day)")
+        self._purchase_days = {wanted: table}
+        return table
 
-            return cast(col + text(f"interval '{int(offset_minutes)} minutes'"), Date)
-        return func.date(col, f"{int(offset_minutes):+d} minutes")
-
-    def rfm_q(self, *, since: datetime, offset_minutes: int, base_currency: str, rates: dict[str, float]) -> Any:
+    def rfm_q(self, *, since_day: str, offset_minutes: int, base_currency: str, rates: dict[str, float]) -> Any:
         """Subquery ``(client_key, last, n, m, unpriced)`` per client with a purchase: the latest
-        purchase ever, and within ``since``..now the purchase days and the money spent in the base
-        currency.
-
-        One purchase per local day and source system is summed, and the same day in two systems
-        counts once, at the larger amount: a won deal, its paid invoice and the 1C sale of that
-        order are one purchase, while two deals on one day are two. An amount in a currency
-        without a rate counts for the day (recency, frequency) but not for the money (``unpriced``
-        counts such days)."""
-        cp = self.client_purchases_q()
-        cur = func.upper(func.coalesce(cp.c.currency, ""))
-        whens: list[Any] = [(cur.in_(["", base_currency.upper()]), cp.c.amount)]
-        whens += [(cur == code.upper(), cp.c.amount * float(rate)) for code, rate in sorted(rates.items())]
+        purchase ever, and from the local day ``since_day`` on the purchase days and the money
+        spent in the base currency (:meth:`purchase_days`: one purchase a day, a day in two systems
+        once). An amount in a currency without a rate counts for the day (recency, frequency) but
+        not for the money (``unpriced`` counts such days)."""
+        t = self.purchase_days(offset_minutes, base_currency)
+        whens: list[Any] = [(t.c.currency == base_currency.upper(), t.c.amount)]
+        whens += [(t.c.currency == code.upper(), t.c.amount * float(rate)) for code, rate in sorted(rates.items())]
         converted = case(*whens, else_=None)
-        day = self.local_day(cp.c.at, offset_minutes)
-        per_sys = (select(cp.c.client_key, day.label("d"), func.sum(converted).label("amt"), func.max(cp.c.at).label("at"))
-                   .group_by(cp.c.client_key, day, cp.c.system).subquery("ps"))
-        per_day = (select(per_sys.c.client_key, per_sys.c.d, func.max(per_sys.c.amt).label("amt"), func.max(per_sys.c.at).label("at"))
-                   .group_by(per_sys.c.client_key, per_sys.c.d).subquery("pd"))
-        inside = per_day.c.at >= since
-        return (select(per_day.c.client_key, func.max(per_day.c.at).label("last"),
-                       func.sum(case((inside, 1), else_=0)).label("n"),
-                       func.sum(case((inside, per_day.c.amt), else_=0.0)).label("m"),
-                       func.sum(case((and_(inside, per_day.c.amt.is_(None)), 1), else_=0)).label("unpriced"))
-                .group_by(per_day.c.client_key).subquery("rfm"))
+        inside = t.c.day >= since_day
+        return (select(t.c.client_key, func.max(t.c.at).label("last"),
+                       func.count(case((inside, t.c.day), else_=None).distinct()).label("n"),
+                       func.sum(case((inside, converted), else_=0.0)).label("m"),
+                       func.count(case((and_(inside, converted.is_(None)), t.c.day), else_=None).distinct()).label("unpriced"))
+                .group_by(t.c.client_key).subquery("rfm"))
 
     def purchase_lines_q(self, since: datetime) -> Any:
         """Subquery ``(client_key, key, at, system, line_no, product_id, article, name, group_name,

@@ -66,6 +66,9 @@ def _describe(a: dict) -> str:
         return f"business process {p.get('template_id')}"
     if t == "close_task":
         return f"complete the connector's task {p.get('task')}"
+    if t == "invoice":
+        rows = len(p.get("rows") or [])
+        return f"invoice “{p.get('title')}” {p.get('amount')} {p.get('currency', '')}, due {p.get('due')}, {rows} product row(s)"
     return t
 
 

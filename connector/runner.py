@@ -108,7 +108,8 @@ def cycle(settings: Settings, store: Store, ctx: Context, *, execute: bool, forc
         return report
     if lease is not None and lease.held:
         store.refresh_own()
-        evidence.refresh(store, primary_system(settings))
+        rfm = next((r for r in settings.rules if r.type == "rfm"), None)
+        evidence.refresh(store, primary_system(settings), purchase_days=(settings.timezone, rfm.currency) if rfm else None)
     cal = BusinessCalendar(settings.calendar, settings.timezone)
     journal = Journal(store)
     with load_snapshot(settings, store, now, call_lookback_hours=_lookback(settings)) as snap:

@@ -207,6 +207,12 @@ ev_contact = Table(
     "ev_contact", metadata, Column("client_key", String(200), primary_key=True), Column("kind", String(20), primary_key=True),
     Column("at", UTC),
 )
+# each client's purchases per local day and currency (one purchase a day; a day in two systems once), derived
+# when an rfm rule needs them: the rule's aggregates read this instead of every purchase
+ev_purchase = Table(
+    "ev_purchase", metadata, Column("client_key", String(200), primary_key=True), Column("day", String(10), primary_key=True),
+    Column("currency", String(10), primary_key=True), Column("amount", Float), Column("at", UTC),
+)
 lease = Table(
     "lease", metadata, Column("name", String(50), primary_key=True), Column("owner", String(120), nullable=False),
     Column("pid", Integer), Column("host", String(200)), Column("acquired_at", UTC), Column("heartbeat_at", UTC),
@@ -272,12 +278,14 @@ def _m4(conn: Connection) -> None:
 
 
 def _m5(conn: Connection) -> None:
-    """Repeat sales: product lines, custom fields of deals, and the own footprint of invoices the connector issued."""
+    """Repeat sales: product lines, custom fields of deals, the own footprint of invoices the connector issued, and
+    the derived purchase days of the rfm rule."""
     boolean = "BOOLEAN NOT NULL DEFAULT FALSE" if conn.dialect.name == "postgresql" else "BOOLEAN NOT NULL DEFAULT 0"
     _add_column(conn, "deals", "fields", "TEXT")
     _add_column(conn, "invoices", "marker", "VARCHAR(20)")
     _add_column(conn, "invoices", "own", boolean)
     product_lines.create(conn, checkfirst=True)
+    ev_purchase.create(conn, checkfirst=True)
     for ix in [*product_lines.indexes, *invoices.indexes]:
         ix.create(conn, checkfirst=True)
 

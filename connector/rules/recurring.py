@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 from connector.calendar import BusinessCalendar
 from connector.config import RecurringRule, TaskAction
 from connector.evidence import aware
-from connector.i18n import _, day
+from connector.i18n import _, day, money
 from connector.rules.base import DONE_STATES, FINAL_STATES, Builtin, Evaluation, Finding, in_scope
 from connector.snapshot import EpisodeView, JournalEntry, Snapshot, split_episode
 from connector.store import deal_clients, deals, invoices, payments, product_lines
@@ -270,8 +270,8 @@ def _finding(rule: RecurringRule, snap: Snapshot, cal: BusinessCalendar, deal: R
         notes.append(_("{deal}: no invoice for {date}: the previous one is still unpaid").format(deal=deal.title, date=day(when)))
         return None
     return _invoice(rule, snap, deal, client, when, due, base_vars,
-                    _("regular deal ({every}): invoice for the period from {date}, {amount} {currency}").format(
-                        every=deal.period_text, date=day(when), amount=f"{deal.amount:.2f}", currency=deal.currency))
+                    _("regular deal ({every}): invoice for the period from {date}, {amount}").format(
+                        every=deal.period_text, date=day(when), amount=money(deal.amount, deal.currency or "UAH")))
 
 
 def _previous(deal: RegularDeal, when: date, by_period: dict[str, list[JournalEntry]]) -> JournalEntry | None:

@@ -28,16 +28,17 @@ from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from babel.numbers import get_decimal_symbol, get_group_symbol
 from sqlalchemy import Column, MetaData, String, Table, select
 
+from connector import i18n
 from connector.calendar import BusinessCalendar
 from connector.config import RfmRule
-from connector.evidence import aware
+from connector.evidence import aware, utc_offset_minutes
 from connector.i18n import _
-from connector.i18n import number as fmt_number
 from connector.rules.base import Builtin, Evaluation, Finding, kind_of
-from connector.snapshot import EpisodeView, Snapshot, split_episode
-from connector.store import clients
+from connector.snapshot import ClientView, EpisodeView, Snapshot, split_episode
+from connector.store import client_phones, clients
 
 _tmp = MetaData()
 rfm_now = Table("rfm_now", _tmp, Column("client_key", String(200)), Column("segment", String(200)), prefixes=["TEMPORARY"])
@@ -150,14 +151,13 @@ def compute(rule: RfmRule, snap: Snapshot) -> Result:
         raise ValueError(f"rule {rule.name}: where.rfm cannot select the rfm rule's own clients")
     kind = kind_of(rule.clients)
     tz = ZoneInfo(snap.settings.timezone)
-    offset = int((snap.now.astimezone(tz).utcoffset() or timedelta()).total_seconds() // 60)
-    agg = snap.ev.rfm_q(since=snap.now - timedelta(days=rule.window_days), offset_minutes=offset,
-                        base_currency=rule.currency, rates=rule.rates)
+    today = snap.now.astimezone(tz).date()
+    agg = snap.ev.rfm_q(since_day=(today - timedelta(days=rule.window_days)).isoformat(),
+                        offset_minutes=utc_offset_minutes(snap.settings.timezone, snap.now), base_currency=rule.currency, rates=rule.rates)
     cols = [clients.c.key, agg.c.last, agg.c.n, agg.c.m, agg.c.unpriced]
     for field in (rule.fields.score, rule.fields.segment):
         cols.append(snap._json_text(clients.c.fields, field) if field else clients.c.key.is_(None))
     q = select(*cols).outerjoin(agg, agg.c.client_key == clients.c.key).where(*snap.scope(rule.where, kind)).order_by(clients.c.key)
-    today = snap.now.astimezone(tz).date()
     items: list[Scored] = []
     unpriced = 0
     for key, last, n, m, unp, cur_score, cur_segment in snap.conn.execute(q):
@@ -207,6 +207,13 @@ def counts(snap: Snapshot, rule: RfmRule | None = None) -> dict[str, int]:
     return compute(rule or _the_rule(snap), snap).counts()
 
 
+def segment_counts(settings: Any, store: Any, now: Any) -> dict[str, int]:
+    """Clients per segment of the config's rfm rule as of ``now``, for a report that has no snapshot
+    open: the same numbers ``plan`` notes (one read transaction)."""
+    with Snapshot(settings, store, now) as snap:
+        return counts(snap)
+
+
 def slug(segment: str) -> str:
     """A segment's name as it may appear in a key: ``can't lose`` -> ``can-t-lose``."""
     return re.sub(r"[^0-9a-zа-яіїєґё]+", "-", segment.lower()).strip("-") or "-"
@@ -240,8 +247,9 @@ def evaluate(rule: RfmRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation
         if s is not None and not s.changed and s.segment is not None:
             holding.update(ep for ep, (_, sc, sg) in eps if (sc, sg) == _target(s))
     history = snap.journal_for(rule.name, [s.key for s in changed])
-    views = snap.clients([s.key for s in changed])
+    views = _views(snap, [s.key for s in changed])
     findings: list[Finding] = []
+    fmt = _number_format()
     for s in changed:
         c = views.get(s.key)
         if c is None:
@@ -258,7 +266,7 @@ def evaluate(rule: RfmRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation
         if rule.fields.segment:
             fields[rule.fields.segment] = s.segment
         findings.append(Finding(
-            subject_key=s.key, client=c, period=period, reason=_reason(rule, s),
+            subject_key=s.key, client=c, period=period, reason=_reason(rule, s, fmt),
             vars={"rfm": {"score": s.score, "segment": s.segment, "r": s.r, "f": s.f, "m": s.m, "recency_days": s.recency_days,
                           "frequency": s.frequency, "monetary": round(s.monetary, 2), "previous_score": s.current_score,
                           "previous_segment": s.current_segment},
@@ -272,13 +280,40 @@ def evaluate(rule: RfmRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation
     return Evaluation(findings, len(res.scored), notes=notes, holding=holding)
 
 
-def _reason(rule: RfmRule, s: Scored) -> str:
+def _views(snap: Snapshot, keys: list[str]) -> dict[str, ClientView]:
+    """The clients whose values changed, as rule texts see them, but without their contact evidence
+    (a first run writes every client; loading each one's contacts would cost more than the rule)."""
+    cached = snap.__dict__.get("_clients", {})
+    out = {k: c for k in keys if (c := cached.get(k)) is not None}
+    todo = [k for k in keys if k not in out]
+    for i in range(0, len(todo), 500):
+        chunk = todo[i : i + 500]
+        for r in snap.conn.execute(select(clients).where(clients.c.key.in_(chunk), clients.c.deleted.is_(False))):
+            out[r.key] = ClientView(key=r.key, system=r.system, kind=r.kind, title=r.title or r.key, responsible_key=r.responsible_key,
+                                    company_key=r.company_key, first_name=r.first_name, segment=r.segment, tax_id=r.tax_id,
+                                    emails=list(r.emails or []), fields=dict(r.fields or {}), birthday=r.birthday, created_at=r.created_at)
+        for phone, ck in snap.conn.execute(select(client_phones.c.phone, client_phones.c.client_key)
+                                           .where(client_phones.c.client_key.in_(chunk)).order_by(client_phones.c.phone)):
+            if ck in out:
+                out[ck].phones.append(phone)
+    return out
+
+
+def _number_format() -> Any:
+    """:func:`connector.i18n.number`'s grouping and decimal sign for this language, without babel's
+    per-call pattern work (a first run writes a reason for every client)."""
+    loc = i18n.locale()
+    group, decimal = get_group_symbol(loc), get_decimal_symbol(loc)
+    return lambda v: f"{v:,.2f}".replace(",", "\0").replace(".", decimal).replace("\0", group)
+
+
+def _reason(rule: RfmRule, s: Scored, fmt: Any) -> str:
     now = " ".join(x for x in (s.current_score, s.current_segment) if x) or "—"
     if s.recency_days is None:
         return _("never bought: segment {segment}; the CRM shows {current}").format(segment=s.segment, current=now)
     return _("score {score} ({segment}): last purchase {days} days ago, {count} purchase days and {money} {currency} in the last "
              "{window} days; the CRM shows {current}").format(
-        score=s.score, segment=s.segment, days=s.recency_days, count=s.frequency, money=fmt_number(s.monetary),
+        score=s.score, segment=s.segment, days=s.recency_days, count=s.frequency, money=fmt(s.monetary),
         currency=rule.currency, window=rule.window_days, current=now)
 
 

@@ -197,3 +197,17 @@ def test_1c_goods_are_not_read_when_no_rule_needs_them(onec_base, company):
     assert not any(isinstance(r, ProductLines) for r in records)
     assert not any("%D0%A2%D0%BE%D0%B2%D0%B0%D1%80%D1%8B" in p or "Товары" in p for _, p in onec_base.odata.requests)
 
+
+
+def test_a_base_that_does_not_publish_the_products_catalog_still_syncs_its_goods_by_guid(onec_base, company, caplog):
+    onec_base.odata.unpublished = {"Catalog_Номенклатура"}
+    ctx = Context(clock=FixedClock(company.anchor))
+    src = onec_source(onec_base, ctx, lines=True)
+    with caplog.at_level("WARNING"):
+        for stream in ("users", "counterparties"):
+            list(src.pull(stream, None, full=True))
+        records = [r for b in src.pull("documents", None, full=True) for r in b.records]
+    water = next(d for d in company.onec_docs if d.lines)
+    got = next(r for r in records if isinstance(r, ProductLines) and r.key == f"onec:document:{water.guid}")
+    assert [(ln.article, ln.name, ln.quantity) for ln in got.lines] == [("", "", 5.0)] and got.lines[0].product_id
+    assert any("onec.objects.products" in m for m in caplog.messages)

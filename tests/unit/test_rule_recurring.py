@@ -30,6 +30,7 @@ class Portal(FakeSink):
 
     world: World | None = None
     paid: bool = False
+    marker: bool = True  # False: someone edited the marker out of the comments
     made: list[PlannedAction] = field(default_factory=list)
 
     def execute(self, action: PlannedAction) -> ActionResult:
@@ -43,7 +44,8 @@ class Portal(FakeSink):
         self.world.store.write([d.Invoice(key, "bitrix24", str(1000 + n), p["title"], client_key=p["company"], amount=p["amount"],
                                           currency="UAH", outcome=d.Outcome.WON if self.paid else d.Outcome.OPEN,
                                           issued_at=datetime.fromisoformat(p["issued"] + "T09:00:00+02:00"),
-                                          due_date=date.fromisoformat(p["due"]), deal_key=p["deal"], text=f"[{action.marker}]")])
+                                          due_date=date.fromisoformat(p["due"]), deal_key=p["deal"],
+                                          text=f"[{action.marker}]" if self.marker else "")])
         return ActionResult(remote_id=str(1000 + n), remote_key=key)
 
 
@@ -179,14 +181,42 @@ def test_a_deal_not_marked_regular_or_with_an_unknown_period_gets_nothing(tmp_pa
 
 
 def test_invoices_the_connector_issued_are_never_the_clients_contact_or_purchase(tmp_path):
+    from sqlalchemy import select
+
     from connector.evidence import Evidence
+    from connector.store import invoices as table
 
     w = world(tmp_path, RULE)
     client, _ = regular(w)
-    sink = Portal(world=w, paid=True)
+    sink = Portal(world=w, paid=True, marker=False)  # known as ours from the journal, not from a marker
     w.run(at(2027, 1, 31), sink)
+    with w.store.tx() as conn:
+        assert conn.execute(select(table.c.own)).scalars().all() == [True]
     with w.snapshot(at(2027, 2, 2)) as snap:
         ev = Evidence(snap.conn, "bitrix24", at(2027, 2, 2))
         keys = [p.key for p in ev.purchases([client]).get(client, [])]
         contact = ev.contacts_of([client]).get(client, {})
     assert keys == ["bitrix24:deal:500"] and "invoice" not in contact
+
+
+def test_an_escalation_follows_an_unpaid_invoice_and_stops_when_it_is_paid(tmp_path):
+    w = world(tmp_path, RULE + """  escalate:
+    - after_days: 14
+      actions: [{notify: [supervisor]}]
+""")
+    regular(w)
+    sink = Portal(world=w, paid=False)
+    w.run(at(2027, 1, 31), sink)
+    w.run(at(2027, 2, 15), sink)
+    assert [a.type for a in sink.done if a.type == "notify"] == ["notify"]
+    (tmp_path / "paid").mkdir()
+    w2 = world(tmp_path / "paid", RULE + """  escalate:
+    - after_days: 14
+      actions: [{notify: [supervisor]}]
+""")
+    regular(w2)
+    sink2 = Portal(world=w2, paid=False)
+    w2.run(at(2027, 1, 31), sink2)
+    pay_all(w2)
+    plan, _ = w2.run(at(2027, 2, 15), sink2)
+    assert not [a for a in sink2.done if a.type == "notify"] and [c.rule for c in plan.cleared] == ["recurring"]

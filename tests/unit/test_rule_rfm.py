@@ -235,5 +235,31 @@ def test_plan_notes_and_counts_give_clients_per_segment(tmp_path):
         assert plan.rules[0].notes[0] == "segments: new 3, prospects 1"
         with w.snapshot() as snap:
             assert rfm.counts(snap) == {"new": 3, "prospects": 1}
+        assert rfm.segment_counts(w.settings, w.store, NOW) == {"new": 3, "prospects": 1}
     finally:
         i18n.use("uk")
+
+
+def test_purchase_days_derived_after_a_sync_give_what_the_evaluation_computes_itself(tmp_path):
+    from connector import evidence
+    from connector.store import ev_purchase
+
+    w = world(tmp_path, RFM_THRESHOLDS)
+    c = w.company(1)
+    cp = link_1c(w, c)
+    w.deal(c, 10, amount=1000.0)
+    sale_1c(w, cp, 10, 1000.0)
+    w.deal(w.company(2), 3, amount=300.0)
+    with w.snapshot() as snap:  # no rfm day table stored: a temporary copy
+        computed = {k: (s.recency_days, s.frequency, s.monetary) for k, s in rfm.compute(w.settings.rules[0], snap).scored.items()}
+    with w.store.tx() as conn:
+        w.store.mark_evidence_dirty(conn)
+    assert evidence.refresh(w.store, "bitrix24", purchase_days=("Europe/Kyiv", "UAH"))
+    with w.store.tx() as conn:
+        assert conn.execute(select(ev_purchase.c.client_key, ev_purchase.c.currency, ev_purchase.c.amount)
+                            .order_by(ev_purchase.c.client_key)).all() == [("bitrix24:company:1", "UAH", 1000.0),
+                                                                           ("bitrix24:company:2", "UAH", 300.0)]
+    assert not evidence.refresh(w.store, "bitrix24", purchase_days=("Europe/Kyiv", "UAH"))  # nothing changed: kept
+    with w.snapshot() as snap:
+        stored = {k: (s.recency_days, s.frequency, s.monetary) for k, s in rfm.compute(w.settings.rules[0], snap).scored.items()}
+    assert stored == computed
