@@ -131,26 +131,34 @@ def fill_purchases(store: Store, n_clients: int, target: int, seed: int = 2) -> 
     return have + sales
 
 
-def settle_rfm(settings, store: Store, share_bought_since: float = 0.01, seed: int = 3) -> None:
-    """Write what the rfm rule computes into every client's fields (as after its first run and a
-    sync), then let ``share_bought_since`` of them buy once more today: a steady cycle's input."""
+def settle_rfm(settings, store: Store) -> None:
+    """Write what the rfm rule computes into every client's fields, as after its first run and the
+    sync that reads them back: a steady cycle's starting point."""
     from connector.rules import rfm
 
-    rng = random.Random(seed)
     rule = next(r for r in settings.rules if r.type == "rfm")
     with load_snapshot(settings, store, NOW) as snap:
-        scored = rfm.compute(rule, snap).scored
+        res = rfm.compute(rule, snap)
+        scored, values = res.segments(), dict(zip(res.keys, res.score, strict=True))
     with store.tx() as conn:
         rows = conn.execute(select(clients.c.key, clients.c.fields).where(clients.c.system == "bitrix24")).all()
-        values = [{"k": key, "f": {**(fields or {}), rule.fields.score: s.score, rule.fields.segment: s.segment}}
-                  for key, fields in rows if (s := scored.get(key)) is not None and s.segment is not None]
-        conn.execute(update(clients).where(clients.c.key == bindparam("k")).values(fields=bindparam("f")), values)
+        batch = [{"k": key, "f": {**(fields or {}), rule.fields.score: values[key], rule.fields.segment: scored[key]}}
+                 for key, fields in rows if key in scored]
+        conn.execute(update(clients).where(clients.c.key == bindparam("k")).values(fields=bindparam("f")), batch)
         store.mark_evidence_dirty(conn)
-        buyers = rng.sample(sorted(scored), int(len(scored) * share_bought_since))
-        conn.execute(documents.insert(), [{"key": f"onec:document:again{n}", "system": "onec", "source_id": f"again{n}", "doc_type": "sale",
-                                           "date": NOW - timedelta(hours=1), "client_key": "onec:counterparty:" + k.rsplit(":", 1)[1],
+
+
+def buy_again(store: Store, n_clients: int, share: float, seed: int) -> int:
+    """``share`` of the clients buy once more an hour before NOW (a cycle's new purchases)."""
+    rng = random.Random(seed)
+    buyers = rng.sample(range(n_clients), int(n_clients * share))
+    with store.tx() as conn:
+        conn.execute(documents.insert(), [{"key": f"onec:document:again{seed}-{n}", "system": "onec", "source_id": f"again{seed}-{n}",
+                                           "doc_type": "sale", "date": NOW - timedelta(hours=1), "client_key": f"onec:counterparty:{i}",
                                            "amount": 5000.0, "currency": "UAH", "posted": True, "deleted": False}
-                                          for n, k in enumerate(buyers)])
+                                          for n, i in enumerate(buyers)])
+        store.mark_evidence_dirty(conn)
+    return len(buyers)
 
 
 def timed_plan(settings, store: Store, cal, only: set[str]) -> tuple[float, float, object]:
@@ -201,23 +209,30 @@ def main() -> None:
         with store.tx() as conn:
             store.mark_evidence_dirty(conn)
     t0 = time.monotonic()
+    evidence.refresh(store, "bitrix24")
+    plain = time.monotonic() - t0
+    with store.tx() as conn:
+        store.mark_evidence_dirty(conn)
+    t0 = time.monotonic()
     evidence.refresh(store, "bitrix24", purchase_days=(settings.timezone, "UAH"))
-    print(f"evidence derivation after a sync (contacts, owners, purchase days): {time.monotonic() - t0:.2f} s")
+    print(f"evidence derivation after a sync: {plain:.2f} s; with the rfm purchase days {time.monotonic() - t0:.2f} s")
     snap_s, first_s, first = timed_plan(settings, store, cal, {"rfm"})
     r = first.rules[0]
     print(f"rfm first run: snapshot_seconds={snap_s:.2f} plan_seconds={first_s:.2f} findings={r.findings} actions={len(r.actions)}")
     print(f"rfm {r.notes[0]}")
-    if fresh:
-        settle_rfm(settings, store)
-    t0 = time.monotonic()
-    evidence.refresh(store, "bitrix24", purchase_days=(settings.timezone, "UAH"))
-    print(f"evidence derivation after the steady cycle's sync: {time.monotonic() - t0:.2f} s")
-    _, core_s, _ = timed_plan(settings, store, cal, CORE)
-    _, rfm_s, steady = timed_plan(settings, store, cal, {"rfm"})
-    _, both_s, _ = timed_plan(settings, store, cal, CORE | {"rfm"})
-    r = steady.rules[0]
-    print(f"rfm steady cycle: plan_seconds={rfm_s:.2f} findings={r.findings} actions={len(r.actions)}")
-    print(f"core rules plan_seconds={core_s:.2f}; core + rfm plan_seconds={both_s:.2f}; rfm adds {both_s - core_s:.2f} s")
+    if not fresh:
+        return
+    settle_rfm(settings, store)
+    for share, seed in ((0.001, 11), (0.009, 12)):  # a 15-minute cycle's buyers, then a busy day's (1% in all)
+        bought = buy_again(store, args.clients, share, seed)
+        t0 = time.monotonic()
+        evidence.refresh(store, "bitrix24", purchase_days=(settings.timezone, "UAH"))
+        derive_s = time.monotonic() - t0
+        c0 = time.process_time()
+        _, rfm_s, steady = timed_plan(settings, store, cal, {"rfm"})
+        r = steady.rules[0]
+        print(f"rfm steady cycle after {bought} new purchases: plan_seconds={rfm_s:.2f} (cpu {time.process_time() - c0:.2f}) "
+              f"findings={r.findings} actions={len(r.actions)}; evidence derivation before it {derive_s:.2f} s")
     print(f"peak_memory_max_rss_mb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
 
 

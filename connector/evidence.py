@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, Float, MetaData, String, Table, and_, case, delete, func, literal, or_, select, union, union_all
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, and_, case, delete, func, literal, or_, select, union, union_all
 from sqlalchemy.engine import Connection
 
 from connector.store import (
@@ -64,7 +64,7 @@ tmp_owner = Table("ev_owner_now", _tmp, Column("owner_key", String(200)), Column
 tmp_contact = Table("ev_contact_now", _tmp, Column("client_key", String(200)), Column("kind", String(20)), Column("at", UTCType),
                     prefixes=["TEMPORARY"])
 tmp_purchase = Table("ev_purchase_now", _tmp, Column("client_key", String(200)), Column("day", String(10)), Column("currency", String(10)),
-                     Column("amount", Float), Column("at", UTCType), prefixes=["TEMPORARY"])
+                     Column("amount", Float), Column("at", UTCType), Column("first", Integer), prefixes=["TEMPORARY"])
 
 
 @dataclass
@@ -147,7 +147,7 @@ def refresh(store: Store, primary: str, *, purchase_days: tuple[str, str] | None
         conn.execute(ev_contact.insert().from_select(["client_key", "kind", "at"], _contact_select(ev_owner, real_now)))
         if purchase_days is not None and wanted is not None:
             offset = int(wanted.split("|")[0])
-            conn.execute(ev_purchase.insert().from_select(["client_key", "day", "currency", "amount", "at"],
+            conn.execute(ev_purchase.insert().from_select(["client_key", "day", "currency", "amount", "at", "first"],
                                                           _purchase_day_select(ev_owner, real_now, offset, purchase_days[1], conn.dialect.name)))
         store._upsert(conn, kv, [{"name": Store.EVIDENCE_DIRTY, "value": "0"}, {"name": PRIMARY_KV, "value": primary},
                                  {"name": PURCHASE_KV, "value": wanted or ""}], ["name"])
@@ -211,8 +211,8 @@ def local_day(col: Any, offset_minutes: int, dialect: str) -> Any:
 
 
 def _purchase_day_select(owners: Table, upto: datetime, offset_minutes: int, base_currency: str, dialect: str) -> Any:
-    """``(client_key, day, currency, amount, at)``: each client's purchases per local day and currency
-    (a purchase without one is in ``base_currency``).
+    """``(client_key, day, currency, amount, at, first)``: each client's purchases per local day and
+    currency (a purchase without one is in ``base_currency``); ``first`` marks one row a day.
 
     One day of one system is the sum of its purchases there (two deals on one day are two); the
     same day in two systems counts once, at the larger sum (a won deal, its paid invoice and the
@@ -224,8 +224,12 @@ def _purchase_day_select(owners: Table, upto: datetime, offset_minutes: int, bas
     per_sys = (select(cp.c.client_key, day.label("day"), cur.label("currency"), func.sum(cp.c.amount).label("amount"),
                       func.max(cp.c.at).label("at"))
                .group_by(cp.c.client_key, day, cp.c.system, cur).subquery("ps"))
-    return (select(per_sys.c.client_key, per_sys.c.day, per_sys.c.currency, func.max(per_sys.c.amount), func.max(per_sys.c.at))
-            .group_by(per_sys.c.client_key, per_sys.c.day, per_sys.c.currency))
+    per_cur = (select(per_sys.c.client_key, per_sys.c.day, per_sys.c.currency, func.max(per_sys.c.amount).label("amount"),
+                      func.max(per_sys.c.at).label("at"))
+               .group_by(per_sys.c.client_key, per_sys.c.day, per_sys.c.currency).subquery("pc"))
+    first = func.row_number().over(partition_by=(per_cur.c.client_key, per_cur.c.day), order_by=per_cur.c.currency)
+    return select(per_cur.c.client_key, per_cur.c.day, per_cur.c.currency, per_cur.c.amount, per_cur.c.at,
+                  case((first == 1, 1), else_=0))
 
 
 def utc_offset_minutes(timezone: str, at: datetime) -> int:
@@ -360,15 +364,15 @@ class Evidence:
             tmp_purchase.drop(self.conn, checkfirst=True)
             tmp_purchase.create(self.conn)
             self.conn.execute(tmp_purchase.insert().from_select(
-                ["client_key", "day", "currency", "amount", "at"],
+                ["client_key", "day", "currency", "amount", "at", "first"],
                 _purchase_day_select(self.owners, self.now, offset_minutes, base_currency, self.conn.dialect.name)))
             self.conn.exec_driver_sql("CREATE INDEX ix_ev_purchase_now ON ev_purchase_now (client_key, day)")
         self._purchase_days = {wanted: table}
         return table
 
     def rfm_q(self, *, since_day: str, offset_minutes: int, base_currency: str, rates: dict[str, float]) -> Any:
-        """Subquery ``(client_key, last, n, m, unpriced)`` per client with a purchase: the latest
-        purchase ever, and from the local day ``since_day`` on the purchase days and the money
+        """Subquery ``(client_key, last, n, m, unpriced)`` per client with a purchase: the local day
+        (``YYYY-MM-DD``) of the latest purchase ever, and from ``since_day`` on the purchase days and the money
         spent in the base currency (:meth:`purchase_days`: one purchase a day, a day in two systems
         once). An amount in a currency without a rate counts for the day (recency, frequency) but
         not for the money (``unpriced`` counts such days)."""
@@ -377,8 +381,8 @@ class Evidence:
         whens += [(t.c.currency == code.upper(), t.c.amount * float(rate)) for code, rate in sorted(rates.items())]
         converted = case(*whens, else_=None)
         inside = t.c.day >= since_day
-        return (select(t.c.client_key, func.max(t.c.at).label("last"),
-                       func.count(case((inside, t.c.day), else_=None).distinct()).label("n"),
+        return (select(t.c.client_key, func.max(t.c.day).label("last"),
+                       func.sum(case((and_(inside, t.c.first == 1), 1), else_=0)).label("n"),
                        func.sum(case((inside, converted), else_=0.0)).label("m"),
                        func.count(case((and_(inside, converted.is_(None)), t.c.day), else_=None).distinct()).label("unpriced"))
                 .group_by(t.c.client_key).subquery("rfm"))

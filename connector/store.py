@@ -212,6 +212,7 @@ ev_contact = Table(
 ev_purchase = Table(
     "ev_purchase", metadata, Column("client_key", String(200), primary_key=True), Column("day", String(10), primary_key=True),
     Column("currency", String(10), primary_key=True), Column("amount", Float), Column("at", UTC),
+    Column("first", Integer),  # 1 on the day's first currency: counts the day once
 )
 lease = Table(
     "lease", metadata, Column("name", String(50), primary_key=True), Column("owner", String(120), nullable=False),

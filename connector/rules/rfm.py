@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,7 +34,7 @@ from sqlalchemy import Column, MetaData, String, Table, select
 from connector import i18n
 from connector.calendar import BusinessCalendar
 from connector.config import RfmRule
-from connector.evidence import aware, utc_offset_minutes
+from connector.evidence import utc_offset_minutes
 from connector.i18n import _
 from connector.rules.base import Builtin, Evaluation, Finding, kind_of
 from connector.snapshot import ClientView, EpisodeView, Snapshot, split_episode
@@ -44,7 +44,7 @@ _tmp = MetaData()
 rfm_now = Table("rfm_now", _tmp, Column("client_key", String(200)), Column("segment", String(200)), prefixes=["TEMPORARY"])
 
 
-@dataclass
+@dataclass(slots=True)
 class Scored:
     """One client in the rule's scope: what it bought and what the rule makes of it."""
 
@@ -68,13 +68,48 @@ class Scored:
 
 @dataclass
 class Result:
+    """Every client in the rule's scope as columns (a first run has a hundred thousand of them);
+    :meth:`get` gives one as a :class:`Scored`."""
+
     rule: RfmRule
-    scored: dict[str, Scored]
+    keys: list[str]
+    days: list[int | None]
+    frequency: list[int]
+    monetary: list[float]
+    unpriced_days: list[int]
+    rfm: list[tuple[int, int, int]]
+    score: list[str]
+    segment: list[str | None]
+    current: list[tuple[str, str]]
     unpriced: int
+    _index: dict[str, int] | None = None
+
+    def _at(self, i: int) -> Scored:
+        r, f, m = self.rfm[i]
+        return Scored(self.keys[i], self.days[i], self.frequency[i], self.monetary[i], self.unpriced_days[i], self.current[i][0],
+                      self.current[i][1], r, f, m, self.score[i], self.segment[i])
+
+    def get(self, key: str) -> Scored | None:
+        if self._index is None:
+            self._index = {k: i for i, k in enumerate(self.keys)}
+        i = self._index.get(key)
+        return self._at(i) if i is not None else None
+
+    def changed(self) -> list[Scored]:
+        """The clients whose CRM fields differ from what the rule computes."""
+        return [self._at(i) for i, (seg, sc, cur) in enumerate(zip(self.segment, self.score, self.current, strict=True))
+                if seg is not None and cur != (sc, seg)]
+
+    @property
+    def scored(self) -> dict[str, Scored]:
+        return {k: self._at(i) for i, k in enumerate(self.keys)}
+
+    def segments(self) -> dict[str, str]:
+        return {k: seg for k, seg in zip(self.keys, self.segment, strict=True) if seg is not None}
 
     def counts(self) -> dict[str, int]:
         """Clients per segment, in the config's order of segments (then the others, then those never bought)."""
-        c = Counter(s.segment for s in self.scored.values() if s.segment is not None)
+        c = Counter(seg for seg in self.segment if seg is not None)
         order = [s.name for s in self.rule.segments] + [self.rule.other_segment]
         if self.rule.no_purchase_segment:
             order.append(self.rule.no_purchase_segment)
@@ -114,32 +149,37 @@ def segment_for(rule: RfmRule, r: int, f: int, m: int) -> str:
     return rule.other_segment
 
 
-def score(rule: RfmRule, items: list[Scored]) -> None:
-    """Fill ``r``, ``f``, ``m``, ``score`` and ``segment`` of every item, in place."""
-    bought = [s for s in items if s.recency_days is not None]
+def score(rule: RfmRule, days: list[int | None], frequency: list[int], monetary: list[float]
+          ) -> tuple[list[tuple[int, int, int]], list[str], list[str | None]]:
+    """Each client's ``(r, f, m)``, score and segment: quintiles among those who bought (or the
+    thresholds); a client who never bought gets no score and ``no_purchase_segment``."""
+    bought = [i for i, d in enumerate(days) if d is not None]
     t = rule.thresholds
-    rs = ([by_thresholds(s.recency_days or 0, t.recency_days, lower_is_better=True) for s in bought]
-          if t and t.recency_days else quintiles([-(s.recency_days or 0) for s in bought]))
-    fs = ([by_thresholds(s.frequency, t.frequency) for s in bought] if t and t.frequency
-          else quintiles([float(s.frequency) for s in bought]))
-    ms = ([by_thresholds(s.monetary, t.monetary) for s in bought] if t and t.monetary
-          else quintiles([round(s.monetary, 2) for s in bought]))
-    for s, r, f, m in zip(bought, rs, fs, ms, strict=True):
-        s.r, s.f, s.m = r, f, m
-        s.score = f"R{r}F{f}M{m}"
-        s.segment = segment_for(rule, r, f, m)
-    for s in items:
-        if s.recency_days is None:
-            s.score, s.segment = "", rule.no_purchase_segment
+    rs = ([by_thresholds(days[i] or 0, t.recency_days, lower_is_better=True) for i in bought]
+          if t and t.recency_days else quintiles([-(days[i] or 0) for i in bought]))
+    fs = ([by_thresholds(frequency[i], t.frequency) for i in bought] if t and t.frequency
+          else quintiles([float(frequency[i]) for i in bought]))
+    ms = ([by_thresholds(monetary[i], t.monetary) for i in bought] if t and t.monetary
+          else quintiles([round(monetary[i], 2) for i in bought]))
+    names = {(r, f, m): (f"R{r}F{f}M{m}", segment_for(rule, r, f, m)) for r in range(1, 6) for f in range(1, 6) for m in range(1, 6)}
+    rfm_: list[tuple[int, int, int]] = [(0, 0, 0)] * len(days)
+    scores: list[str] = [""] * len(days)
+    segments: list[str | None] = [rule.no_purchase_segment] * len(days)
+    for i, r, f, m in zip(bought, rs, fs, ms, strict=True):
+        rfm_[i] = (r, f, m)
+        scores[i], segments[i] = names[(r, f, m)]
+    return rfm_, scores, segments
 
 
 # ---------------------------------------------------------------- the evaluation
 
 
 def _text(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, list):
-        value = value[0] if value else None
-    return "" if value is None else str(value).strip()
+        return _text(value[0] if value else None)
+    return value.strip() if isinstance(value, str) else str(value).strip()
 
 
 def compute(rule: RfmRule, snap: Snapshot) -> Result:
@@ -158,21 +198,19 @@ def compute(rule: RfmRule, snap: Snapshot) -> Result:
     for field in (rule.fields.score, rule.fields.segment):
         cols.append(snap._json_text(clients.c.fields, field) if field else clients.c.key.is_(None))
     q = select(*cols).outerjoin(agg, agg.c.client_key == clients.c.key).where(*snap.scope(rule.where, kind)).order_by(clients.c.key)
-    items: list[Scored] = []
-    unpriced = 0
-    for key, last, n, m, unp, cur_score, cur_segment in snap.conn.execute(q):
-        days = (today - aware(last).astimezone(tz).date()).days if last is not None else None
-        unpriced += int(unp or 0)
-        items.append(Scored(key, days, int(n or 0), float(m or 0.0), int(unp or 0),
-                            _text(cur_score) if rule.fields.score else "", _text(cur_segment) if rule.fields.segment else ""))
-    score(rule, items)
+    rows = snap.conn.execute(q).all()
+    keys, lasts, ns, ms, unps, cur_scores, cur_segments = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [], [], [], [])
+    days = [(today - date.fromisoformat(str(v)[:10])).days if v is not None else None for v in lasts]
+    frequency = [n or 0 for n in ns]
+    monetary = [float(m or 0.0) for m in ms]
+    rfm_, scores, segments = score(rule, days, frequency, monetary)
     if not rule.fields.score:
-        for s in items:
-            s.score = ""
-    if not rule.fields.segment:  # only the score is written: its segment still serves where.rfm
-        for s in items:
-            s.current_segment = s.segment or ""
-    res = cache[rule.name] = Result(rule, {s.key: s for s in items}, unpriced)
+        scores = [""] * len(keys)
+    current_scores = [_text(v) for v in cur_scores] if rule.fields.score else [""] * len(keys)
+    # only the score is written: its segment still serves where.rfm, and never counts as a change
+    current_segments = [_text(v) for v in cur_segments] if rule.fields.segment else [seg or "" for seg in segments]
+    res = cache[rule.name] = Result(rule, keys, days, frequency, monetary, [u or 0 for u in unps], rfm_, scores, segments,
+                                    list(zip(current_scores, current_segments, strict=True)), sum(u or 0 for u in unps))
     return res
 
 
@@ -185,8 +223,7 @@ def _the_rule(snap: Snapshot) -> RfmRule:
 
 def segments_of(snap: Snapshot) -> dict[str, str]:
     """client key -> segment the config's rfm rule gives it in this evaluation."""
-    res = compute(_the_rule(snap), snap)
-    return {k: s.segment for k, s in res.scored.items() if s.segment is not None}
+    return compute(_the_rule(snap), snap).segments()
 
 
 def segment_select(snap: Snapshot, segments: list[str]) -> Any:
@@ -235,7 +272,7 @@ def _target(s: Scored) -> tuple[str, str]:
 
 def evaluate(rule: RfmRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation:
     res = compute(rule, snap)
-    changed = [s for s in res.scored.values() if s.changed]
+    changed = res.changed()
     holding: set[str] = set()
     by_client: dict[str, list[tuple[str, tuple[int, str, str]]]] = {}
     for ep in snap.open_episodes(rule.name):
@@ -243,7 +280,7 @@ def evaluate(rule: RfmRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation
         if parsed is not None:
             by_client.setdefault(ep.subject_key, []).append((ep.episode, parsed))
     for key, eps in by_client.items():  # a value written and seen back: its episode holds, nothing to do
-        s = res.scored.get(key)
+        s = res.get(key)
         if s is not None and not s.changed and s.segment is not None:
             holding.update(ep for ep, (_, sc, sg) in eps if (sc, sg) == _target(s))
     history = snap.journal_for(rule.name, [s.key for s in changed])
@@ -277,7 +314,7 @@ def evaluate(rule: RfmRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation
     if res.unpriced:
         notes.append(_("{n} purchase days in other currencies have no rate in rates: counted for recency and frequency, "
                        "not for money").format(n=res.unpriced))
-    return Evaluation(findings, len(res.scored), notes=notes, holding=holding)
+    return Evaluation(findings, len(res.keys), notes=notes, holding=holding)
 
 
 def _views(snap: Snapshot, keys: list[str]) -> dict[str, ClientView]:
@@ -318,7 +355,7 @@ def _reason(rule: RfmRule, s: Scored, fmt: Any) -> str:
 
 
 def clear_reason(rule: RfmRule, ep: EpisodeView, snap: Snapshot, cal: BusinessCalendar) -> str | None:
-    s = compute(rule, snap).scored.get(ep.subject_key)
+    s = compute(rule, snap).get(ep.subject_key)
     if s is None or s.segment is None:
         return _("the client is no longer in the rule's scope")
     return _("the client's score is now {score} ({segment})").format(score=s.score or "—", segment=s.segment)
