@@ -83,6 +83,7 @@ class Result:
     current: list[tuple[str, str]]
     unpriced: int
     _index: dict[str, int] | None = None
+    _segments: dict[str, str] | None = None
 
     def _at(self, i: int) -> Scored:
         r, f, m = self.rfm[i]
@@ -105,7 +106,10 @@ class Result:
         return {k: self._at(i) for i, k in enumerate(self.keys)}
 
     def segments(self) -> dict[str, str]:
-        return {k: seg for k, seg in zip(self.keys, self.segment, strict=True) if seg is not None}
+        """client key -> segment (made once: :func:`connector.rules.base.in_scope` asks per client)."""
+        if self._segments is None:
+            self._segments = {k: seg for k, seg in zip(self.keys, self.segment, strict=True) if seg is not None}
+        return self._segments
 
     def counts(self) -> dict[str, int]:
         """Clients per segment, in the config's order of segments (then the others, then those never bought)."""

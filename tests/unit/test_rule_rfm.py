@@ -263,3 +263,20 @@ def test_purchase_days_derived_after_a_sync_give_what_the_evaluation_computes_it
     with w.snapshot() as snap:
         stored = {k: (s.recency_days, s.frequency, s.monetary) for k, s in rfm.compute(w.settings.rules[0], snap).scored.items()}
     assert stored == computed
+
+
+def test_rules_that_filter_in_python_read_the_same_segments(tmp_path):
+    w = world(tmp_path, RFM_THRESHOLDS + """
+- name: unpaid-prospects
+  type: unpaid
+  overdue_days: 3
+  where: {rfm: [prospects]}
+  actions: [{task: {title: "Unpaid: {{ invoice.title }}"}}]
+""")
+    prospect = w.company(1)
+    buyer = w.company(2)
+    w.deal(buyer, 5)
+    w.invoice(prospect, 10)
+    w.invoice(buyer, 10)
+    unpaid = next(r for r in w.plan().rules if r.rule == "unpaid-prospects")
+    assert [a.client_key for a in unpaid.actions] == [prospect]
