@@ -29,7 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel.numbers import get_decimal_symbol, get_group_symbol
-from sqlalchemy import Column, MetaData, String, Table, select
+from sqlalchemy import Column, MetaData, String, Table, func, literal, select
 
 from connector import i18n
 from connector.calendar import BusinessCalendar
@@ -178,14 +178,6 @@ def score(rule: RfmRule, days: list[int | None], frequency: list[int], monetary:
 # ---------------------------------------------------------------- the evaluation
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return _text(value[0] if value else None)
-    return value.strip() if isinstance(value, str) else str(value).strip()
-
-
 def compute(rule: RfmRule, snap: Snapshot) -> Result:
     """Every client in the rule's scope, scored; once per snapshot."""
     cache: dict[str, Result] = snap.__dict__.setdefault("_rfm_results", {})
@@ -200,7 +192,7 @@ def compute(rule: RfmRule, snap: Snapshot) -> Result:
                         offset_minutes=utc_offset_minutes(snap.settings.timezone, snap.now), base_currency=rule.currency, rates=rule.rates)
     cols = [clients.c.key, agg.c.last, agg.c.n, agg.c.m, agg.c.unpriced]
     for field in (rule.fields.score, rule.fields.segment):
-        cols.append(snap._json_text(clients.c.fields, field) if field else clients.c.key.is_(None))
+        cols.append(func.coalesce(func.trim(snap._json_text(clients.c.fields, field)), "") if field else literal(""))
     q = select(*cols).outerjoin(agg, agg.c.client_key == clients.c.key).where(*snap.scope(rule.where, kind)).order_by(clients.c.key)
     rows = snap.conn.execute(q).all()
     keys, lasts, ns, ms, unps, cur_scores, cur_segments = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [], [], [], [])
@@ -210,9 +202,9 @@ def compute(rule: RfmRule, snap: Snapshot) -> Result:
     rfm_, scores, segments = score(rule, days, frequency, monetary)
     if not rule.fields.score:
         scores = [""] * len(keys)
-    current_scores = [_text(v) for v in cur_scores] if rule.fields.score else [""] * len(keys)
+    current_scores = cur_scores if rule.fields.score else [""] * len(keys)
     # only the score is written: its segment still serves where.rfm, and never counts as a change
-    current_segments = [_text(v) for v in cur_segments] if rule.fields.segment else [seg or "" for seg in segments]
+    current_segments = cur_segments if rule.fields.segment else [seg or "" for seg in segments]
     res = cache[rule.name] = Result(rule, keys, days, frequency, monetary, [u or 0 for u in unps], rfm_, scores, segments,
                                     list(zip(current_scores, current_segments, strict=True)), sum(u or 0 for u in unps))
     return res
