@@ -16,17 +16,22 @@ rules' candidate queries, ``plan``'s reasons and ``explain`` can never disagree:
 
 The latest contact of each kind per client is derived once after a sync that changed anything
 (``ev_contact``, about 1-2 s per million activities) and read by every rule in a fraction of that.
+With an rfm rule, each client's purchases per local day and currency are derived with it
+(``ev_purchase``: one purchase a day, a day in two systems once), so the rule's recency,
+frequency and money are one indexed aggregate per evaluation.
 A simulation in the past (``--now`` before some evidence) derives exact temporary copies instead,
 so it sees nothing later than its ``now`` and never touches what a real run reads.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, and_, case, delete, func, literal, or_, select, union, union_all
 from sqlalchemy.engine import Connection
@@ -46,6 +51,7 @@ from connector.store import (
     ev_contact,
     ev_owner,
     ev_purchase,
+    ev_rfm,
     invoices,
     kv,
     links,
@@ -58,6 +64,7 @@ from connector.store import (
 CONTACT_KINDS = ("call", "email", "meeting", "task", "comment", "document", "deal", "invoice", "other")
 PRIMARY_KV = "evidence.primary"
 PURCHASE_KV = "evidence.purchase_days"  # "<UTC offset minutes>|<base currency>" ev_purchase was derived with; "" when it was not
+RFM_KV = "evidence.rfm"  # the rfm_key() ev_rfm was derived with; "" when it was not
 
 _tmp = MetaData()
 tmp_owner = Table("ev_owner_now", _tmp, Column("owner_key", String(200)), Column("client_key", String(200)), prefixes=["TEMPORARY"])
@@ -126,32 +133,68 @@ def _contact_select(owners: Table, upto: datetime) -> Any:
             .group_by(owners.c.client_key, per_owner.c.kind))
 
 
-def refresh(store: Store, primary: str, *, purchase_days: tuple[str, str] | None = None) -> bool:
+@dataclass(frozen=True)
+class RfmSpec:
+    """What an rfm rule aggregates: the zone of its days, its base currency, window and rates."""
+
+    timezone: str
+    currency: str
+    window_days: int
+    rates: tuple[tuple[str, float], ...] = ()
+
+    def keys(self, at: datetime) -> tuple[str, str]:
+        """``(purchase days key, aggregate key)`` as of ``at``: what the derivations depend on."""
+        offset = utc_offset_minutes(self.timezone, at)
+        since = (at.astimezone(ZoneInfo(self.timezone)).date() - timedelta(days=self.window_days)).isoformat()
+        return f"{offset}|{self.currency.upper()}", rfm_key(offset, self.currency, since, dict(self.rates))
+
+
+def rfm_key(offset: int, currency: str, since_day: str, rates: dict[str, float]) -> str:
+    return json.dumps([offset, currency.upper(), since_day, sorted((k.upper(), float(v)) for k, v in rates.items())])
+
+
+def refresh(store: Store, primary: str, *, rfm: RfmSpec | None = None) -> bool:
     """Re-derive the stored evidence if a sync changed anything since (or the primary CRM changed).
 
-    ``purchase_days``: ``(time zone, base currency)``: also derive each client's purchases per local
-    day in that zone (an rfm rule reads them; a rebuild follows when the zone's offset changes).
-    Derived as of the real
-    clock: a later evaluation at an earlier ``now`` notices and derives exact temporary copies
-    instead. Returns whether it rebuilt."""
+    ``rfm``: also derive each client's purchases per local day in the rule's zone (a rebuild
+    follows when the zone's offset changes) and the rule's per-client aggregate for its window,
+    which moves every day. Derived as of the real clock: a later evaluation at an earlier ``now``
+    notices and derives exact temporary copies instead. Returns whether it rebuilt."""
     real_now = datetime.now(UTC)
-    wanted = f"{utc_offset_minutes(purchase_days[0], real_now)}|{purchase_days[1].upper()}" if purchase_days else None
+    days_key, agg_key = rfm.keys(real_now) if rfm is not None else (None, None)
     with store.tx() as conn:
-        flags = dict(conn.execute(select(kv.c.name, kv.c.value).where(kv.c.name.in_([Store.EVIDENCE_DIRTY, PRIMARY_KV, PURCHASE_KV]))).all())
-        if flags.get(Store.EVIDENCE_DIRTY) == "0" and flags.get(PRIMARY_KV) == primary and wanted in (None, flags.get(PURCHASE_KV)):
-            return False
+        flags = dict(conn.execute(select(kv.c.name, kv.c.value)
+                                  .where(kv.c.name.in_([Store.EVIDENCE_DIRTY, PRIMARY_KV, PURCHASE_KV, RFM_KV]))).all())
+        clean = flags.get(Store.EVIDENCE_DIRTY) == "0" and flags.get(PRIMARY_KV) == primary
+        if clean and days_key in (None, flags.get(PURCHASE_KV)):
+            if rfm is None or agg_key == flags.get(RFM_KV):
+                return False
+            _derive_rfm(store, conn, rfm, agg_key)  # only the day moved: the window's aggregate, not the rest
+            return True
         conn.execute(delete(ev_contact))
         conn.execute(delete(ev_owner))
         conn.execute(delete(ev_purchase))
         conn.execute(ev_owner.insert().from_select(["owner_key", "client_key"], _owner_select(primary)))
         conn.execute(ev_contact.insert().from_select(["client_key", "kind", "at"], _contact_select(ev_owner, real_now)))
-        if purchase_days is not None and wanted is not None:
-            offset = int(wanted.split("|")[0])
+        if rfm is not None and days_key is not None:
+            offset = int(days_key.split("|")[0])
             conn.execute(ev_purchase.insert().from_select(["client_key", "day", "currency", "amount", "at", "first"],
-                                                          _purchase_day_select(ev_owner, real_now, offset, purchase_days[1], conn.dialect.name)))
+                                                          _purchase_day_select(ev_owner, real_now, offset, rfm.currency, conn.dialect.name)))
+            _derive_rfm(store, conn, rfm, agg_key)
+        else:
+            conn.execute(delete(ev_rfm))
+            store._upsert(conn, kv, [{"name": RFM_KV, "value": ""}], ["name"])
         store._upsert(conn, kv, [{"name": Store.EVIDENCE_DIRTY, "value": "0"}, {"name": PRIMARY_KV, "value": primary},
-                                 {"name": PURCHASE_KV, "value": wanted or ""}], ["name"])
+                                 {"name": PURCHASE_KV, "value": days_key or ""}], ["name"])
     return True
+
+
+def _derive_rfm(store: Store, conn: Connection, rfm: RfmSpec, agg_key: str | None) -> None:
+    offset, _, since_day, _ = json.loads(agg_key or "[0, \"\", \"\", []]")
+    conn.execute(delete(ev_rfm))
+    conn.execute(ev_rfm.insert().from_select(["client_key", "last", "n", "m", "unpriced"],
+                                             _rfm_select(ev_purchase, since_day, rfm.currency, dict(rfm.rates))))
+    store._upsert(conn, kv, [{"name": RFM_KV, "value": agg_key or ""}], ["name"])
 
 
 # ---------------------------------------------------------------------- purchases
@@ -232,10 +275,24 @@ def _purchase_day_select(owners: Table, upto: datetime, offset_minutes: int, bas
                   case((first == 1, 1), else_=0))
 
 
+def _rfm_select(t: Table, since_day: str, base_currency: str, rates: dict[str, float]) -> Any:
+    """``(client_key, last, n, m, unpriced)`` over purchase days ``t``: the latest purchase day ever,
+    and from ``since_day`` on the purchase days and the money in the base currency. An amount in a
+    currency without a rate counts for the day (recency, frequency) but not for the money
+    (``unpriced`` counts such days)."""
+    whens: list[Any] = [(t.c.currency == base_currency.upper(), t.c.amount)]
+    whens += [(t.c.currency == code.upper(), t.c.amount * float(rate)) for code, rate in sorted(rates.items())]
+    converted = case(*whens, else_=None)
+    inside = t.c.day >= since_day
+    return (select(t.c.client_key, func.max(t.c.day).label("last"),
+                   func.sum(case((and_(inside, t.c.first == 1), 1), else_=0)).label("n"),
+                   func.sum(case((inside, converted), else_=0.0)).label("m"),
+                   func.count(case((and_(inside, converted.is_(None)), t.c.day), else_=None).distinct()).label("unpriced"))
+            .group_by(t.c.client_key))
+
+
 def utc_offset_minutes(timezone: str, at: datetime) -> int:
     """The zone's offset from UTC at ``at``, in minutes (the local day of purchases)."""
-    from zoneinfo import ZoneInfo
-
     off = at.astimezone(ZoneInfo(timezone)).utcoffset()
     return int(off.total_seconds() // 60) if off is not None else 0
 
@@ -372,20 +429,14 @@ class Evidence:
 
     def rfm_q(self, *, since_day: str, offset_minutes: int, base_currency: str, rates: dict[str, float]) -> Any:
         """Subquery ``(client_key, last, n, m, unpriced)`` per client with a purchase: the local day
-        (``YYYY-MM-DD``) of the latest purchase ever, and from ``since_day`` on the purchase days and the money
-        spent in the base currency (:meth:`purchase_days`: one purchase a day, a day in two systems
-        once). An amount in a currency without a rate counts for the day (recency, frequency) but
-        not for the money (``unpriced`` counts such days)."""
+        (``YYYY-MM-DD``) of the latest purchase ever, and from ``since_day`` on the purchase days and
+        the money spent in the base currency (:func:`_rfm_select`). The aggregate derived after the
+        sync when it was made for this very window, currency and rates; else computed here."""
         t = self.purchase_days(offset_minutes, base_currency)
-        whens: list[Any] = [(t.c.currency == base_currency.upper(), t.c.amount)]
-        whens += [(t.c.currency == code.upper(), t.c.amount * float(rate)) for code, rate in sorted(rates.items())]
-        converted = case(*whens, else_=None)
-        inside = t.c.day >= since_day
-        return (select(t.c.client_key, func.max(t.c.day).label("last"),
-                       func.sum(case((and_(inside, t.c.first == 1), 1), else_=0)).label("n"),
-                       func.sum(case((inside, converted), else_=0.0)).label("m"),
-                       func.count(case((and_(inside, converted.is_(None)), t.c.day), else_=None).distinct()).label("unpriced"))
-                .group_by(t.c.client_key).subquery("rfm"))
+        if t is ev_purchase and self.conn.execute(select(kv.c.value).where(kv.c.name == RFM_KV)).scalar() == \
+                rfm_key(offset_minutes, base_currency, since_day, rates):
+            return select(ev_rfm).subquery("rfm")
+        return _rfm_select(t, since_day, base_currency, rates).subquery("rfm")
 
     def purchase_lines_q(self, since: datetime) -> Any:
         """Subquery ``(client_key, key, at, system, line_no, product_id, article, name, group_name,

@@ -214,6 +214,11 @@ ev_purchase = Table(
     Column("currency", String(10), primary_key=True), Column("amount", Float), Column("at", UTC),
     Column("first", Integer),  # 1 on the day's first currency: counts the day once
 )
+# the rfm rule's per-client aggregate over ev_purchase for one window, base currency and rates (derived with it)
+ev_rfm = Table(
+    "ev_rfm", metadata, Column("client_key", String(200), primary_key=True), Column("last", String(10)), Column("n", Integer),
+    Column("m", Float), Column("unpriced", Integer),
+)
 lease = Table(
     "lease", metadata, Column("name", String(50), primary_key=True), Column("owner", String(120), nullable=False),
     Column("pid", Integer), Column("host", String(200)), Column("acquired_at", UTC), Column("heartbeat_at", UTC),
@@ -287,6 +292,7 @@ def _m5(conn: Connection) -> None:
     _add_column(conn, "invoices", "own", boolean)
     product_lines.create(conn, checkfirst=True)
     ev_purchase.create(conn, checkfirst=True)
+    ev_rfm.create(conn, checkfirst=True)
     for ix in [*product_lines.indexes, *invoices.indexes]:
         ix.create(conn, checkfirst=True)
 

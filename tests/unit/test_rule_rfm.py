@@ -254,12 +254,13 @@ def test_purchase_days_derived_after_a_sync_give_what_the_evaluation_computes_it
         computed = {k: (s.recency_days, s.frequency, s.monetary) for k, s in rfm.compute(w.settings.rules[0], snap).scored.items()}
     with w.store.tx() as conn:
         w.store.mark_evidence_dirty(conn)
-    assert evidence.refresh(w.store, "bitrix24", purchase_days=("Europe/Kyiv", "UAH"))
+    spec = evidence.RfmSpec("Europe/Kyiv", "UAH", 365)
+    assert evidence.refresh(w.store, "bitrix24", rfm=spec)
     with w.store.tx() as conn:
         assert conn.execute(select(ev_purchase.c.client_key, ev_purchase.c.currency, ev_purchase.c.amount)
                             .order_by(ev_purchase.c.client_key)).all() == [("bitrix24:company:1", "UAH", 1000.0),
                                                                            ("bitrix24:company:2", "UAH", 300.0)]
-    assert not evidence.refresh(w.store, "bitrix24", purchase_days=("Europe/Kyiv", "UAH"))  # nothing changed: kept
+    assert not evidence.refresh(w.store, "bitrix24", rfm=spec)  # nothing changed: kept
     with w.snapshot() as snap:
         stored = {k: (s.recency_days, s.frequency, s.monetary) for k, s in rfm.compute(w.settings.rules[0], snap).scored.items()}
     assert stored == computed
@@ -280,3 +281,30 @@ def test_rules_that_filter_in_python_read_the_same_segments(tmp_path):
     w.invoice(buyer, 10)
     unpaid = next(r for r in w.plan().rules if r.rule == "unpaid-prospects")
     assert [a.client_key for a in unpaid.actions] == [prospect]
+
+
+def test_the_aggregate_derived_for_todays_window_gives_what_the_evaluation_computes_itself(tmp_path):
+    from datetime import UTC, datetime
+
+    from connector import evidence
+    from connector.store import ev_purchase, ev_rfm
+
+    w = world(tmp_path, RFM_THRESHOLDS.replace("  fields:", "  rates: {USD: 40}\n  fields:"))
+    c = w.company(1)
+    cp = link_1c(w, c)
+    w.deal(c, 10, amount=1000.0)
+    sale_1c(w, cp, 10, 1000.0)
+    sale_1c(w, cp, 20, 10.0, "USD")
+    w.deal(w.company(2), 3, amount=300.0)
+    real = datetime.now(UTC)  # the derivation is as of the real clock: evaluate at it to use it
+    with w.snapshot(real) as snap:
+        computed = rfm.compute(w.settings.rules[0], snap).scored
+    with w.store.tx() as conn:
+        w.store.mark_evidence_dirty(conn)
+    assert evidence.refresh(w.store, "bitrix24", rfm=evidence.RfmSpec("Europe/Kyiv", "UAH", 365, (("USD", 40.0),)))
+    with w.store.tx() as conn:
+        assert len(conn.execute(select(ev_rfm)).all()) == 2
+        conn.execute(ev_purchase.delete())  # so only the derived aggregate can give the answer
+    with w.snapshot(real) as snap:
+        stored = rfm.compute(w.settings.rules[0], snap).scored
+    assert stored == computed and computed[c].recency_days is not None  # the slow path would find nothing bought
