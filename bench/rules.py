@@ -209,12 +209,12 @@ def main() -> None:
         with store.tx() as conn:
             store.mark_evidence_dirty(conn)
     t0 = time.monotonic()
-    evidence.refresh(store, "bitrix24")
+    evidence.refresh(store, "bitrix24", now=NOW)
     plain = time.monotonic() - t0
     with store.tx() as conn:
         store.mark_evidence_dirty(conn)
     t0 = time.monotonic()
-    evidence.refresh(store, "bitrix24", rfm=evidence.RfmSpec(settings.timezone, "UAH", 365))
+    evidence.refresh(store, "bitrix24", rfm=evidence.RfmSpec(settings.timezone, "UAH", 365), now=NOW)
     print(f"evidence derivation after a sync: {plain:.2f} s; with the rfm purchase days {time.monotonic() - t0:.2f} s")
     snap_s, first_s, first = timed_plan(settings, store, cal, {"rfm"})
     r = first.rules[0]
@@ -226,7 +226,7 @@ def main() -> None:
     for share, seed in ((0.001, 11), (0.009, 12)):  # a 15-minute cycle's buyers, then a busy day's (1% in all)
         bought = buy_again(store, args.clients, share, seed)
         t0 = time.monotonic()
-        evidence.refresh(store, "bitrix24", rfm=evidence.RfmSpec(settings.timezone, "UAH", 365))
+        evidence.refresh(store, "bitrix24", rfm=evidence.RfmSpec(settings.timezone, "UAH", 365), now=NOW)
         derive_s = time.monotonic() - t0
         c0 = time.process_time()
         _, rfm_s, steady = timed_plan(settings, store, cal, {"rfm"})

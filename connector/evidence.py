@@ -153,14 +153,15 @@ def rfm_key(offset: int, currency: str, since_day: str, rates: dict[str, float])
     return json.dumps([offset, currency.upper(), since_day, sorted((k.upper(), float(v)) for k, v in rates.items())])
 
 
-def refresh(store: Store, primary: str, *, rfm: RfmSpec | None = None) -> bool:
+def refresh(store: Store, primary: str, *, rfm: RfmSpec | None = None, now: datetime | None = None) -> bool:
     """Re-derive the stored evidence if a sync changed anything since (or the primary CRM changed).
 
     ``rfm``: also derive each client's purchases per local day in the rule's zone (a rebuild
     follows when the zone's offset changes) and the rule's per-client aggregate for its window,
     which moves every day. Derived as of the real clock: a later evaluation at an earlier ``now``
-    notices and derives exact temporary copies instead. Returns whether it rebuilt."""
-    real_now = datetime.now(UTC)
+    notices and derives exact temporary copies instead (``now`` replaces the real clock for a
+    benchmark's fixed date). Returns whether it rebuilt."""
+    real_now = now or datetime.now(UTC)
     days_key, agg_key = rfm.keys(real_now) if rfm is not None else (None, None)
     with store.tx() as conn:
         flags = dict(conn.execute(select(kv.c.name, kv.c.value)
