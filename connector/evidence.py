@@ -156,46 +156,42 @@ def rfm_key(offset: int, currency: str, since_day: str, rates: dict[str, float])
 def refresh(store: Store, primary: str, *, rfm: RfmSpec | None = None, now: datetime | None = None) -> bool:
     """Re-derive the stored evidence if a sync changed anything since (or the primary CRM changed).
 
-    ``rfm``: also derive each client's purchases per local day in the rule's zone (a rebuild
-    follows when the zone's offset changes) and the rule's per-client aggregate for its window,
-    which moves every day. Derived as of the real clock: a later evaluation at an earlier ``now``
-    notices and derives exact temporary copies instead (``now`` replaces the real clock for a
-    benchmark's fixed date). Returns whether it rebuilt."""
+    ``rfm``: also derive each client's purchases per local day in the rule's zone and the rule's
+    per-client aggregate for its window. They are rebuilt when something purchases are made of
+    changed (deals, invoices, payments, documents, clients, links), when the day (the window) or
+    the zone's offset moved; a sync of activities or calls alone keeps them. Derived as of the
+    real clock: a later evaluation at an earlier ``now`` notices and derives exact temporary
+    copies instead (``now`` replaces the real clock for a benchmark's fixed date). Returns whether
+    it rebuilt."""
     real_now = now or datetime.now(UTC)
     days_key, agg_key = rfm.keys(real_now) if rfm is not None else (None, None)
     with store.tx() as conn:
-        flags = dict(conn.execute(select(kv.c.name, kv.c.value)
-                                  .where(kv.c.name.in_([Store.EVIDENCE_DIRTY, PRIMARY_KV, PURCHASE_KV, RFM_KV]))).all())
-        clean = flags.get(Store.EVIDENCE_DIRTY) == "0" and flags.get(PRIMARY_KV) == primary
-        if clean and days_key in (None, flags.get(PURCHASE_KV)):
-            if rfm is None or agg_key == flags.get(RFM_KV):
-                return False
-            _derive_rfm(store, conn, rfm, agg_key)  # only the day moved: the window's aggregate, not the rest
-            return True
-        conn.execute(delete(ev_contact))
-        conn.execute(delete(ev_owner))
-        conn.execute(delete(ev_purchase))
-        conn.execute(ev_owner.insert().from_select(["owner_key", "client_key"], _owner_select(primary)))
-        conn.execute(ev_contact.insert().from_select(["client_key", "kind", "at"], _contact_select(ev_owner, real_now)))
-        if rfm is not None and days_key is not None:
-            offset = int(days_key.split("|")[0])
-            conn.execute(ev_purchase.insert().from_select(["client_key", "day", "currency", "amount", "at", "first"],
-                                                          _purchase_day_select(ev_owner, real_now, offset, rfm.currency, conn.dialect.name)))
-            _derive_rfm(store, conn, rfm, agg_key)
-        else:
+        flags = dict(conn.execute(select(kv.c.name, kv.c.value).where(kv.c.name.in_(
+            [Store.EVIDENCE_DIRTY, Store.PURCHASES_DIRTY, PRIMARY_KV, PURCHASE_KV, RFM_KV]))).all())
+        same_primary = flags.get(PRIMARY_KV) == primary
+        contacts_kept = flags.get(Store.EVIDENCE_DIRTY) == "0" and same_primary
+        purchases_kept = same_primary and flags.get(Store.PURCHASES_DIRTY) == "0" and \
+            (flags.get(PURCHASE_KV) or "") == (days_key or "") and (flags.get(RFM_KV) or "") == (agg_key or "")
+        if contacts_kept and purchases_kept:
+            return False
+        if not contacts_kept:
+            conn.execute(delete(ev_contact))
+            conn.execute(delete(ev_owner))
+            conn.execute(ev_owner.insert().from_select(["owner_key", "client_key"], _owner_select(primary)))
+            conn.execute(ev_contact.insert().from_select(["client_key", "kind", "at"], _contact_select(ev_owner, real_now)))
+        if not purchases_kept:
+            conn.execute(delete(ev_purchase))
             conn.execute(delete(ev_rfm))
-            store._upsert(conn, kv, [{"name": RFM_KV, "value": ""}], ["name"])
-        store._upsert(conn, kv, [{"name": Store.EVIDENCE_DIRTY, "value": "0"}, {"name": PRIMARY_KV, "value": primary},
-                                 {"name": PURCHASE_KV, "value": days_key or ""}], ["name"])
+            if rfm is not None and days_key is not None and agg_key is not None:
+                offset, _, since_day, _ = json.loads(agg_key)
+                conn.execute(ev_purchase.insert().from_select(["client_key", "day", "currency", "amount", "at", "first"],
+                                                              _purchase_day_select(ev_owner, real_now, offset, rfm.currency, conn.dialect.name)))
+                conn.execute(ev_rfm.insert().from_select(["client_key", "last", "n", "m", "unpriced"],
+                                                         _rfm_select(ev_purchase, since_day, rfm.currency, dict(rfm.rates))))
+        store._upsert(conn, kv, [{"name": Store.EVIDENCE_DIRTY, "value": "0"}, {"name": Store.PURCHASES_DIRTY, "value": "0"},
+                                 {"name": PRIMARY_KV, "value": primary}, {"name": PURCHASE_KV, "value": days_key or ""},
+                                 {"name": RFM_KV, "value": agg_key or ""}], ["name"])
     return True
-
-
-def _derive_rfm(store: Store, conn: Connection, rfm: RfmSpec, agg_key: str | None) -> None:
-    offset, _, since_day, _ = json.loads(agg_key or "[0, \"\", \"\", []]")
-    conn.execute(delete(ev_rfm))
-    conn.execute(ev_rfm.insert().from_select(["client_key", "last", "n", "m", "unpriced"],
-                                             _rfm_select(ev_purchase, since_day, rfm.currency, dict(rfm.rates))))
-    store._upsert(conn, kv, [{"name": RFM_KV, "value": agg_key or ""}], ["name"])
 
 
 # ---------------------------------------------------------------------- purchases

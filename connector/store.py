@@ -432,7 +432,7 @@ class Store:
                 self._mark_deleted(conn, key)
             gone = self._apply_sweep(conn, batch.sweep) if batch.sweep is not None else 0
             if n or batch.deleted or gone:
-                self.mark_evidence_dirty(conn)
+                self.mark_evidence_dirty(conn, purchases=self._touches_purchases(batch.records, batch.deleted, batch.sweep if gone else None))
             if batch.cursor is not None or n:
                 prev = conn.execute(
                     select(cursors.c.rows, cursors.c.cursor).where(cursors.c.system == system, cursors.c.stream == batch.stream)
@@ -446,17 +446,31 @@ class Store:
 
     def write(self, records: Iterable[d.Record]) -> int:
         """Upsert records outside a source cycle (push receivers, tests)."""
+        records = list(records)
         with self.tx() as conn:
-            n = self._write_records(conn, list(records))
+            n = self._write_records(conn, records)
             if n:
-                self.mark_evidence_dirty(conn)
+                self.mark_evidence_dirty(conn, purchases=self._touches_purchases(records))
             return n
 
     EVIDENCE_DIRTY = "evidence.dirty"
 
-    def mark_evidence_dirty(self, conn: Connection) -> None:
-        """Something evidence is derived from changed: the next evaluation rebuilds it first."""
-        self._upsert(conn, kv, [{"name": self.EVIDENCE_DIRTY, "value": "1"}], ["name"])
+    PURCHASES_DIRTY = "evidence.purchases_dirty"
+    PURCHASE_TYPES = (d.Deal, d.Invoice, d.Payment, d.Document, d.Client)  # what purchases and their owners are made of
+    PURCHASE_KINDS = frozenset({"deal", "invoice", "payment", "document", "company", "contact", "counterparty"})
+
+    def mark_evidence_dirty(self, conn: Connection, *, purchases: bool = True) -> None:
+        """Something evidence is derived from changed: the next evaluation rebuilds it first.
+        ``purchases=False``: nothing purchases are derived from (an activity, a call), so the rfm
+        rule's purchase days are kept."""
+        rows = [{"name": self.EVIDENCE_DIRTY, "value": "1"}]
+        if purchases:
+            rows.append({"name": self.PURCHASES_DIRTY, "value": "1"})
+        self._upsert(conn, kv, rows, ["name"])
+
+    def _touches_purchases(self, records: list[d.Record], deleted: Iterable[str] = (), sweep: d.Sweep | None = None) -> bool:
+        return (any(isinstance(r, self.PURCHASE_TYPES) for r in records) or any(d.split_key(k)[1] in self.PURCHASE_KINDS for k in deleted)
+                or (sweep is not None and sweep.kind in self.PURCHASE_KINDS))
 
     def _write_records(self, conn: Connection, records: list[d.Record]) -> int:
         by_type: dict[type, list] = {}
@@ -588,9 +602,10 @@ class Store:
             n += conn.execute(update(activities).where(activities.c.own.is_(False), activities.c.ref_key.in_(own_tasks))
                               .values(own=True)).rowcount
             n += conn.execute(update(activities).where(activities.c.own.is_(False), activities.c.key.in_(remote)).values(own=True)).rowcount
-            n += conn.execute(update(invoices).where(invoices.c.own.is_(False), invoices.c.key.in_(remote)).values(own=True)).rowcount
-            if n:
-                self.mark_evidence_dirty(conn)
+            own_invoices = conn.execute(update(invoices).where(invoices.c.own.is_(False), invoices.c.key.in_(remote))
+                                        .values(own=True)).rowcount
+            if n or own_invoices:
+                self.mark_evidence_dirty(conn, purchases=bool(own_invoices))
 
     def find_markers(self, markers: Iterable[str]) -> dict[str, tuple[str, datetime | None]]:
         """Records already carrying these markers in the synced data: marker -> (record key, when made)."""

@@ -308,3 +308,30 @@ def test_the_aggregate_derived_for_todays_window_gives_what_the_evaluation_compu
     with w.snapshot(real) as snap:
         stored = rfm.compute(w.settings.rules[0], snap).scored
     assert stored == computed and computed[c].recency_days is not None  # the slow path would find nothing bought
+
+
+def test_purchase_days_are_rebuilt_when_purchases_change_and_kept_when_only_activities_do(tmp_path):
+    from datetime import UTC, datetime
+
+    from connector import evidence
+    from connector.store import ev_purchase
+
+    w = world(tmp_path, RFM)
+    c = w.company(1)
+    w.deal(c, 10, amount=1000.0)
+    spec = evidence.RfmSpec("Europe/Kyiv", "UAH", 365)
+    now = datetime.now(UTC)
+    assert evidence.refresh(w.store, "bitrix24", rfm=spec, now=now)
+
+    def amounts() -> list[float]:
+        with w.store.tx() as conn:
+            return [a for (a,) in conn.execute(select(ev_purchase.c.amount))]
+
+    with w.store.tx() as conn:
+        conn.execute(update(ev_purchase).values(amount=1.0))  # a sentinel: survives only if the days are kept
+    w.activity(c, 1)
+    assert evidence.refresh(w.store, "bitrix24", rfm=spec, now=now) and amounts() == [1.0]
+    w.deal(c, 5, amount=500.0)
+    assert evidence.refresh(w.store, "bitrix24", rfm=spec, now=now) and sorted(amounts()) == [500.0, 1000.0]
+    assert not evidence.refresh(w.store, "bitrix24", rfm=spec, now=now)
+    assert evidence.refresh(w.store, "bitrix24", rfm=spec, now=now + timedelta(days=1))  # the window moved a day
