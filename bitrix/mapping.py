@@ -23,6 +23,8 @@ from connector.domain import (
     Invoice,
     Manager,
     Outcome,
+    ProductLine,
+    ProductLines,
     Task,
     make_key,
 )
@@ -251,7 +253,8 @@ def contact(row: Mapping[str, Any], *, tax_id: str | None = None, fields: Iterab
 # ---------------------------------------------------------------- deals
 
 
-def deal(row: Mapping[str, Any]) -> Deal:
+def deal(row: Mapping[str, Any], fields: Iterable[str] = ()) -> Deal:
+    """``crm.deal.list`` row; ``fields``: the custom deal fields a rule reads (a regular deal's period)."""
     did = str(row.get("ID"))
     semantic = str(row.get("STAGE_SEMANTIC_ID") or "P").upper()
     outcome = SEMANTIC_OUTCOME.get(semantic, Outcome.OPEN)
@@ -267,7 +270,24 @@ def deal(row: Mapping[str, Any]) -> Deal:
         amount=to_float(row.get("OPPORTUNITY")), currency=str(row.get("CURRENCY_ID") or ""),
         responsible_key=user_key(row.get("ASSIGNED_BY_ID")), created_at=parse_dt(row.get("DATE_CREATE")),
         closed_at=closed, modified_at=parse_dt(row.get("DATE_MODIFY")),
+        fields={f: uf_value(row.get(f)) for f in fields if f in row},
     )
+
+
+# ---------------------------------------------------------------- product rows
+
+
+def product_lines(deal_id: Any, rows: Iterable[Mapping[str, Any]]) -> ProductLines:
+    """Every ``crm.item.productrow.list`` row of one deal (``productRows``): name, catalog product id,
+    quantity and the line's total (``price`` is per unit, after discounts and taxes). Rows carry no
+    article or section: products are matched by name or id."""
+    lines = []
+    for n, r in enumerate(sorted(rows, key=lambda r: (to_int(r.get("sort")) or 0, to_int(r.get("id")) or 0)), start=1):
+        qty = to_float(r.get("quantity"))
+        lines.append(ProductLine(line_no=n, product_id=str(to_int(r.get("productId")) or ""),
+                                 name=str(r.get("productName") or "").strip(), quantity=qty,
+                                 amount=round(to_float(r.get("price")) * qty, 2)))
+    return ProductLines(key=key("deal", to_int(deal_id)), system=SYSTEM, lines=tuple(lines))
 
 
 # ---------------------------------------------------------------- activities
@@ -373,7 +393,7 @@ def invoice(item: Mapping[str, Any], semantics: Mapping[str, str]) -> Invoice:
         paid_at=(parse_dt(item.get("movedTime")) or parse_dt(item.get("updatedTime")))
         if outcome is Outcome.WON else None,
         responsible_key=user_key(item.get("assignedById")), deal_key=key("deal", deal_id) if deal_id else None,
-        modified_at=parse_dt(item.get("updatedTime")),
+        modified_at=parse_dt(item.get("updatedTime")), text=str(item.get("comments") or ""),
     )
 
 

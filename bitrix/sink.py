@@ -38,9 +38,10 @@ from connector.ports import ActionResult, Context, Outcome, PlannedAction
 
 log = logging.getLogger("bitrix.sink")
 
-TYPES = frozenset({"task", "field", "reassign", "comment", "notify", "trigger", "workflow", "close_task", "disk_upload"})
+TYPES = frozenset({"task", "field", "reassign", "comment", "notify", "trigger", "workflow", "close_task", "disk_upload", "invoice"})
 APP_TYPES = frozenset({"call_log", "robot_reply", "sms_status"})  # application mode only (bitrix.app)
 CMD0 = "{cmd0}"  # in a command's parameters: the batch label of the action's first command (for $result references)
+SMART_INVOICE = 31  # crm.item entityTypeId of (new) invoices
 BATCH = 50  # commands per batch request (the portal's limit)
 RATE_RETRIES = 3  # a command refused for load inside a batch is resent this many times before the executor waits
 RECONCILE_PAGES = 10  # newest 500 tasks/comments of one binding are searched for a marker
@@ -90,6 +91,25 @@ def _task_id(key: Any) -> int:
     return int(parts[2])
 
 
+@dataclass(frozen=True)
+class _Ref:
+    """A value a later command of the same action takes from an earlier one's result, resolved by
+    the portal inside the batch (``$result[<label>][item][id]``)."""
+
+    command: int
+    path: tuple[str, ...]
+
+
+def _resolve(value: Any, ref: Callable[[_Ref], str]) -> Any:
+    if isinstance(value, _Ref):
+        return ref(value)
+    if isinstance(value, Mapping):
+        return {k: _resolve(v, ref) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, ref) for v in value]
+    return value
+
+
 @dataclass
 class _Plan:
     """The commands of one action and how to turn their replies into its outcome."""
@@ -102,6 +122,7 @@ class _Plan:
     error: UpstreamError | None = None  # refused before any call (bad payload)
     optional: frozenset[int] = frozenset()  # commands whose error is handed to finish instead of failing the action
     refs: bool = False  # its parameters name the first command's label as {cmd0} ($result chaining)
+    soft_tail: bool = False  # once the first command succeeded, a later one's error is passed to finish, never a failure
 
 
 class BitrixSink:
@@ -180,6 +201,7 @@ class BitrixSink:
             labels[p.action.key] = []
             for j, (method, params) in enumerate(p.commands):
                 label = f"a{i}_{j}"
+                params = _resolve(params, lambda r, i=i: f"$result[a{i}_{r.command}]" + "".join(f"[{x}]" for x in r.path))
                 cmds[label] = (method, _with_label(params, f"a{i}_0") if p.refs else params)
                 labels[p.action.key].append(label)
         replies: list[BatchReply] = []
@@ -222,6 +244,9 @@ class BitrixSink:
             if isinstance(err, NotFound) and p.tolerate_missing:
                 missing.append(label)
                 results.append(None)
+                continue
+            if p.soft_tail and n > 0:  # the record exists: a detail it lacks must not make a retry create it twice
+                results.append(err)
                 continue
             return self._whole_failure(p, err)
         if p.tolerate_missing and len(missing) == len(parts):
@@ -407,6 +432,54 @@ class BitrixSink:
                      lambda res: ActionResult(remote_id=str(res[0]), detail=f"workflow {params['TEMPLATE_ID']} started on {doc[2]}"),
                      at_most_once=True)
 
+    def _cmd_invoice(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
+        """A smart invoice (``crm.item.add``, entityTypeId 31) with the action's marker in its comments,
+        then its product rows (``crm.item.productrow.set`` on the new invoice, ``ownerType`` SI) in the
+        same batch. Once the invoice exists the action is done: rows that fail are reported, not retried."""
+        fields: dict[str, Any] = {
+            "title": str(p.get("title") or "").strip() or "Invoice",
+            "opportunity": round(float(p.get("amount") or 0.0), 2),
+            "isManualOpportunity": "Y",
+            "comments": comment_text(str(p.get("comment") or "").strip(), a.marker).strip(),
+        }
+        for name, value in (("currencyId", p.get("currency")), ("begindate", p.get("issued")), ("closedate", p.get("due")),
+                            ("stageId", p.get("stage"))):
+            if value:
+                fields[name] = value
+        if p.get("responsible"):
+            fields["assignedById"] = _manager_id(p.get("responsible"))
+        for key_name, field_name, kind in (("company", "companyId", "company"), ("contact", "contactId", "contact"),
+                                           ("deal", "parentId2", "deal")):
+            if p.get(key_name) and str(p[key_name]).startswith(SYSTEM + ":"):
+                fields[field_name] = _entity(p[key_name], (kind,))[1]
+        if "companyId" not in fields and "contactId" not in fields:
+            raise Rejected("an invoice needs a Bitrix24 company or contact", system=SYSTEM, obj="crm.item.add entityTypeId=31")
+        cmds: list[tuple[str, dict]] = [("crm.item.add", {"entityTypeId": SMART_INVOICE, "fields": fields})]
+        rows = []
+        for n, r in enumerate(p.get("rows") or [], start=1):
+            row: dict[str, Any] = {"productName": str(r.get("name") or ""), "price": float(r.get("price") or 0.0),
+                                   "quantity": float(r.get("quantity") or 1.0), "sort": n * 10}
+            if r.get("product_id") and str(r.get("system") or SYSTEM) == SYSTEM and str(r["product_id"]).isdigit():
+                row["productId"] = int(r["product_id"])
+            rows.append(row)
+        if rows:
+            cmds.append(("crm.item.productrow.set", {"ownerType": "SI", "ownerId": _Ref(0, ("item", "id")), "productRows": rows}))
+
+        def finish(res: list[Any]) -> ActionResult:
+            item = (res[0] or {}).get("item") if isinstance(res[0], Mapping) else None
+            iid = (item or {}).get("id")
+            if iid is None:
+                raise TransientError("crm.item.add returned no item id", system=SYSTEM, obj="crm.item.add entityTypeId=31",
+                                     ambiguous=True)
+            detail = f"invoice {iid} created"
+            if len(res) > 1 and isinstance(res[1], UpstreamError):
+                detail += f"; its product rows were not set: {res[1].message}"
+            elif len(res) > 1:
+                detail += f" with {len(rows)} product row(s)"
+            return ActionResult(remote_id=str(iid), detail=detail, remote_key=m.key("invoice", iid))
+
+        return _Plan(a, cmds, finish, soft_tail=True)
+
     def _cmd_close_task(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
         """The episode ended: a result comment on the connector's own task, then the task completed."""
         tid = _task_id(p.get("task"))
@@ -545,6 +618,14 @@ class BitrixSink:
             return _ReadProbe(a, [(f"crm.{kind}.get", {"id": eid})],
                               lambda rows: rows[0] is None or all(_same(rows[0].get(k), v) for k, v in want.items()),
                               ActionResult(remote_id=str(eid), detail="fields already set"))
+        if a.type == "invoice":
+            filt: dict[str, Any] = {}
+            if p.get("deal") and str(p["deal"]).startswith(SYSTEM + ":"):
+                filt["parentId2"] = _entity(p["deal"], ("deal",))[1]
+            elif p.get("company") and str(p["company"]).startswith(SYSTEM + ":"):
+                filt["companyId"] = _entity(p["company"], ("company",))[1]
+            return _ListProbe(a, "crm.item.list", filt, ["id", "comments"], wrap="items", rid="id", text=("comments",),
+                              kind="invoice", fid="id", params={"entityTypeId": SMART_INVOICE})
         if a.type == "close_task":
             tid = _task_id(p.get("task"))
             return _ReadProbe(a, [("tasks.task.get", {"taskId": tid, "select": ["ID", "STATUS"]})],
@@ -574,16 +655,17 @@ class _ListProbe(_Probe):
     """Newest first (``order ID DESC`` + keyset ``<ID``), looking for the marker in a text field."""
 
     def __init__(self, a: PlannedAction, method: str, filt: dict, select: list[str], *, wrap: str | None, rid: str,
-                 text: tuple[str, ...], kind: str):
+                 text: tuple[str, ...], kind: str, fid: str = "ID", params: dict | None = None):
         self.action, self.method, self.filt, self.select = a, method, filt, select
         self.wrap, self.rid, self.text, self.kind = wrap, rid, text, kind
+        self.fid, self.params = fid, dict(params or {})  # crm.item.* name the ID ``id`` and need entityTypeId
         self.last: int | None = None
 
     def next_commands(self) -> list[tuple[str, dict]]:
         f = dict(self.filt)
         if self.last is not None:
-            f["<ID"] = self.last
-        params: dict[str, Any] = {"order": {"ID": "DESC"}, "filter": f, "select": self.select}
+            f[f"<{self.fid}"] = self.last
+        params: dict[str, Any] = {**self.params, "order": {self.fid: "DESC"}, "filter": f, "select": self.select}
         params["start"] = -1
         return [(self.method, params)]
 

@@ -117,14 +117,14 @@ def _entities(cfg: Bitrix24) -> dict[str, Entity]:
             "DATE_CREATE", "DATE_MODIFY", "PHONE", "EMAIL", *uf), "DATE_MODIFY"),
         "deals": Entity("deal", "crm.deal.list", (
             "ID", "TITLE", "STAGE_ID", "STAGE_SEMANTIC_ID", "CATEGORY_ID", "OPPORTUNITY", "CURRENCY_ID", "COMPANY_ID",
-            "CONTACT_ID", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "CLOSEDATE", "CLOSED"), "DATE_MODIFY"),
+            "CONTACT_ID", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "CLOSEDATE", "CLOSED", *cfg._deal_fields), "DATE_MODIFY"),
         "activities": Entity("activity", "crm.activity.list", (
             "ID", "OWNER_ID", "OWNER_TYPE_ID", "TYPE_ID", "PROVIDER_ID", "SUBJECT", "COMPLETED", "START_TIME",
             "END_TIME", "DEADLINE", "LAST_UPDATED", "RESPONSIBLE_ID", "DIRECTION", "ASSOCIATED_ENTITY_ID"), "LAST_UPDATED"),
         "invoices": Entity("invoice", "crm.item.list", (
             "id", "title", "accountNumber", "stageId", "categoryId", "opportunity", "currencyId", "begindate",
             "closedate", "companyId", "contactId", "assignedById", "createdTime", "updatedTime", "movedTime",
-            "parentId2"), "updatedTime", fid="id", rid="id", wrap="items", params=(("entityTypeId", 31),)),
+            "parentId2", "comments"), "updatedTime", fid="id", rid="id", wrap="items", params=(("entityTypeId", 31),)),
         "tasks": Entity("task", "tasks.task.list", (
             "ID", "TITLE", "DESCRIPTION", "RESPONSIBLE_ID", "DEADLINE", "STATUS", "CREATED_DATE", "CLOSED_DATE",
             "CHANGED_DATE", "UF_CRM_TASK"), "CHANGED_DATE", rid="id", wrap="tasks"),
@@ -276,6 +276,10 @@ class BitrixSource:
         # starts there, so all cursors agree and the next cycle's single probe serves them all.
         self._cycle_since: str | None = None
         self._max_ids: dict[str, int] = {}  # largest ID per table, learnt by a full cycle's first request
+        # deals whose product rows the rules need (won or regular), seen by this cycle's deals stream,
+        # and how that stream read: "full" from scratch, or the incremental ``since`` it started from
+        self._deals_seen: set[int] = set()
+        self._deals_read: str | None = None
         self._hint: dict[str, set[int]] = {}  # records reported changed (events), by kind
         self._dirty_only = False  # this cycle reads only the reported records (events, no poll due)
         self._dirty_rows: dict[str, list[dict]] = {}  # their rows, by stream (and requisites:4/3)
@@ -287,17 +291,19 @@ class BitrixSource:
             self._hint.setdefault(kind, set()).update(int(i) for i in ids if str(i).isdigit())
 
     def streams(self) -> list[str]:
-        return list(STREAMS)
+        return [*STREAMS, "productrows"] if self.cfg._product_rows else list(STREAMS)
 
     def close(self) -> None:
         self.client.close()
 
     def pull(self, stream: str, cursor: str | None, *, full: bool = False) -> Iterator[Batch]:
-        if stream not in STREAMS:
+        if stream not in self.streams():
             raise ValueError(f"unknown bitrix24 stream {stream!r}")
         state = None if full else _State.decode(cursor)
         if stream == "users":
             return self._users_or_reported(state)
+        if stream == "productrows":
+            return self._product_rows(state)
         if self._dirty_only:
             return self._reported(stream, state)
         if stream == "comments":
@@ -529,7 +535,8 @@ class BitrixSource:
         if stream == "contacts":
             return lambda rows: self._map(rows, lambda r: m.contact(r, tax_id=taxes.get(int(r["ID"])), **opts))
         if stream == "deals":
-            return lambda rows: self._map(rows, m.deal)
+            fields = list(cfg._deal_fields)
+            return lambda rows: self._map(self._note_deals(rows), lambda r: m.deal(r, fields))
         if stream == "activities":
             return lambda rows: self._map(rows, m.activity)
         if stream == "invoices":
@@ -609,6 +616,8 @@ class BitrixSource:
         live: set[str] | None = None if resume else set()
         if stream == "companies" and not resume:
             self._companies_seen = set()
+        if stream == "deals":
+            self._deals_read = None if resume else "full"
         for rows, watermark in Windows(self.client, ent, after=after, max_id=self._max_ids.pop(stream, None)):
             since = since or self._server_iso()
             if stream == "invoices":
@@ -661,6 +670,8 @@ class BitrixSource:
     def _incremental(self, stream: str, state: _State) -> Iterator[Batch]:
         ent = self.ent[stream]
         since = state.since or ""
+        if stream == "deals":
+            self._deals_read = since
         if stream == "invoices":
             self._stages.update(state.extra.get("stages") or {})
         pages, new_since = self._changed_pages(stream, since)
@@ -730,6 +741,69 @@ class BitrixSource:
                 if stream != "tasks" or m.task_bindings(r):
                     live.add(str(ent.row_id(r)))
         return live
+
+    # ------------------------------------------------------------ product rows of deals
+
+    def _note_deals(self, rows: list[dict]) -> list[dict]:
+        """Remember the deals whose product rows a rule reads: won ones (what was bought) and
+        regular ones (what the next invoice sells)."""
+        fields = self.cfg._deal_fields
+        for r in rows:
+            if str(r.get("STAGE_SEMANTIC_ID") or "").upper() == "S" or any(not m.empty(r.get(f)) for f in fields):
+                i = m.to_int(r.get("ID"))
+                if i:
+                    self._deals_seen.add(i)
+        return rows
+
+    def _product_rows(self, state: _State | None) -> Iterator[Batch]:
+        """``crm.item.productrow.list`` of the deals that changed (all won and regular deals on a first
+        read). The method wants one owner per call (``=ownerType`` + ``=ownerId``, no arrays), so it
+        is one command per deal, 50 a batch, continued by ``>id`` when a deal has more than 50 rows.
+        This cycle's deals stream says which deals changed when it read from the same cursor;
+        otherwise (a crash between the two, a first read) the deals are listed here."""
+        if state is None or state.mode == "full":
+            if self._deals_read != "full":
+                for rows, _ in Windows(self.client, self.ent["deals"], select=["ID", "STAGE_SEMANTIC_ID", *self.cfg._deal_fields]):
+                    self._note_deals(rows)
+            ids = set(self._deals_seen)
+        elif self._deals_read == (state.since or ""):
+            ids = set(self._deals_seen)
+        else:
+            rows, _ = self._changed_rows("deals", state.since or "")
+            self._note_deals(rows)
+            ids = set(self._deals_seen)
+        since = self._cycle_since or self._server_iso()
+        todo: deque[tuple[int, int]] = deque((i, 0) for i in sorted(ids))
+        found: dict[int, list[dict]] = {}
+        while todo:
+            cmds: dict[str, tuple[str, dict]] = {}
+            parts: dict[str, tuple[int, int]] = {}
+            while todo and len(cmds) < BATCH:
+                did, after = todo.popleft()
+                label = f"p{did}_{after}"
+                parts[label] = (did, after)
+                flt: dict[str, Any] = {"=ownerType": "D", "=ownerId": did}
+                if after:
+                    flt[">id"] = after
+                cmds[label] = ("crm.item.productrow.list", {"filter": flt, "order": {"id": "ASC"}, "start": -1})
+            reply = self.client.batch(cmds)
+            for err in reply.errors.values():
+                if not isinstance(err, PermanentError):
+                    raise err  # a deal deleted meanwhile answers ACCESS_DENIED: it has no rows to read
+            done: list[int] = []
+            for label, (did, _after) in parts.items():
+                if label in reply.errors:
+                    continue
+                res = reply.results.get(label)
+                rows = [r for r in ((res or {}).get("productRows") or [] if isinstance(res, Mapping) else []) if isinstance(r, Mapping)]
+                found.setdefault(did, []).extend(rows)
+                if len(rows) >= PAGE:
+                    todo.append((did, max(m.to_int(r.get("id")) or 0 for r in rows)))
+                else:
+                    done.append(did)
+            if done:
+                yield Batch("productrows", [m.product_lines(did, found.pop(did)) for did in done])
+        yield Batch("productrows", [], cursor=_State(mode="inc", since=since).encode())
 
     # ------------------------------------------------------------ comments
 

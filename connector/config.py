@@ -178,6 +178,8 @@ class Bitrix24(Model):
                                                "public_url": "https://connector.example.com", "listen": "127.0.0.1:8086"}])
 
     _read_by_rules: list[str] = PrivateAttr(default_factory=list)
+    _deal_fields: list[str] = PrivateAttr(default_factory=list)  # custom deal fields a rule reads (recurring)
+    _product_rows: bool = PrivateAttr(default=False)  # a rule reads what was sold (replenish, recurring)
 
     def pulled_fields(self) -> list[str]:
         """Custom fields to pull: those listed, and those a rule or channel reads (listed once is enough)."""
@@ -254,6 +256,8 @@ class OneC(Model):
     overdue_from: Literal["auto", "register", "shipments"] = Field(
         "auto", description="auto: the terms register where the preset has one, else ageing of shipments.", examples=["auto"])
     metadata_every_hours: float = Field(24, gt=0, description="Scheduled re-read of the base's $metadata.", examples=[24])
+
+    _product_lines: bool = PrivateAttr(default=False)  # a rule reads the goods of documents (replenish)
 
     @model_validator(mode="after")
     def _some_channel(self) -> "OneC":
@@ -622,6 +626,9 @@ class Where(Model):
                                                     examples=[[1]])
     field: dict[str, Any] | None = Field(None, description="Only clients whose custom fields have these values (a list: any of).",
                                          examples=[{"UF_CRM_TEMPERATURE": ["warm", "hot"]}])
+    rfm: list[str] | None = Field(None, description="Only clients the rfm rule puts in these segments in this very cycle "
+                                  "(computed from purchases, not read back from the CRM field).",
+                                  examples=[["champions", "loyal"]])
 
 
 class RuleBase(Model):
@@ -814,8 +821,193 @@ class GreetingsRule(RuleBase):
         return [("channels", c) for c in self.channels] + [("offer", c) for c in (self.offer.channels if self.offer else [])]
 
 
+def _scores(v: Any) -> Any:
+    """``4``, ``[4, 5]``, ``"4-5"`` or ``"*"`` -> the scores 1-5 they name, sorted."""
+    if v == "*" or v is None:
+        return [1, 2, 3, 4, 5]
+    items = v if isinstance(v, list) else [v]
+    out: set[int] = set()
+    for item in items:
+        text = str(item).strip()
+        m = re.fullmatch(r"([1-5])\s*-\s*([1-5])", text)
+        if m:
+            lo, hi = sorted((int(m.group(1)), int(m.group(2))))
+            out.update(range(lo, hi + 1))
+        elif text in ("1", "2", "3", "4", "5"):
+            out.add(int(text))
+        else:
+            raise ValueError(f"a score is 1-5, a list of them or a range like \"4-5\"; got {item!r}")
+    return sorted(out)
+
+
+class RfmSegment(Model):
+    name: str = Field(pattern=r"^[^:\n]+$", description="The segment's name, written into the segment field (no `:`).",
+                      examples=["champions"])
+    r: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="Recency scores (1-5, a list or a range "
+                         "like \"4-5\"); any when left out.", examples=[[4, 5], "4-5"])
+    f: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="Frequency scores.", examples=[[4, 5]])
+    m: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="Monetary scores.", examples=[[1, 2, 3, 4, 5]])
+
+    @field_validator("r", "f", "m", mode="before")
+    @classmethod
+    def _set(cls, v: Any) -> Any:
+        return _scores(v)
+
+
+# the first pattern that matches names the segment; together they cover all 125 scores
+DEFAULT_RFM_SEGMENTS: list[dict[str, Any]] = [
+    {"name": "champions", "r": "4-5", "f": "4-5"},
+    {"name": "can't lose", "r": "1-2", "f": "4-5", "m": "4-5"},
+    {"name": "loyal", "r": "3-5", "f": "3-5"},
+    {"name": "at risk", "r": "1-2", "f": "3-5"},
+    {"name": "new", "r": "4-5", "f": "1-2"},
+    {"name": "hibernating", "r": "2-3", "f": "1-2"},
+    {"name": "lost", "r": "1", "f": "1-2"},
+]
+
+
+class RfmThresholds(Model):
+    recency_days: list[int] | None = Field(None, min_length=4, max_length=4, description="Four ascending day counts: a last "
+                                           "purchase at most this many days ago scores 5, 4, 3, 2; older scores 1.",
+                                           examples=[[30, 60, 120, 240]])
+    frequency: list[float] | None = Field(None, min_length=4, max_length=4, description="Four ascending purchase counts in the "
+                                          "window: at least the first scores 2, the second 3, the third 4, the fourth 5.",
+                                          examples=[[2, 3, 6, 12]])
+    monetary: list[float] | None = Field(None, min_length=4, max_length=4, description="Four ascending sums in the base currency, "
+                                         "read like frequency.", examples=[[5000, 20000, 50000, 100000]])
+
+    @model_validator(mode="after")
+    def _ascending(self) -> "RfmThresholds":
+        for name in ("recency_days", "frequency", "monetary"):
+            v = getattr(self, name)
+            if v is not None and list(v) != sorted(v):
+                raise ValueError(f"{name} must be ascending")
+        return self
+
+
+class RfmFields(Model):
+    score: str | None = Field(None, description="CRM field (a string) that gets the score, e.g. R4F5M3.",
+                              examples=["UF_CRM_RFM_SCORE"])
+    segment: str | None = Field(None, description="CRM field (a string) that gets the segment's name.",
+                                examples=["UF_CRM_RFM_SEGMENT"])
+
+    @model_validator(mode="after")
+    def _one(self) -> "RfmFields":
+        if not self.score and not self.segment:
+            raise ValueError("set score, segment or both")
+        return self
+
+
+class RfmRule(RuleBase):
+    type: Literal["rfm"] = Field(description="Recency, frequency and monetary value of every client's purchases: "
+                                 "a score and a segment written to CRM fields.", examples=["rfm"])
+    clients: Literal["companies", "contacts"] = Field("companies", description="Which CRM clients the rule looks at.",
+                                                      examples=["companies"])
+    fields: RfmFields = Field(description="Where the score and the segment are written (list the fields in the CRM as strings).",
+                              examples=[{"score": "UF_CRM_RFM_SCORE", "segment": "UF_CRM_RFM_SEGMENT"}])
+    window_days: int = Field(365, ge=1, description="Frequency and monetary value count purchases of this many last days.",
+                             examples=[365])
+    currency: str = Field("UAH", description="The base currency of monetary value; purchases in it (or with none) count as they are.",
+                          examples=["UAH"])
+    rates: dict[str, float] = Field(default_factory=dict, description="Other currencies in the base currency (one unit = rate); "
+                                    "a purchase in a currency without a rate counts for recency and frequency only.",
+                                    examples=[{"USD": 41.5, "EUR": 45.0}])
+    thresholds: RfmThresholds | None = Field(None, description="Fixed cut points per score; a score without them is a quintile "
+                                             "of the clients in scope.", examples=[{"recency_days": [30, 60, 120, 240]}])
+    segments: list[RfmSegment] = Field(default_factory=lambda: [RfmSegment(**s) for s in DEFAULT_RFM_SEGMENTS],
+                                       description="Segments by score pattern, in order: the first that matches names the client.",
+                                       examples=[DEFAULT_RFM_SEGMENTS[:2]])
+    other_segment: str = Field("other", pattern=r"^[^:\n]+$", description="The segment of a score no pattern matches.",
+                               examples=["other"])
+    no_purchase_segment: str | None = Field("prospects", pattern=r"^[^:\n]+$", description="The segment of a client who never "
+                                            "bought (its score is left empty); null leaves such clients' fields alone.",
+                                            examples=["prospects"])
+
+    @model_validator(mode="after")
+    def _own_fields(self) -> "RfmRule":
+        if self.on_clear.field:
+            raise ValueError("on_clear.field would undo the rule's own writes: leave it out of an rfm rule")
+        if self.where is not None and self.where.rfm is not None:
+            raise ValueError("where.rfm selects by this rule's own segments: an rfm rule cannot use it")
+        return self
+
+
+class ConsumableMatch(Model):
+    guid: list[str] = Field(default_factory=list, description="1C Номенклатура Ref_Keys (or Bitrix24 catalog product ids).",
+                            examples=[["6f2d0b4e-51c3-11ee-9d3a-00155d012a01"]])
+    article: list[str] = Field(default_factory=list, description="Articles (1C Артикул), compared ignoring case.",
+                               examples=[["W-19"]])
+    name: list[str] = Field(default_factory=list, description="Product names, compared whole and ignoring case.",
+                            examples=[["Water 19 l"]])
+    name_contains: list[str] = Field(default_factory=list, description="Parts of product names, ignoring case.",
+                                     examples=[["water"]])
+    group: list[str] = Field(default_factory=list, description="Product groups (1C: the parent folder's name), ignoring case.",
+                             examples=[["Filters"]])
+
+    @model_validator(mode="after")
+    def _some(self) -> "ConsumableMatch":
+        if not (self.guid or self.article or self.name or self.name_contains or self.group):
+            raise ValueError("name at least one of guid, article, name, name_contains or group")
+        return self
+
+
+class Consumable(Model):
+    id: str = Field(pattern=r"^[a-z0-9_\-]+$", description="A short name for the product or group (part of the episode key).",
+                    examples=["water"])
+    title: str | None = Field(None, description="What people read in texts ({{ product.title }}); default: the id.",
+                              examples=["Drinking water 19 l"])
+    match: ConsumableMatch = Field(description="Which purchase lines are this product: by 1C GUID, article, name or group.",
+                                   examples=[{"article": ["W-19"], "name_contains": ["water 19"]}])
+    days_per_unit: float = Field(gt=0, description="Days one unit lasts a client.", examples=[3, 90])
+
+
+class ReplenishRule(RuleBase):
+    type: Literal["replenish"] = Field(description="A consumable a client bought is about to run out: remind before it does.",
+                                       examples=["replenish"])
+    clients: Literal["companies", "contacts"] = Field("companies", description="Which CRM clients the rule looks at.",
+                                                      examples=["contacts"])
+    products: list[Consumable] = Field(min_length=1, description="Consumables and how long a unit lasts.",
+                                       examples=[[{"id": "water", "match": {"group": ["Water"]}, "days_per_unit": 3}]])
+    remind_days_before: int = Field(2, ge=0, description="Remind this many days before the expected run-out date.", examples=[2])
+    expire_days: int = Field(14, ge=0, description="Stop reminding this many days after the run-out date without a new purchase.",
+                             examples=[14])
+    lookback_days: int = Field(365, ge=1, description="Only purchases of this many last days are read.", examples=[365])
+
+
+class InvoiceSpec(Model):
+    title: str = Field("{{ deal.title }}: {{ period.label }}", description="Invoice title (a template).",
+                       examples=["Subscription {{ deal.title }}, {{ period.label }}"])
+    comment: str | None = Field(None, description="Invoice comment (a template); the connector's marker is added to it.",
+                                examples=["Issued automatically for {{ period.label }}."])
+    payment_days: int = Field(10, ge=0, description="Days to pay: the invoice's due date after its issue date.", examples=[10])
+    stage: str | None = Field(None, description="Stage of the new invoice (default: the funnel's first).", examples=["DT31_1:S"])
+    products: bool = Field(True, description="Copy the deal's product rows into the invoice.", examples=[True])
+
+
+class RecurringRule(RuleBase):
+    type: Literal["recurring"] = Field(description="Deals marked regular get an invoice every period.", examples=["recurring"])
+    period_field: str = Field(description="Deal field holding the period: monthly, quarterly, yearly, weekly, \"N days\" or "
+                              "\"N months\" (list the field in the CRM).", examples=["UF_CRM_RECURRING"])
+    start_field: str | None = Field(None, description="Deal date field the schedule counts from (default: the deal's close date, "
+                                    "else its creation).", examples=["UF_CRM_RECURRING_START"])
+    periods: dict[str, str] = Field(default_factory=dict, description="Values of a list field mapped to periods.",
+                                    examples=[{"45": "monthly", "46": "quarterly"}])
+    invoice: InvoiceSpec = Field(default_factory=InvoiceSpec, description="What the invoice says.",
+                                 examples=[{"title": "{{ deal.title }}: {{ period.label }}", "payment_days": 10}])
+    previous_unpaid: Literal["task", "invoice", "skip"] = Field(
+        "task", description="When the previous invoice the connector issued is still unpaid: a task for the manager instead of "
+        "the next invoice, the invoice anyway, or nothing.", examples=["task"])
+    unpaid_task: TaskSpec = Field(
+        default_factory=lambda: TaskSpec(title="Previous invoice unpaid: {{ deal.title }}", deadline="1 workdays"),
+        description="The task made instead of a second invoice.",
+        examples=[{"title": "Previous invoice unpaid: {{ deal.title }}", "deadline": "1 workdays"}])
+    max_catch_up: int = Field(3, ge=0, description="After a pause, periods missed since the last invoice the connector issued "
+                              "are issued too, at most this many.", examples=[3])
+
+
 Rule = Annotated[
-    ForgottenRule | ReleaseRule | LostRule | UnpaidRule | DebtorsRule | MissedCallRule | GreetingsRule,
+    ForgottenRule | ReleaseRule | LostRule | UnpaidRule | DebtorsRule | MissedCallRule | GreetingsRule | RfmRule
+    | ReplenishRule | RecurringRule,
     Field(discriminator="type"),
 ]
 
@@ -875,6 +1067,25 @@ class ReportSpec(Model):
     @classmethod
     def _to(cls, v: Any) -> Any:
         return _person_list(v)
+
+
+def _rfm_references(rules: list[Any]) -> list[tuple[tuple, str]]:
+    """``where.rfm`` reads the segments of the config's one rfm rule, and names only segments it has."""
+    rfm = [r for r in rules if isinstance(r, RfmRule)]
+    problems: list[tuple[tuple, str]] = []
+    for i, r in enumerate(rules):
+        wanted = r.where.rfm if r.where is not None else None
+        if wanted is None:
+            continue
+        if len(rfm) != 1:
+            problems.append((("rules", i, "where", "rfm"), f"where.rfm needs exactly one rfm rule in the config, found {len(rfm)}"))
+            continue
+        known = [s.name for s in rfm[0].segments] + [rfm[0].other_segment] + ([rfm[0].no_purchase_segment] if rfm[0].no_purchase_segment else [])
+        for j, name in enumerate(wanted):
+            if name not in known:
+                problems.append((("rules", i, "where", "rfm", j), f"{_show(name)} is not a segment of rule {_show(rfm[0].name)}"
+                                 f"{_did_you_mean(name, known)} (segments: {', '.join(known)})"))
+    return problems
 
 
 class Settings(Model):
@@ -941,13 +1152,26 @@ class Settings(Model):
     @model_validator(mode="after")
     def _rules(self) -> "Settings":
         problems = _rule_references([(r.name, r.type, getattr(r, "after", None)) for r in self.rules])
+        problems += _rfm_references(self.rules)
         if not (self.bitrix24 or self.onec) and self.rules:
             problems.append((("rules",), "configure bitrix24 or onec: rules need a CRM to read clients from"))
         if problems:
             raise Problems(problems)
         if self.bitrix24 is not None:  # fields the rules read are pulled without being listed twice
             self.bitrix24._read_by_rules = [n for n in self.fields_read() if n not in self.bitrix24.fields]
+            self.bitrix24._deal_fields = self.deal_fields_read()
+            self.bitrix24._product_rows = any(isinstance(r, (ReplenishRule, RecurringRule)) for r in self.rules)
+        if self.onec is not None:
+            self.onec._product_lines = any(isinstance(r, ReplenishRule) for r in self.rules)
         return self
+
+    def deal_fields_read(self) -> list[str]:
+        """Custom deal fields the rules read: a regular deal's period and start."""
+        names: list[str] = []
+        for r in self.rules:
+            if isinstance(r, RecurringRule):
+                names += [n for n in (r.period_field, r.start_field) if n]
+        return list(dict.fromkeys(names))
 
     def fields_read(self) -> list[str]:
         """Custom CRM fields the rules and channels read: cadence, where filters, opt-out."""
@@ -962,6 +1186,8 @@ class Settings(Model):
                 names.extend(n for _, ch in r.all_channels() if ch.where is not None and ch.where.field for n in ch.where.field)
             if r.where is not None and r.where.field:
                 names.extend(r.where.field)
+            if isinstance(r, RfmRule):  # compared with what the rule computes: only changes are written
+                names += [n for n in (r.fields.score, r.fields.segment) if n]
         for opt in (self.messaging.opt_out_field if self.messaging else None,
                     self.bitrix24.opt_out_field if self.bitrix24 else None):
             if opt:

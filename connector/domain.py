@@ -120,6 +120,7 @@ class Deal:
     created_at: datetime | None = None
     closed_at: datetime | None = None
     modified_at: datetime | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # custom fields a rule reads (a regular deal's period)
 
 
 @dataclass(slots=True)
@@ -140,6 +141,30 @@ class Invoice:
     responsible_key: str | None = None
     deal_key: str | None = None
     modified_at: datetime | None = None
+    text: str = ""  # the comments, where the connector's marker sits on an invoice it issued; not stored
+
+
+@dataclass(slots=True)
+class ProductLine:
+    """One line of what was sold: a deal's product row (Bitrix24) or a row of a 1C document's goods."""
+
+    line_no: int
+    product_id: str = ""  # Bitrix24 catalog product id, or the 1C Номенклатура Ref_Key
+    article: str = ""  # 1C Артикул (Bitrix24 rows carry none)
+    name: str = ""
+    group: str = ""  # the product's group (1C: its parent folder)
+    quantity: float = 0.0
+    amount: float = 0.0  # the line's total in the document's currency
+
+
+@dataclass(slots=True)
+class ProductLines:
+    """Every product line of one deal or document, complete: the store replaces what it held for
+    ``key`` (the deal's or document's own key) with ``lines``; an empty tuple means it has none now."""
+
+    key: str
+    system: str
+    lines: tuple[ProductLine, ...] = ()
 
 
 @dataclass(slots=True)
@@ -246,7 +271,7 @@ class Call:
     final: bool = True  # False while the PBX still reports it ONLINE / undecided
 
 
-Record = Manager | Client | Deal | Invoice | Payment | Activity | Task | Document | Debt | Call
+Record = Manager | Client | Deal | Invoice | Payment | Activity | Task | Document | Debt | Call | ProductLines
 
 
 @dataclass(slots=True)

@@ -281,7 +281,17 @@ class Planner:
                     "Client released from {previous} to {manager}: no contact for {days} days.", ctx["days"]).format(
                     previous=ctx["previous_manager"]["name"], manager=ctx["manager"]["name"], days=ctx["days"])
                 out.append(self._action(rule, f, f"{episode}:rc", "comment", c.system, {"entity": c.key, "text": text}, ctx))
-        for i, a in enumerate(f.actions if f.actions is not None else rule.actions):
+        for b in f.builtin:  # what the rule makes itself (an rfm field write, a recurring invoice)
+            key = f"{episode}:{b.suffix}"
+            if b.action is not None:
+                made = self._render(rule, f, key, b.action, ctx, responsible)
+            else:
+                payload = {k: (render(v, ctx) if k in b.render and isinstance(v, str) else v) for k, v in b.payload.items()}
+                made = [self._action(rule, f, key, b.type, self._crm_system(f), payload, ctx)]
+            out.extend(made)
+            if b.first:
+                after += [a.key for a in made]
+        for i, a in enumerate((f.actions if f.actions is not None else rule.actions) if f.configured else []):
             out.extend(self._render(rule, f, f"{episode}:{i}", a, ctx, responsible))
         # escalation ladder: after N days counted from the episode's first action, or when its task is overdue
         if rule.escalate:

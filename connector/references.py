@@ -119,6 +119,10 @@ def custom_fields(settings: Settings) -> list[CustomField]:
             found.append(CustomField((*base, "cadence", "field"), cadence.field, entity))
         if rule.where is not None and rule.where.field:
             found += [CustomField((*base, "where", "field", name), name, entity) for name in rule.where.field]
+        rfm_fields = getattr(rule, "fields", None) if rule.type == "rfm" else None
+        if rfm_fields is not None:
+            found += [CustomField((*base, "fields", key), name, entity) for key in ("score", "segment")
+                      if (name := getattr(rfm_fields, key))]
         for at, a in _actions(rule, base):
             if isinstance(a, FieldAction):
                 found += [CustomField((*at, "field", name), name, entity) for name in a.field]

@@ -109,6 +109,10 @@ def _describe(a: dict) -> str:
         return _("business process {template}").format(template=p.get("template_id"))
     if t == "close_task":
         return _("complete the connector's task {task}").format(task=p.get("task"))
+    if t == "invoice":
+        return _("invoice “{title}” {amount}, due {due}, {rows} product rows").format(
+            title=p.get("title"), amount=i18n.money(float(p.get("amount") or 0), p.get("currency") or "UAH"), due=_deadline(p.get("due")),
+            rows=len(p.get("rows") or []))
     return words.action(t)
 
 

@@ -115,7 +115,9 @@ def cycle(settings: Settings, store: Store, ctx: Context, *, execute: bool, forc
         return report
     if lease is not None and lease.held:
         store.refresh_own()
-        evidence.refresh(store, primary_system(settings))
+        rfm = next((r for r in settings.rules if r.type == "rfm"), None)
+        spec = evidence.RfmSpec(settings.timezone, rfm.currency, rfm.window_days, tuple(sorted(rfm.rates.items()))) if rfm else None
+        evidence.refresh(store, primary_system(settings), rfm=spec)
     cal = BusinessCalendar(settings.calendar, settings.timezone)
     journal = Journal(store)
     with load_snapshot(settings, store, now, call_lookback_hours=_lookback(settings)) as snap:

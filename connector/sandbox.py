@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
+from dateutil.relativedelta import relativedelta
+
 KYIV = timezone(timedelta(hours=2))
 
 FIRST = ["Olena", "Ivan", "Petro", "Oksana", "Andrii", "Iryna", "Mykola", "Tetiana", "Serhii", "Natalia",
@@ -106,6 +108,9 @@ class SDeal:
     closed: datetime | None
     responsible: int
     modified: datetime
+    products: list[tuple[str, float, float]] = field(default_factory=list)  # (name, quantity, unit price): deal product rows
+    recurring: str | None = None  # a regular deal's period (UF_CRM_RECURRING)
+    recurring_start: date | None = None  # and the date its invoices count from (UF_CRM_RECURRING_START)
 
 
 @dataclass
@@ -177,6 +182,15 @@ class SOneCDoc:
     manager_guid: str | None
     basis_guid: str | None = None
     due: date | None = None
+    lines: list[tuple[str, float, float]] = field(default_factory=list)  # (product article, quantity, amount); none: one generic line
+
+
+# the 1C catalog of goods the synthetic company sells: article -> (name, group); "" is the generic item
+PRODUCTS: dict[str, tuple[str, str]] = {
+    "": ("Товар", ""),
+    "W-19": ("Вода питна 19 л", "Вода"),
+    "F-10": ("Картридж фільтра", "Фільтри"),
+}
 
 
 @dataclass
@@ -454,4 +468,28 @@ def generate(
             add_activity("company", c.id, rng.uniform(1, 700), c.responsible)
         else:
             add_activity("contact", rng.choice(contacts_by_company[c.id]), rng.uniform(1, 700), c.responsible)
+    if stories:
+        _repeat_sales(co, add_company, add_deal, add_sale, add_activity)
     return co
+
+
+def _repeat_sales(co: SyntheticCompany, add_company, add_deal, add_sale, add_activity) -> None:
+    """The repeat-sales stories, added after everything else so the rest of the company stays as it was.
+
+    ``replenish``: bought five 19-litre bottles of water 13 days ago, in the CRM (a won deal with a
+    product row) and in 1C (the shipment with the article): at three days a bottle it runs out in
+    two days. ``recurring``: a monthly filter service whose invoices count from a month ago, so one
+    is due today."""
+    m = sorted(co.stories.values())
+    c = add_company("Kyiv Water Home", co.company(m[0]).responsible, story="replenish", temperature="warm")
+    add_activity("company", c.id, 5, c.responsible, type_id=2)
+    d = add_deal(c, 13, True, amount=600.0)
+    d.products = [("Вода питна 19 л", 5.0, 120.0)]
+    sale = add_sale(c, 13, 600.0)
+    sale.lines = [("W-19", 5.0, 600.0)]
+    c = add_company("Filter Service Lviv", co.company(m[1]).responsible, story="recurring", temperature="warm")
+    add_activity("company", c.id, 4, c.responsible, type_id=2)
+    d = add_deal(c, 40, True, amount=900.0)
+    d.products = [("Картридж фільтра", 2.0, 450.0)]
+    d.recurring = "monthly"
+    d.recurring_start = co.anchor.date() - relativedelta(months=1)

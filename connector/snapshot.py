@@ -223,7 +223,21 @@ class Snapshot:
         for name, wanted in (where.field or {}).items():
             values = [str(v) for v in (wanted if isinstance(wanted, list) else [wanted])]
             conds.append(self._json_text(clients.c.fields, name).in_(values))
+        if where.rfm is not None:
+            conds.append(clients.c.key.in_(self.rfm_clients(where.rfm)))
         return conds
+
+    def rfm_segment(self, key: str) -> str | None:
+        """The segment the config's rfm rule gives ``key`` in this evaluation (None: not in its scope)."""
+        from connector.rules import rfm
+
+        return rfm.segments_of(self).get(key)
+
+    def rfm_clients(self, segments: list[str]) -> Any:
+        """SQL ``select`` of the clients the rfm rule puts in ``segments`` in this evaluation."""
+        from connector.rules import rfm
+
+        return rfm.segment_select(self, segments)
 
     def _json_text(self, col: Any, name: str) -> Any:
         if self.conn.dialect.name == "postgresql":

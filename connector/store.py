@@ -113,7 +113,7 @@ deals = Table(
     "deals", metadata, K(), *_common(),
     Column("title", String(500)), Column("stage_id", String(50)), Column("outcome", String(10)), Column("amount", Float),
     Column("currency", String(10)), Column("responsible_key", String(200)), Column("created_at", UTC), Column("closed_at", UTC),
-    Column("modified_at", UTC),
+    Column("modified_at", UTC), Column("fields", JSONText),
 )
 deal_clients = Table(
     "deal_clients", metadata, Column("deal_key", String(200), primary_key=True), Column("client_key", String(200), primary_key=True),
@@ -125,6 +125,8 @@ invoices = Table(
     Column("amount", Float), Column("currency", String(10)), Column("stage_id", String(50)), Column("outcome", String(10)),
     Column("issued_at", UTC), Column("due_date", Date), Column("paid_at", UTC), Column("responsible_key", String(200)),
     Column("deal_key", String(200)), Column("modified_at", UTC),
+    # an invoice the connector issued (recurring): its marker in the comments, or the journal's record of it; never evidence
+    Column("marker", String(20), index=True), Column("own", Boolean, nullable=False, default=False),
 )
 payments = Table(
     "payments", metadata, K(), *_common(),
@@ -163,6 +165,12 @@ debts = Table(
     "debts", metadata, K(), Column("system", String(20)), Column("deleted", Boolean, default=False),
     Column("client_key", String(200), index=True), Column("amount", Float), Column("currency", String(10)), Column("as_of", UTC),
     Column("overdue_amount", Float), Column("overdue_since", Date), Column("documents", JSONText),
+)
+# What was sold, line by line: a deal's product rows, a 1C document's goods (replaced whole per owner)
+product_lines = Table(
+    "product_lines", metadata, Column("owner_key", String(200), primary_key=True), Column("line_no", Integer, primary_key=True),
+    Column("system", String(20)), Column("product_id", String(100), index=True), Column("article", String(100)),
+    Column("name", String(500)), Column("group_name", String(200)), Column("quantity", Float), Column("amount", Float),
 )
 calls = Table(
     "calls", metadata, K(), *_common(),
@@ -204,6 +212,18 @@ ev_owner = Table(
 ev_contact = Table(
     "ev_contact", metadata, Column("client_key", String(200), primary_key=True), Column("kind", String(20), primary_key=True),
     Column("at", UTC),
+)
+# each client's purchases per local day and currency (one purchase a day; a day in two systems once), derived
+# when an rfm rule needs them: the rule's aggregates read this instead of every purchase
+ev_purchase = Table(
+    "ev_purchase", metadata, Column("client_key", String(200), primary_key=True), Column("day", String(10), primary_key=True),
+    Column("currency", String(10), primary_key=True), Column("amount", Float), Column("at", UTC),
+    Column("first", Integer),  # 1 on the day's first currency: counts the day once
+)
+# the rfm rule's per-client aggregate over ev_purchase for one window, base currency and rates (derived with it)
+ev_rfm = Table(
+    "ev_rfm", metadata, Column("client_key", String(200), primary_key=True), Column("last", String(10)), Column("n", Integer),
+    Column("m", Float), Column("unpriced", Integer),
 )
 lease = Table(
     "lease", metadata, Column("name", String(50), primary_key=True), Column("owner", String(120), nullable=False),
@@ -285,7 +305,23 @@ def _m6(conn: Connection) -> None:
     dirty.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5, _m6]
+
+
+def _m7(conn: Connection) -> None:
+    """Repeat sales: product lines, custom fields of deals, the own footprint of invoices the connector issued, and
+    the derived purchase days of the rfm rule."""
+    boolean = "BOOLEAN NOT NULL DEFAULT FALSE" if conn.dialect.name == "postgresql" else "BOOLEAN NOT NULL DEFAULT 0"
+    _add_column(conn, "deals", "fields", "TEXT")
+    _add_column(conn, "invoices", "marker", "VARCHAR(20)")
+    _add_column(conn, "invoices", "own", boolean)
+    product_lines.create(conn, checkfirst=True)
+    ev_purchase.create(conn, checkfirst=True)
+    ev_rfm.create(conn, checkfirst=True)
+    for ix in [*product_lines.indexes, *invoices.indexes]:
+        ix.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5, _m6, _m7]
 MIGRATION_LOCK_ID = 0x636E6D67  # "cnmg": the advisory lock that serialises migrations on PostgreSQL
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -506,7 +542,7 @@ class Store:
                 self._mark_deleted(conn, key)
             gone = self._apply_sweep(conn, batch.sweep) if batch.sweep is not None else 0
             if n or batch.deleted or gone:
-                self.mark_evidence_dirty(conn)
+                self.mark_evidence_dirty(conn, purchases=self._touches_purchases(batch.records, batch.deleted, batch.sweep if gone else None))
             if batch.cursor is not None or n:
                 prev = conn.execute(
                     select(cursors.c.rows, cursors.c.cursor).where(cursors.c.system == system, cursors.c.stream == batch.stream)
@@ -520,17 +556,31 @@ class Store:
 
     def write(self, records: Iterable[d.Record]) -> int:
         """Upsert records outside a source cycle (push receivers, tests)."""
+        records = list(records)
         with self.tx() as conn:
-            n = self._write_records(conn, list(records))
+            n = self._write_records(conn, records)
             if n:
-                self.mark_evidence_dirty(conn)
+                self.mark_evidence_dirty(conn, purchases=self._touches_purchases(records))
             return n
 
     EVIDENCE_DIRTY = "evidence.dirty"
 
-    def mark_evidence_dirty(self, conn: Connection) -> None:
-        """Something evidence is derived from changed: the next evaluation rebuilds it first."""
-        self._upsert(conn, kv, [{"name": self.EVIDENCE_DIRTY, "value": "1"}], ["name"])
+    PURCHASES_DIRTY = "evidence.purchases_dirty"
+    PURCHASE_TYPES = (d.Deal, d.Invoice, d.Payment, d.Document, d.Client)  # what purchases and their owners are made of
+    PURCHASE_KINDS = frozenset({"deal", "invoice", "payment", "document", "company", "contact", "counterparty"})
+
+    def mark_evidence_dirty(self, conn: Connection, *, purchases: bool = True) -> None:
+        """Something evidence is derived from changed: the next evaluation rebuilds it first.
+        ``purchases=False``: nothing purchases are derived from (an activity, a call), so the rfm
+        rule's purchase days are kept."""
+        rows = [{"name": self.EVIDENCE_DIRTY, "value": "1"}]
+        if purchases:
+            rows.append({"name": self.PURCHASES_DIRTY, "value": "1"})
+        self._upsert(conn, kv, rows, ["name"])
+
+    def _touches_purchases(self, records: list[d.Record], deleted: Iterable[str] = (), sweep: d.Sweep | None = None) -> bool:
+        return (any(isinstance(r, self.PURCHASE_TYPES) for r in records) or any(d.split_key(k)[1] in self.PURCHASE_KINDS for k in deleted)
+                or (sweep is not None and sweep.kind in self.PURCHASE_KINDS))
 
     def _write_records(self, conn: Connection, records: list[d.Record]) -> int:
         by_type: dict[type, list] = {}
@@ -545,6 +595,10 @@ class Store:
                 self._write_deals(conn, items)
             elif typ is d.Task:
                 self._write_tasks(conn, items)
+            elif typ is d.Invoice:
+                self._write_invoices(conn, items)
+            elif typ is d.ProductLines:
+                self._write_product_lines(conn, items)
             elif typ is d.Call:
                 rows = []
                 for c in items:
@@ -592,6 +646,28 @@ class Store:
         self._upsert(conn, task_owners, [{"task_key": x.key, "owner_key": o} for x in items for o in set(x.owner_keys)],
                      ["task_key", "owner_key"])
 
+    def _write_invoices(self, conn: Connection, items: list[d.Invoice]) -> None:
+        rows = []
+        for x in items:
+            row = _row(x, skip=("text",))
+            row["marker"] = d.find_marker(x.text)
+            row["own"] = row["marker"] is not None
+            rows.append(row)
+        self._upsert(conn, invoices, rows, ["key"])
+
+    def _write_product_lines(self, conn: Connection, items: list[d.ProductLines]) -> None:
+        """Each owner's lines are replaced whole: a line removed at the source disappears here."""
+        keys = list(dict.fromkeys(x.key for x in items))
+        for i in range(0, len(keys), 500):
+            conn.execute(delete(product_lines).where(product_lines.c.owner_key.in_(keys[i : i + 500])))
+        rows = {(x.key, ln.line_no): {"owner_key": x.key, "line_no": ln.line_no, "system": x.system, "product_id": ln.product_id,
+                                      "article": ln.article, "name": ln.name, "group_name": ln.group, "quantity": ln.quantity,
+                                      "amount": ln.amount}
+                for x in items for ln in x.lines}
+        values = list(rows.values())
+        for i in range(0, len(values), 500):
+            conn.execute(product_lines.insert(), values[i : i + 500])
+
     def _write_activities(self, conn: Connection, items: list[d.Activity]) -> None:
         keys = [a.key for a in items]
         for i in range(0, len(keys), 500):
@@ -636,8 +712,10 @@ class Store:
             n += conn.execute(update(activities).where(activities.c.own.is_(False), activities.c.ref_key.in_(own_tasks))
                               .values(own=True)).rowcount
             n += conn.execute(update(activities).where(activities.c.own.is_(False), activities.c.key.in_(remote)).values(own=True)).rowcount
-            if n:
-                self.mark_evidence_dirty(conn)
+            own_invoices = conn.execute(update(invoices).where(invoices.c.own.is_(False), invoices.c.key.in_(remote))
+                                        .values(own=True)).rowcount
+            if n or own_invoices:
+                self.mark_evidence_dirty(conn, purchases=bool(own_invoices))
 
     def find_markers(self, markers: Iterable[str]) -> dict[str, tuple[str, datetime | None]]:
         """Records already carrying these markers in the synced data: marker -> (record key, when made)."""
@@ -649,7 +727,9 @@ class Store:
                 q1 = select(tasks.c.marker, tasks.c.key, tasks.c.created_at).where(tasks.c.marker.in_(chunk), tasks.c.deleted.is_(False))
                 q2 = select(activities.c.marker, activities.c.key, activities.c.happened_at).where(
                     activities.c.marker.in_(chunk), activities.c.deleted.is_(False))
-                for marker, key, at in [*conn.execute(q1), *conn.execute(q2)]:
+                q3 = select(invoices.c.marker, invoices.c.key, invoices.c.issued_at).where(invoices.c.marker.in_(chunk),
+                                                                                        invoices.c.deleted.is_(False))
+                for marker, key, at in [*conn.execute(q1), *conn.execute(q2), *conn.execute(q3)]:
                     out.setdefault(marker, (key, at))
         return out
 

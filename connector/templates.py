@@ -319,6 +319,21 @@ EXTRA_VARS: dict[str, dict[str, Any]] = {
         "purchases": TextList([last_purchase_var(_SAMPLE_NOW.date(), 100.0, "deal")], "01.01.2026"),
         "last_purchase": last_purchase_var(_SAMPLE_NOW.date(), 100.0, "deal"),
     },
+    "rfm": {
+        "rfm": {"score": "R4F5M3", "segment": "champions", "r": 4, "f": 5, "m": 3, "recency_days": 12, "frequency": 9,
+                "monetary": 42000.0, "previous_score": "R3F5M3", "previous_segment": "loyal"},
+    },
+    "replenish": {
+        "product": {"id": "water", "title": "Drinking water 19 l", "quantity": 5.0, "days_per_unit": 3.0, "bought": "2026-01-01",
+                    "runs_out": "2026-01-16", "days_left": 2, "name": "Water 19 l"},
+    },
+    "recurring": {
+        "deal": {"key": "bitrix24:deal:7", "id": "7", "title": "Water supply 2026", "amount": 1250.0, "currency": "UAH"},
+        "period": {"start": "2026-01-31", "label": "31.01.2026", "number": 3, "every": "monthly"},
+        "invoice": {"title": "Water supply 2026: 31.01.2026", "amount": 1250.0, "currency": "UAH", "due_date": "2026-02-10"},
+        "previous_invoice": {"key": "bitrix24:invoice:17", "id": "17", "title": "Water supply 2026: 31.12.2025", "amount": 1250.0,
+                             "currency": "UAH", "due_date": "2026-01-10"},
+    },
 }
 
 
@@ -507,6 +522,8 @@ def check_templates(settings: Any) -> list[tuple[tuple, str]]:
             parts.append((("rules", ri, "channels"), rule.channels))
             if rule.offer is not None:
                 parts.append((("rules", ri, "offer", "channels"), rule.offer.channels))
+        if rule.type == "recurring":
+            parts += [(("rules", ri, "invoice"), rule.invoice), (("rules", ri, "unpaid_task"), rule.unpaid_task)]
         for base, obj in parts:
             for loc, text in _texts(obj, base):
                 try:

@@ -15,7 +15,7 @@ from connector.ports import CheckResult, Context
 from onec.client import SYSTEM, ODataClient
 from onec.mapping import doc_select
 from onec.metadata import russian_name as russian
-from onec.presets import resolve
+from onec.presets import for_config
 
 if TYPE_CHECKING:
     from connector.config import Settings
@@ -61,7 +61,7 @@ class OneCAdapter:
             return []
         out: list[CheckResult] = []
         try:
-            names = resolve(cfg.preset, cfg.objects, cfg.fields)
+            names = for_config(cfg)
         except ConnectorError as e:
             return [CheckResult(SYSTEM, "preset and overrides", False, str(e))]
         if cfg.odata is not None:

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from connector.domain import Client, ClientKind, Debt, Document, DocumentType, Manager, make_key
+from connector.domain import Client, ClientKind, Debt, Document, DocumentType, Manager, ProductLine, ProductLines, make_key
 from onec.ageing import overdue
 from onec.presets import Names
 
@@ -214,7 +214,42 @@ def doc_select(names: Names, doc_type: str) -> list[str]:
         out.append(names.f("invoice.due"))
     if doc_type == "sale" and names.f("sale.contract"):
         out.append(names.f("sale.contract"))  # the contract whose payment term ages the shipment
+    if doc_type in ("sale", "order") and names.f(f"{doc_type}.lines"):
+        out.append(names.f(f"{doc_type}.lines"))  # the goods, a tabular section read with the document
     return out
+
+
+def line_products(row: Mapping[str, Any], doc_type: str, names: Names) -> set[str]:
+    """The product references (``Номенклатура_Key``) of a document's goods, when they were read."""
+    table = names.f(f"{doc_type}.lines") if doc_type in ("sale", "order") else ""
+    if not table or not isinstance(row.get(table), list):
+        return set()
+    return {g for r in row[table] if isinstance(r, Mapping) and (g := ref(r.get(names.f("line.product"))))}
+
+
+def map_lines(row: Mapping[str, Any], doc_type: str, names: Names,
+              products: Mapping[str, tuple[str, str, str]]) -> ProductLines | None:
+    """A sale's or order's goods -> every line of the document (None when the goods were not read).
+
+    ``products`` gives each product reference its ``(article, name, group)`` from ``Catalog_Номенклатура``;
+    a product it does not know keeps its GUID only."""
+    table = names.f(f"{doc_type}.lines") if doc_type in ("sale", "order") else ""
+    if not table or not isinstance(row.get(table), list):
+        return None
+    guid = ref(row.get("Ref_Key")) or str(row.get("Ref_Key"))
+    lines = []
+    for r in row[table]:
+        if not isinstance(r, Mapping):
+            continue
+        pid = ref(r.get(names.f("line.product"))) or ""
+        article, name, group = products.get(pid, ("", "", ""))
+        try:
+            line_no = int(str(r.get("LineNumber") or 0))
+        except ValueError:
+            line_no = 0
+        lines.append(ProductLine(line_no=line_no or len(lines) + 1, product_id=pid, article=article, name=name, group=group,
+                                 quantity=number(r.get(names.f("line.quantity"))), amount=number(r.get(names.f("line.amount")))))
+    return ProductLines(document_key(guid), SYSTEM, tuple(sorted(lines, key=lambda ln: ln.line_no)))
 
 
 def receivable_balances(balance: Iterable[Mapping[str, Any]], names: Names, *,

@@ -7,7 +7,7 @@
 by its logical name, so a customised base (``см_…`` prefixes, renamed attributes) needs no code.
 
 Logical object names: ``counterparties partners users currencies analytics contact_info order
-invoice sale payment receivables overdue contracts journal task``. Document objects may list
+invoice sale payment receivables overdue contracts journal task products``. Document objects may list
 several names separated by commas (УТ 11 has a bank and a cash receipt). An empty name means
 "this configuration has no such object" (``journal`` is empty in every preset: a document journal
 that lists the documents is something the admin publishes and names, see the README).
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from connector.errors import ConfigError
 
@@ -72,6 +73,13 @@ _COMMON_FIELDS: dict[str, str] = {
     "task.deadline": "ДатаОкончания",
     "task.subject": "Контрагент_Key",  # a *_Key reference, or a composite field name
     "contract.term": "",  # days to pay after a shipment, on Catalog_ДоговорыКонтрагентов
+    "doc.lines": "Товары",  # the goods tabular section of sales and orders (read only when a rule needs product lines)
+    "line.product": "Номенклатура_Key",
+    "line.quantity": "Количество",
+    "line.amount": "Сумма",
+    "product.name": "Description",
+    "product.article": "Артикул",
+    "product.group": "Parent_Key",  # the product's folder: its name is the group
 }
 
 PRESETS: dict[str, dict[str, dict[str, str]]] = {
@@ -92,6 +100,7 @@ PRESETS: dict[str, dict[str, dict[str, str]]] = {
             "overdue": "AccumulationRegister_РасчетыСКлиентамиПоСрокам",
             "contracts": "Catalog_ДоговорыКонтрагентов",
             "journal": "",
+            "products": "Catalog_Номенклатура",
             "task": "Task_ЗадачаИсполнителя",
         },
         "fields": {
@@ -128,6 +137,7 @@ PRESETS: dict[str, dict[str, dict[str, str]]] = {
             "overdue": "",
             "contracts": "Catalog_ДоговорыКонтрагентов",
             "journal": "",
+            "products": "Catalog_Номенклатура",
             "task": "Document_Событие",
         },
         "fields": {
@@ -152,6 +162,7 @@ PRESETS: dict[str, dict[str, dict[str, str]]] = {
             "overdue": "",
             "contracts": "Catalog_ДоговорыКонтрагентов",
             "journal": "",
+            "products": "Catalog_Номенклатура",
             "task": "Document_Событие",
         },
         "fields": {
@@ -220,6 +231,18 @@ def resolve(preset: str, objects: Mapping[str, str] | None = None, fields: Mappi
     return Names(preset, objs, flds)
 
 
+def for_config(cfg: Any) -> Names:
+    """The names a configured base is read and written with. The goods of documents and the products
+    catalog only when a rule reads them (``OneC._product_lines``): a base that does not publish
+    ``Catalog_Номенклатура`` is asked for nothing more. Source, sink and ``check`` use the same names,
+    so they share one cached ``$metadata``."""
+    objects, fields = dict(cfg.objects), dict(cfg.fields)
+    if not getattr(cfg, "_product_lines", False):
+        objects.setdefault("products", "")
+        fields.setdefault("doc.lines", "")
+    return resolve(cfg.preset, objects, fields)
+
+
 # ---------------------------------------------------------------- what the source can do without
 
 # logical object -> (required, what it feeds). A required object missing from the base's
@@ -240,6 +263,7 @@ OBJECT_ROLES: dict[str, tuple[bool, str]] = {
     "contracts": (False, "contract payment terms (onec.payment_terms_days applies instead)"),
     "journal": (False, "one-request change detection of documents (each document type is polled instead)"),
     "task": (False, "tasks and notifications written to 1C"),
+    "products": (False, "articles, names and groups of the goods sold (the replenish rule matches them)"),
 }
 
 # logical field -> (logical object, required for that object, what it feeds). A required field
@@ -270,6 +294,9 @@ FIELD_ROLES: dict[str, tuple[str, bool, str]] = {
     "task.title": ("task", False, "task titles"),
     "task.deadline": ("task", False, "task deadlines"),
     "task.subject": ("task", False, "tasks bound to their counterparty"),
+    "product.name": ("products", True, "names of the goods sold"),
+    "product.article": ("products", False, "articles of the goods sold"),
+    "product.group": ("products", False, "groups of the goods sold"),
 }
 
 # per document type: field suffix -> (required, what it feeds); ``contract`` only ages sales and

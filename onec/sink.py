@@ -31,7 +31,7 @@ from connector.ports import ActionResult, Context, OneByOneSink, PlannedAction
 from onec.client import SYSTEM, ODataClient, lit_dt, lit_str
 from onec.mapping import ref, to_wall
 from onec.metadata import MetadataCache, interest, resolve_against
-from onec.presets import Names, resolve
+from onec.presets import Names, for_config
 
 FIND_WINDOW = timedelta(days=45)  # tasks are looked up by marker among those dated this recently
 
@@ -90,7 +90,7 @@ class ODataSink(OneByOneSink):
     def __init__(self, cfg: OneC, ctx: Context, *, timezone: str = "Europe/Kyiv", client: ODataClient | None = None):
         assert cfg.odata is not None
         self.ctx = ctx
-        self.names: Names = resolve(cfg.preset, cfg.objects, cfg.fields)
+        self.names: Names = for_config(cfg)
         self.tz = ZoneInfo(timezone)
         self.client = client or ODataClient(cfg.odata.url, cfg.odata.user, cfg.odata.password, ctx.counter(SYSTEM),
                                             timeout=cfg.odata.timeout, page_size=cfg.odata.page_size)

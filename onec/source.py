@@ -46,7 +46,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from connector.config import OneC
-from connector.domain import Batch, Debt, Sweep
+from connector.domain import Batch, Debt, Document, Sweep
 from connector.errors import TransientError, UpstreamError
 from connector.ports import Context
 from onec.ageing import CENT, Shipment, age, with_register_dues
@@ -56,9 +56,11 @@ from onec.mapping import (
     currency_code,
     doc_select,
     document_key,
+    line_products,
     make_debt,
     map_counterparty,
     map_document,
+    map_lines,
     map_soap_counterparty,
     map_soap_debt,
     map_soap_document,
@@ -73,7 +75,7 @@ from onec.mapping import (
     to_wall,
 )
 from onec.metadata import MetadataCache, Resolution, Schema, interest, resolve_against
-from onec.presets import DOC_TYPES, Names, resolve
+from onec.presets import DOC_TYPES, Names, for_config
 
 log = logging.getLogger("onec.source")
 
@@ -83,6 +85,7 @@ STREAMS = ["users", "counterparties", "documents", "debts"]
 KV_DEBTS_DIRTY = "onec:debts:dirty"  # "1": a document changed since the balance was last read
 KV_USERS = "onec:users"  # the manager keys the users stream last read
 KV_USERS_STALE = "onec:users:stale"  # "1": a record named a manager not among them
+KV_PRODUCTS = "onec:products"  # product GUID -> [article, name, group] read from the products catalog (emptied by a full read)
 SCHEMA_CODES = ("6", "8")  # 1C's "no such property" / "no such set": the base changed under the cache
 
 
@@ -159,7 +162,7 @@ class ODataSource:
         assert cfg.odata is not None
         self.cfg = cfg
         self.ctx = ctx
-        self.configured: Names = resolve(cfg.preset, cfg.objects, cfg.fields)
+        self.configured: Names = for_config(cfg)
         self.names: Names = self.configured  # effective names once resolved against $metadata
         self.schema: Schema | None = None
         self.tz = ZoneInfo(timezone)
@@ -422,6 +425,41 @@ class ODataSource:
             self._currencies(ref(r.get(cur_field)) for r in rows)
         return [map_document(r, doc_type, self.names, self.tz, self._currency) for r in rows]
 
+    def _lines(self, rows: list[dict], doc_type: str) -> list:
+        """The goods of sales and orders read with them (``doc.lines``), each product named from the catalog."""
+        refs = set().union(*(line_products(r, doc_type, self.names) for r in rows)) if rows else set()
+        products = self._products(refs)
+        return [x for r in rows if (x := map_lines(r, doc_type, self.names, products)) is not None]
+
+    def _products(self, refs: set[str]) -> dict[str, tuple[str, str, str]]:
+        """``(article, name, group)`` per product reference: from the store's kv, else read by key from
+        the products catalog (and the folders they sit in, whose names are the groups)."""
+        raw = self._kv_get(KV_PRODUCTS)
+        known: dict[str, list[str]] = json.loads(raw) if raw else {}
+        obj = self.names.obj("products")
+        need = sorted(g for g in refs if g not in known)
+        if obj and need:
+            n = self.names
+            name_f, art_f, grp_f = n.f("product.name"), n.f("product.article"), n.f("product.group")
+            rows: dict[str, dict] = {}
+            for page in self.client.by_keys(obj, need, select=self._keep(obj, ["Ref_Key", name_f, art_f, grp_f])):
+                rows.update({g: r for r in page if (g := ref(r.get("Ref_Key")))})
+            folders = sorted({p for r in rows.values() if grp_f and (p := ref(r.get(grp_f))) and "folder:" + p not in known})
+            for page in (self.client.by_keys(obj, folders, select=self._keep(obj, ["Ref_Key", name_f])) if folders else []):
+                for r in page:
+                    if (g := ref(r.get("Ref_Key"))):
+                        known["folder:" + g] = ["", str(r.get(name_f) or "").strip(), ""]
+            for g in need:
+                r = rows.get(g)
+                if r is None:
+                    known[g] = ["", "", ""]  # deleted or hidden by rights: remembered, not asked again this week
+                    continue
+                parent = ref(r.get(grp_f)) if grp_f else None
+                known[g] = [str(r.get(art_f) or "").strip() if art_f else "", str(r.get(name_f) or "").strip(),
+                            known.get("folder:" + parent, ["", "", ""])[1] if parent else ""]
+            self._kv_set(KV_PRODUCTS, json.dumps(known, ensure_ascii=False, separators=(",", ":")))
+        return {g: (v[0], v[1], v[2]) for g, v in known.items() if not g.startswith("folder:")}
+
     def _doc_select(self, obj: str, doc_type: str) -> list[str]:
         return self._keep(obj, doc_select(self.names, doc_type))
 
@@ -459,6 +497,7 @@ class ODataSource:
         total = 0
         sales: dict[str, list[tuple]] = defaultdict(list)
         cp_f, contract_f = self.names.f("sale.counterparty"), self.names.f("sale.contract")
+        self._kv_set(KV_PRODUCTS, "{}")  # the weekly full read also re-reads the products' names
         for doc_type, obj in self.names.doc_objects():
             for page in self.client.pages(obj, select=self._doc_select(obj, doc_type), orderby="Date,Ref_Key"):
                 docs = self._map_docs(page, doc_type)
@@ -471,7 +510,7 @@ class ODataSource:
                     if doc_type == "sale" and d.posted and not d.deleted and ref(r.get(cp_f)):
                         sales[ref(r.get(cp_f)) or ""].append(_sale(r, d.amount, contract_f))
                 total += len(docs)
-                yield Batch("documents", records=docs)
+                yield Batch("documents", records=[*docs, *self._lines(page, doc_type)])
         since = newest or now_wall
         start = since - self.overlap
         window = {obj: {g: dv for g, dv, when in items if when and when >= start} for obj, items in seen.items()}
@@ -499,7 +538,7 @@ class ODataSource:
             for r, d in zip(page, docs, strict=False):
                 found.add(d.source_id)
                 versions[d.source_id] = str(r.get("DataVersion"))
-            records += docs
+            records += [*docs, *self._lines(page, doc_type)]
         return records, found, versions
 
     def _documents_window(self, st: dict, now: datetime) -> Iterator[Batch]:
@@ -520,7 +559,7 @@ class ODataSource:
             vanished = [g for g in known if g not in in_window]
             select = self._doc_select(obj, doc_type)
             for page in self._rows(obj, changed, select, len(items), filter=f"Date ge {lit_dt(start)}", orderby="Date,Ref_Key"):
-                records += self._map_docs(page, doc_type)
+                records += [*self._map_docs(page, doc_type), *self._lines(page, doc_type)]
             docs, found, _ = self._refetch(obj, doc_type, vanished)
             records += docs
             deleted += [document_key(g) for g in vanished if g not in found]
@@ -605,7 +644,7 @@ class ODataSource:
     def _emit_documents(self, records: list, deleted: list[str], state: dict) -> Iterator[Batch]:
         if records or deleted:
             self._mark_documents_changed()
-            self._note_managers(d.responsible_key for d in records)
+            self._note_managers(d.responsible_key for d in records if isinstance(d, Document))
         chunks = list(_chunks(records)) or [[]]
         for i, chunk in enumerate(chunks):
             last = i == len(chunks) - 1

@@ -12,7 +12,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bitrix.emulator.apps import AppMethods
@@ -52,6 +52,7 @@ from bitrix.emulator.tables import (
     parse_dt,
     parse_order,
     run_query,
+    split_key,
     truthy,
 )
 
@@ -744,8 +745,86 @@ class Methods(AppMethods):
         etid, entity = self._item_entity(p)
         row: dict = {}
         self._item_apply(etid, entity, row, self._fields(p, exact=True), caller, creating=True)
-        self.tables[entity].insert(row)
+        rid = self.tables[entity].insert(row)
+        if entity == "invoice":  # what the portal fills itself (crm-item-add.md: begindate today, closedate +7 days)
+            today = self.now().date()
+            row.setdefault("begindate", today)
+            row["begindate"] = row["begindate"] or today
+            row["closedate"] = row.get("closedate") or row["begindate"] + timedelta(days=7)
+            row["accountNumber"] = row.get("accountNumber") or str(rid)
+            row.setdefault("isManualOpportunity", "N")
         return Out({"item": self._item_row(etid, entity, row, None)}, returned=1)
+
+    # ------------------------------------------------------------ product rows (crm.item.productrow.*)
+
+    _ROW_OWNERS = {"D": ("deal", "OPPORTUNITY", "IS_MANUAL_OPPORTUNITY", "DATE_MODIFY"),
+                   "SI": ("invoice", "opportunity", "isManualOpportunity", "updatedTime")}
+
+    def _row_owner(self, owner_type: Any, owner_id: Any) -> tuple[str, dict]:
+        """The owner of product rows: ACCESS_DENIED when it does not exist or takes no rows (productrow list docs)."""
+        spec = self._ROW_OWNERS.get(str(owner_type or ""))
+        row = self.tables[spec[0]].rows.get(intval(owner_id)) if spec else None
+        if spec is None or row is None:
+            raise ApiError(400, "ACCESS_DENIED", "Access denied")
+        return str(owner_type), row
+
+    def _productrow_out(self, r: dict) -> dict:
+        t = self.tables["productrow"]
+        return {f: typed_value(t.schema[f], r.get(f)) for f in t.schema}
+
+    def m_crm_item_productrow_list(self, p: Params, caller: "Caller") -> Out:
+        """``filter`` needs ``=ownerType`` and ``=ownerId`` (camelCase, one owner); ``id``/``productId`` filter,
+        anything else is ignored; ``order`` by id or sort (default sort); 50 a page; no ``select``."""
+        flt = _filter_map(p, exact=True)
+        for k, v in flt.items():
+            if isinstance(v, (list, dict)) and not str(k).startswith("@"):
+                raise ApiError(400, "INVALID_ARG_VALUE", f"Invalid value for the filter key {k}")
+        if "=ownerType" not in flt or "=ownerId" not in flt:
+            raise ApiError(400, "REQUIRED_ARG_MISSING", "Required filter keys =ownerType and =ownerId are missing")
+        owner_type, owner = self._row_owner(flt["=ownerType"], flt["=ownerId"])
+        oid = owner[self.tables[self._ROW_OWNERS[owner_type][0]].id_field]
+        t = self.tables["productrow"]
+        kept = {k: v for k, v in flt.items() if split_key(str(k))[1] in ("id", "productId")}
+        comp = compile_filter(kept, self._resolver(t), id_field="id")
+        comp.preds.append(lambda r: r.get("ownerType") == owner_type and r.get("ownerId") == oid)
+        resolve = self._resolver(t)
+        order = [o for o in parse_order(p.get("order", exact=True), resolve) if o[0] in ("id", "sort")] or [("sort", INT, False)]
+        page = self._page("productrow", comp, order, _start(p), cache_key_of("productrow", owner_type, oid, kept))
+        rows = [self._productrow_out(r) for r in page.rows]  # start=-1: no total at all (productrow list docs)
+        return Out({"productRows": rows}, total=page.total, next=page.next, counted=page.counted, returned=len(rows))
+
+    def m_crm_item_productrow_set(self, p: Params, caller: "Caller") -> Out:
+        """Replace every row of the owner; the owner's amount follows the rows unless it is manual."""
+        owner_type, owner = self._row_owner(p.get("ownerType", exact=True), p.get("ownerId", exact=True))
+        entity, amount_f, manual_f, stamp_f = self._ROW_OWNERS[owner_type]
+        oid = owner[self.tables[entity].id_field]
+        items = p.get("productRows", exact=True)
+        if not isinstance(items, (list, dict)):
+            raise ApiError(400, "100", "Could not find value for parameter {productRows}")
+        t = self.tables["productrow"]
+        new_rows = []
+        for n, raw in enumerate(as_list(items)):
+            f = Params(raw if isinstance(raw, dict) else {})
+            if not f.get("productId") and not f.get("productName"):
+                raise ApiError(400, "INVALID_ARG_VALUE", f"Row {n}: productId or productName is required")
+            price, qty = float(f.get("price") or 0), float(f.get("quantity") or 1)
+            new_rows.append({"ownerId": oid, "ownerType": owner_type, "productId": intval(f.get("productId")),
+                             "productName": str(f.get("productName") or f"Product {intval(f.get('productId'))}"),
+                             "price": price, "priceAccount": price, "priceExclusive": price, "priceNetto": price, "priceBrutto": price,
+                             "quantity": qty, "discountTypeId": intval(f.get("discountTypeId") or 2),
+                             "discountRate": float(f.get("discountRate") or 0), "discountSum": float(f.get("discountSum") or 0),
+                             "taxRate": f.get("taxRate"), "taxIncluded": str(f.get("taxIncluded") or "N"),
+                             "taxName": str(f.get("taxName") or "No VAT"), "customized": "Y", "measureCode": intval(f.get("measureCode") or 796),
+                             "measureName": "pcs", "sort": intval(f.get("sort") or (n + 1) * 10), "xmlId": "", "type": 4, "storeId": None})
+        for rid in [r["id"] for r in list(t.rows.values()) if r.get("ownerType") == owner_type and r.get("ownerId") == oid]:
+            t.remove(rid)
+        for r in new_rows:
+            t.insert(r)
+        if str(owner.get(manual_f) or "N") != "Y":
+            owner[amount_f] = round(sum(r["price"] * r["quantity"] for r in new_rows), 2)
+        owner[stamp_f] = self.now()
+        self.tables[entity].touched()
+        return Out({"productRows": [self._productrow_out(r) for r in new_rows]}, returned=len(new_rows))
 
     def m_crm_item_delete(self, p: Params, caller: "Caller") -> Out:
         etid, entity, row = self._item_get_row(p)

@@ -25,7 +25,7 @@ from bitrix.emulator.tables import KYIV, MULTI, QueryCache, Table, as_list, coer
 
 PLANS = {"standard": (50, 2.0), "enterprise": (250, 5.0)}
 ENTITIES = ("user", "department", "company", "contact", "deal", "activity", "invoice", "requisite", "task",
-            "comment", "notify", "trigger", "workflow", "status")
+            "comment", "notify", "trigger", "workflow", "status", "productrow")
 DEFAULT_SCOPES = ("crm", "task", "user", "department", "im", "bizproc", "disk", "telephony", "messageservice")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from bitrix.emulator.tables import ANY, BOOL, DATE, DT, INT, LIST_INT, LIST_STR, MONEY, MULTI, STR, YN
+from bitrix.emulator.tables import ANY, BOOL, DATE, DT, FLOAT, INT, LIST_INT, LIST_STR, MONEY, MULTI, STR, YN
 
 _ADDR = ["ADDRESS", "ADDRESS_2", "ADDRESS_CITY", "ADDRESS_POSTAL_CODE", "ADDRESS_REGION", "ADDRESS_PROVINCE",
          "ADDRESS_COUNTRY", "ADDRESS_COUNTRY_CODE", "ADDRESS_LOC_ADDR_ID"]
@@ -29,7 +29,7 @@ COMPANY = {
     "DATE_MODIFY": DT, "OPENED": YN, "IS_MY_COMPANY": YN, "ORIGINATOR_ID": STR, "ORIGIN_ID": STR,
     "ORIGIN_VERSION": STR, **_s(_ADDR), "ADDRESS_LEGAL": STR, **_s(["REG_" + a for a in _ADDR]), **_s(_UTM),
     "LAST_ACTIVITY_BY": INT, "LAST_ACTIVITY_TIME": DT, "LAST_COMMUNICATION_TIME": DT, **_MULTI,
-    "UF_CRM_TEMPERATURE": STR, "UF_CRM_1C_GUID": STR,
+    "UF_CRM_TEMPERATURE": STR, "UF_CRM_1C_GUID": STR, "UF_CRM_RFM_SCORE": STR, "UF_CRM_RFM_SEGMENT": STR,
 }
 
 CONTACT = {
@@ -39,6 +39,7 @@ CONTACT = {
     "MODIFY_BY_ID": INT, "DATE_CREATE": DT, "DATE_MODIFY": DT, "COMPANY_ID": INT, "LEAD_ID": INT,
     "ORIGINATOR_ID": STR, "ORIGIN_ID": STR, "ORIGIN_VERSION": STR, "FACE_ID": INT, **_s(_ADDR), **_s(_UTM),
     "LAST_ACTIVITY_TIME": DT, "LAST_ACTIVITY_BY": INT, "LAST_COMMUNICATION_TIME": DT, **_MULTI,
+    "UF_CRM_RFM_SCORE": STR, "UF_CRM_RFM_SEGMENT": STR,
 }
 
 DEAL = {
@@ -50,6 +51,7 @@ DEAL = {
     "IS_NEW": YN, "IS_RECURRING": YN, "IS_RETURN_CUSTOMER": YN, "IS_REPEATED_APPROACH": YN, "SOURCE_ID": STR,
     "SOURCE_DESCRIPTION": STR, "ORIGINATOR_ID": STR, "ORIGIN_ID": STR, "MOVED_BY_ID": INT, "MOVED_TIME": DT,
     **_s(_UTM), "LAST_ACTIVITY_TIME": DT, "LAST_ACTIVITY_BY": INT, "LAST_COMMUNICATION_TIME": DT,
+    "UF_CRM_RECURRING": STR, "UF_CRM_RECURRING_START": DATE,
 }
 
 ACTIVITY = {
@@ -114,6 +116,14 @@ TASK = {
 }
 TASK_UF = ("UF_CRM_TASK", "UF_TASK_WEBDAV_FILES", "UF_MAIL_MESSAGE")
 
+# crm_item_product_row (crm/data-types.md): what crm.item.productrow.* return, always every field
+PRODUCTROW = {
+    "id": INT, "ownerId": INT, "ownerType": STR, "productId": INT, "productName": STR, "price": FLOAT, "priceAccount": FLOAT,
+    "priceExclusive": FLOAT, "priceNetto": FLOAT, "priceBrutto": FLOAT, "quantity": FLOAT, "discountTypeId": INT,
+    "discountRate": FLOAT, "discountSum": FLOAT, "taxRate": FLOAT, "taxIncluded": YN, "taxName": STR, "customized": YN,
+    "measureCode": INT, "measureName": STR, "sort": INT, "xmlId": STR, "type": INT, "storeId": INT,
+}
+
 COMMENT = {"ID": INT, "ENTITY_ID": INT, "ENTITY_TYPE": STR, "CREATED": DT, "COMMENT": STR, "AUTHOR_ID": INT,
            "FILES": ANY}
 
@@ -130,9 +140,9 @@ WORKFLOW = {"ID": INT, "WORKFLOW_ID": STR, "TEMPLATE_ID": INT, "DOCUMENT_ID": AN
 SCHEMAS: dict[str, dict[str, str]] = {
     "company": COMPANY, "contact": CONTACT, "deal": DEAL, "activity": ACTIVITY, "requisite": REQUISITE,
     "user": USER, "department": DEPARTMENT, "invoice": INVOICE, "task": TASK, "comment": COMMENT,
-    "status": STATUS, "notify": NOTIFY, "trigger": TRIGGER, "workflow": WORKFLOW,
+    "status": STATUS, "notify": NOTIFY, "trigger": TRIGGER, "workflow": WORKFLOW, "productrow": PRODUCTROW,
 }
-ID_FIELD = {"invoice": "id"}
+ID_FIELD = {"invoice": "id", "productrow": "id"}
 
 # crm.<entity>.fields (crm/companies/crm-company-fields.md): wire types of the reference fields, and the
 # labels a person sees for custom fields (whose `title` is their code).
@@ -143,7 +153,8 @@ FIELD_TYPES = {
     "CURRENCY_ID": "crm_currency", "LEAD_ID": "crm_lead", "COMPANY_ID": "crm_company", "CONTACT_ID": "crm_contact",
     "CATEGORY_ID": "crm_category", "LOGO": "file", "PHOTO": "file", "REVENUE": "double",
 }
-UF_LABELS = {"UF_CRM_TEMPERATURE": "Temperature", "UF_CRM_1C_GUID": "1C counterparty GUID"}
+UF_LABELS = {"UF_CRM_TEMPERATURE": "Temperature", "UF_CRM_1C_GUID": "1C counterparty GUID", "UF_CRM_RFM_SCORE": "RFM score",
+             "UF_CRM_RFM_SEGMENT": "RFM segment", "UF_CRM_RECURRING": "Regular: period", "UF_CRM_RECURRING_START": "Regular: from"}
 # which field a write stamps (created, modified)
 STAMPS = {
     "company": ("DATE_CREATE", "DATE_MODIFY"), "contact": ("DATE_CREATE", "DATE_MODIFY"),
@@ -151,7 +162,7 @@ STAMPS = {
     "requisite": ("DATE_CREATE", "DATE_MODIFY"), "invoice": ("createdTime", "updatedTime"),
     "task": ("CREATED_DATE", "CHANGED_DATE"), "comment": ("CREATED", None), "notify": ("DATE_CREATE", None),
     "trigger": ("DATE_CREATE", None), "workflow": ("STARTED", None), "user": ("DATE_REGISTER", None),
-    "department": (None, None), "status": (None, None),
+    "department": (None, None), "status": (None, None), "productrow": (None, None),
 }
 
 ITEM_TABLE = {2: "deal", 3: "contact", 4: "company", 31: "invoice"}  # crm.item entityTypeId -> table

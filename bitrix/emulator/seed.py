@@ -142,9 +142,22 @@ def seed(portal: "Portal", co: SyntheticCompany) -> None:
             "STAGE_SEMANTIC_ID": d.semantic, "IS_NEW": "N" if d.stage != "NEW" else "Y", "IS_RECURRING": "N",
             "IS_RETURN_CUSTOMER": "N", "IS_REPEATED_APPROACH": "N", "SOURCE_ID": "CALL", "SOURCE_DESCRIPTION": None,
             "MOVED_BY_ID": d.responsible, "MOVED_TIME": moved, "LAST_ACTIVITY_TIME": d.created,
-            "LAST_ACTIVITY_BY": d.responsible,
+            "LAST_ACTIVITY_BY": d.responsible, "UF_CRM_RECURRING": d.recurring or "", "UF_CRM_RECURRING_START": d.recurring_start,
         })
     by_deal = {row["ID"]: row for row in deals}
+
+    # ---- deal product rows (crm.item.productrow.*): free-text rows, no catalog product behind them
+    rows = []
+    for d in co.deals:
+        if d.id not in by_deal:
+            continue
+        for n, (name, qty, price) in enumerate(d.products, start=1):
+            rows.append({"id": len(rows) + 1, "ownerId": d.id, "ownerType": "D", "productId": 0, "productName": name, "price": price,
+                         "priceAccount": price, "priceExclusive": price, "priceNetto": price, "priceBrutto": price, "quantity": qty,
+                         "discountTypeId": 2, "discountRate": 0.0, "discountSum": 0.0, "taxRate": None, "taxIncluded": "Y",
+                         "taxName": "No VAT", "customized": "Y", "measureCode": 796, "measureName": "pcs", "sort": n * 10,
+                         "xmlId": "", "type": 4, "storeId": None})
+    t["productrow"].bulk_load(rows)
     owners = {4: by_company, 3: by_contact, 2: by_deal}
 
     def bump(owner_type: int, owner_id: int, when, who: int) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from connector.calendar import BusinessCalendar
 from connector.config import ForgottenRule, Settings
-from connector.rules import debtors, forgotten, greetings, lost, missed_call, release, unpaid
+from connector.rules import debtors, forgotten, greetings, lost, missed_call, recurring, release, replenish, rfm, unpaid
 from connector.rules.base import Evaluation, Finding, person_key
 from connector.snapshot import EpisodeView, Snapshot
 
 __all__ = ["Evaluation", "Finding", "clear_reason", "evaluate"]
 
 MODULES = {"forgotten": forgotten, "release": release, "lost": lost, "unpaid": unpaid, "debtors": debtors,
-           "missed_call": missed_call, "greetings": greetings}
+           "missed_call": missed_call, "greetings": greetings, "rfm": rfm, "replenish": replenish, "recurring": recurring}
 
 
 def evaluate(rule, snap: Snapshot, cal: BusinessCalendar, settings: Settings) -> Evaluation:

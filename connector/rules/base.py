@@ -29,6 +29,21 @@ DONE_STATES = {str(s) for s in _DONE}
 
 
 @dataclass
+class Builtin:
+    """An action the rule makes by itself, besides its configured ``actions`` (the rfm field write,
+    the recurring invoice): a payload action of ``type`` whose ``render`` keys are templates, or a
+    configured-style ``action`` (a TaskAction) rendered like the rule's own. ``first``: the rule's
+    configured actions wait for it (an e-mail about an invoice goes only after the invoice)."""
+
+    suffix: str  # the key's last part: rule:subject:period:<suffix>
+    type: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+    render: tuple[str, ...] = ()
+    action: Any = None
+    first: bool = False
+
+
+@dataclass
 class Finding:
     subject_key: str  # client, invoice, debt or phone the episode is about
     client: ClientView | None
@@ -42,6 +57,8 @@ class Finding:
     actions: list[Any] | None = None  # this finding's own actions instead of the rule's (greetings: the client's channel)
     deadline: datetime | None = None  # tasks are due exactly then (greetings: the end of the day of the call)
     send_at: datetime | None = None  # client messages wait until then, not for the usual quiet days (greetings: on the day)
+    builtin: list[Builtin] = field(default_factory=list)  # actions the rule makes itself (before the configured ones)
+    configured: bool = True  # False: only the builtin actions (a recurring deal's unpaid-invoice task)
 
 
 @dataclass
@@ -78,6 +95,8 @@ def in_scope(c: ClientView, where: Where | None, snap: Snapshot) -> bool:
         values = wanted if isinstance(wanted, list) else [wanted]
         if str(have) not in {str(v) for v in values}:
             return False
+    if where.rfm is not None and snap.rfm_segment(c.key) not in where.rfm:
+        return False
     return True
 
 
@@ -96,4 +115,4 @@ def default_clear_reason(ep: EpisodeView, snap: Snapshot) -> str | None:
     return _("the condition no longer holds")
 
 
-__all__ = ["DONE_STATES", "FINAL_STATES", "Evaluation", "Finding", "episode_of", "family_of", "in_scope", "person_key"]
+__all__ = ["DONE_STATES", "FINAL_STATES", "Builtin", "Evaluation", "Finding", "episode_of", "family_of", "in_scope", "person_key"]

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from connector.sandbox import SyntheticCompany, spell_phone
+from connector.sandbox import PRODUCTS, SyntheticCompany, spell_phone
 
 KYIV = ZoneInfo("Europe/Kyiv")
 ZERO = "00000000-0000-0000-0000-000000000000"
@@ -49,6 +49,11 @@ def wall(dt: datetime) -> str:
 
 def gid(*parts: object) -> str:
     return str(uuid.uuid5(_NS, ":".join(map(str, parts))))
+
+
+def item_ref(article: str) -> str:
+    """The ``Catalog_Номенклатура`` Ref_Key of a product of :data:`connector.sandbox.PRODUCTS` ("" is the generic item)."""
+    return gid("item", article) if article else gid("item", 1)
 
 
 @dataclass
@@ -163,6 +168,8 @@ def build_schema(flavour: str) -> dict[str, EntitySet]:
                   maxlen={"Description": 100}))
     add(EntitySet("Catalog_Валюты", "catalog", {**CATALOG_STD, "НаименованиеПолное": "s"}, maxlen={"Description": 10}))
     add(EntitySet("Catalog_Организации", "catalog", {**CATALOG_STD, "КодПоЕДРПОУ": "s"}))
+    add(EntitySet("Catalog_Номенклатура", "catalog", {**CATALOG_STD, "Артикул": "s", "НаименованиеПолное": "s",
+                                                     "ЕдиницаИзмерения_Key": "g"}, maxlen={"Description": 100, "Артикул": 25}))
     cp_props = {**CATALOG_STD, "НаименованиеПолное": "s", "ИНН": "s", "КПП": "s", "КодПоЕДРПОУ": "s", "ЮрФизЛицо": "s",
                 "Комментарий": "s"}
     if fl["partners"]:
@@ -310,6 +317,13 @@ def seed(co: SyntheticCompany, flavour: str = "ut11") -> Infobase:
                               "НаименованиеПолное": "Долар США"})
     ib.put("Catalog_Организации", {"Ref_Key": org, "Code": "000000001", "Description": "ТОВ «Наш магазин»",
                                    "КодПоЕДРПОУ": "40000001"})
+    for n, group in enumerate(sorted({g for _, g in PRODUCTS.values() if g}), start=1):
+        ib.put("Catalog_Номенклатура", {"Ref_Key": gid("item-folder", group), "IsFolder": True, "Code": f"{n:011d}",
+                                        "Description": group})
+    for n, (article, (name, group)) in enumerate(sorted(PRODUCTS.items()), start=1):
+        ib.put("Catalog_Номенклатура", {"Ref_Key": item_ref(article), "Code": f"{100 + n:011d}", "Description": name,
+                                        "НаименованиеПолное": name, "Артикул": article,
+                                        "Parent_Key": gid("item-folder", group) if group else ZERO})
     for m in co.managers:
         row = {"Ref_Key": m.guid, "Code": f"{m.id:09d}", "Description": m.full_name, "Недействителен": not m.active}
         if fl["user_contacts"]:
@@ -375,14 +389,16 @@ def _seed_documents(ib: Infobase, co: SyntheticCompany, uah: str, org: str, anal
 
     def doc(doc_type: str, guid: str, when: datetime, cp: str, amount: float, *, obj: str | None = None,
             manager: str | None = None, basis: tuple[str, str] | None = None, due: datetime | None = None,
-            posted: bool = True, deleted: bool = False, number_text: str | None = None) -> str:
+            posted: bool = True, deleted: bool = False, number_text: str | None = None,
+            lines: list[tuple[str, float, float]] | None = None) -> str:
         obj = obj or fl["docs"][doc_type][0]
         row: dict[str, Any] = {"Ref_Key": guid, "Number": number_text or number(obj), "Date": wall(when), "Posted": posted,
                                "DeletionMark": deleted, "Контрагент_Key": cp, "Организация_Key": org,
                                "СуммаДокумента": amount, fl["doc_currency"]: uah, fl["doc_contract"]: gid("contract", cp)}
         if doc_type != "payment":
             row[fl["doc_manager"]] = manager or ZERO
-            row["Товары"] = [{"Номенклатура_Key": gid("item", 1), "Количество": 1, "Цена": amount, "Сумма": amount}]
+            row["Товары"] = [{"Номенклатура_Key": item_ref(article), "Количество": qty, "Цена": round(total / qty, 2) if qty else total,
+                              "Сумма": total} for article, qty, total in (lines or [("", 1, amount)])]
             if fl["doc_partner"]:
                 row[fl["doc_partner"]] = gid("partner", cp)
         if basis:
@@ -426,11 +442,12 @@ def _seed_documents(ib: Infobase, co: SyntheticCompany, uah: str, org: str, anal
             contract = ib.sets["Catalog_ДоговорыКонтрагентов"].rows.get(gid("contract", d.counterparty_guid))
             if contract is not None:
                 contract[fl["contract_term"]] = (debts[d.counterparty_guid].due - d.date.astimezone(KYIV).date()).days
-        order_obj = doc("order", order_guid, d.date - timedelta(days=2), d.counterparty_guid, d.amount, manager=d.manager_guid)
+        order_obj = doc("order", order_guid, d.date - timedelta(days=2), d.counterparty_guid, d.amount, manager=d.manager_guid,
+                        lines=d.lines)
         invoice_obj = doc("invoice", invoice_guid, d.date - timedelta(days=1), d.counterparty_guid, d.amount,
-                          manager=d.manager_guid, basis=(order_guid, order_obj), due=due)
+                          manager=d.manager_guid, basis=(order_guid, order_obj), due=due, lines=d.lines)
         sale_obj = doc("sale", d.guid, d.date, d.counterparty_guid, d.amount, manager=d.manager_guid,
-                       basis=(order_guid, order_obj), posted=d.posted, deleted=d.deletion_mark, number_text=d.number)
+                       basis=(order_guid, order_obj), posted=d.posted, deleted=d.deletion_mark, number_text=d.number, lines=d.lines)
         if d.posted:
             settle((d.guid, sale_obj), d.date, d.counterparty_guid, d.amount, "Receipt", due, order_guid)
         paid_at = d.date + timedelta(days=3)

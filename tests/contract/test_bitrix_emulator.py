@@ -193,7 +193,7 @@ def test_select_multifields_only_when_named(srv):
     assert set(rows[0]) == {"ID", "TITLE", "PHONE", "EMAIL"}
     assert set(rows[0]["PHONE"][0]) == {"ID", "VALUE_TYPE", "VALUE", "TYPE_ID"}
     rows = call(srv, "crm.company.list", {"select": ["TITLE", "UF_*"], "start": -1}).json()["result"]
-    assert set(rows[0]) == {"TITLE", "UF_CRM_TEMPERATURE", "UF_CRM_1C_GUID", "ID"}
+    assert set(rows[0]) == {"TITLE", "UF_CRM_TEMPERATURE", "UF_CRM_1C_GUID", "UF_CRM_RFM_SCORE", "UF_CRM_RFM_SEGMENT", "ID"}
 
 
 def test_crm_item_list_is_typed_camel_case(srv, portal):

@@ -63,7 +63,7 @@ MARKER = re.compile(r"\[cn-[0-9a-f]+\]")
 TECHNICAL = {"SMS", "API", "CRM", "OK", "Binotel", "connector", "loopback", "Ctrl", "FILE", "plan", "run", "once", "now", "all",
              "out", "json", "force", "rule", "config", "demo", "yaml", "status", "safety", "max_share", "max_actions_per_run", "ISO", "report", "journal",
              "explain", "healthz", "metrics", "debug", "enabled", "false", "where", "clients", "PID", "SIGTERM", "scopes",
-             "turbosms"}  # config keys, literals, protocol names
+             "turbosms", "rates"}  # config keys, literals, protocol names
 RULE_TYPES = {"forgotten", "release", "lost", "unpaid", "debtors", "missed_call"}
 
 
