@@ -57,6 +57,14 @@ class BusinessCalendar:
 
     def deadline(self, now: datetime, spec: str) -> datetime:
         """``"3 workdays"``, ``"2 days"``, ``"2 hours"``, ``"4 workhours"``, ``"30 minutes"`` from ``now``."""
+        memo = self.__dict__.setdefault("_deadlines", {})  # a plan asks the same (now, spec) thousands of times
+        if (now, spec) not in memo:
+            if len(memo) > 1024:
+                memo.clear()
+            memo[(now, spec)] = self._deadline(now, spec)
+        return memo[(now, spec)]
+
+    def _deadline(self, now: datetime, spec: str) -> datetime:
         n, unit = parse_duration(spec)
         local = self.local(now)
         if unit == "workdays":

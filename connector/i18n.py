@@ -17,13 +17,14 @@ import gettext
 import io
 from contextvars import ContextVar
 from datetime import date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 from pathlib import Path
 
 from babel import Locale
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import NumberPattern, format_currency, format_decimal, get_currency_precision, parse_pattern
 
 LANGUAGES = ("uk", "ru", "en")
 LOCALES = {"uk": "uk_UA", "ru": "ru_UA", "en": "en_GB"}  # Ukrainian companies: ru_UA formats as in Ukraine
@@ -91,13 +92,59 @@ def _locale(language: str) -> Locale:
 
 def money(amount: float | int, currency: str = "UAH") -> str:
     """``42000, "UAH"`` -> ``42 000,00 ₴`` in Ukrainian; the currency symbol where the locale has one."""
-    return format_currency(amount, currency or "UAH", locale=locale())
+    currency = currency or "UAH"
+    shape = _money_shape(current(), currency)
+    if shape is None or not _plain_amount(amount):
+        return format_currency(amount, currency, locale=locale())
+    template, decimals = shape
+    return template.format(number(amount, decimals))
 
 
 def number(value: float | int, decimals: int = 2) -> str:
     """``42000`` -> ``42 000,00`` (grouped and with the locale's decimal sign)."""
-    fmt = "#,##0" + ("." + "0" * decimals if decimals else "")
-    return format_decimal(value, format=fmt, locale=locale())
+    if not _plain_amount(value):
+        return format_decimal(value, format=_grouped(decimals), locale=locale())
+    # what babel does (the float's shortest decimal form, half-even), without its per-call pattern
+    # machinery: a plan formats tens of thousands of amounts
+    group, point = _separators(current())
+    q = Decimal(str(value)).quantize(_STEPS[decimals], rounding=ROUND_HALF_EVEN) if decimals in _STEPS else None
+    if q is None:
+        return format_decimal(value, format=_grouped(decimals), locale=locale())
+    return f"{q:,f}".translate({44: group, 46: point})
+
+
+_STEPS = {n: Decimal(1).scaleb(-n) for n in range(7)}
+
+
+def _plain_amount(value: object) -> bool:
+    """A finite, non-negative int or float (signs and exotic values are left to babel)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e15
+
+
+@lru_cache(maxsize=8)
+def _separators(language: str) -> tuple[str, str]:
+    """The locale's group and decimal signs, read off what babel writes for 1234.5."""
+    s = format_decimal(1234.5, format="#,##0.0", locale=_locale(language))  # "1 234,5"
+    return s[1], s[5]
+
+
+@lru_cache(maxsize=64)
+def _money_shape(language: str, currency: str) -> tuple[str, int] | None:
+    """``("{} ₴", 2)``: where the locale puts the number and the symbol, and the currency's digits;
+    None when the number does not appear as :func:`number` writes it (then babel formats each)."""
+    digits = get_currency_precision(currency)
+    sample = format_currency(1234567.5, currency, locale=_locale(language))
+    token = f"{Decimal('1234567.5').quantize(_STEPS[digits]):,f}".translate(
+        {44: _separators(language)[0], 46: _separators(language)[1]}) if digits in _STEPS else None
+    if token is None or sample.count(token) != 1 or "{" in sample or "}" in sample:
+        return None
+    return sample.replace(token, "{}"), digits
+
+
+@lru_cache(maxsize=8)
+def _grouped(decimals: int) -> NumberPattern:
+    """Parsed once: amounts babel formats itself."""
+    return parse_pattern("#,##0" + ("." + "0" * decimals if decimals else ""))
 
 
 def day(d: date | datetime) -> str:

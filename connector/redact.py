@@ -46,9 +46,13 @@ def redact(text: str) -> str:
     for s in secrets:
         if s in text:
             text = text.replace(s, "***")
-    text = _WEBHOOK.sub(r"\1***\3", text)
-    text = _USERINFO.sub(r"\1***\3", text)
-    text = _QUERY_SECRET.sub(r"\1***", text)
+    # each shape needs its literal; a plan masks tens of thousands of lines that have none
+    if "/rest/" in text:
+        text = _WEBHOOK.sub(r"\1***\3", text)
+    if "://" in text:
+        text = _USERINFO.sub(r"\1***\3", text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(r"\1***", text)
     return text
 
 

@@ -176,37 +176,43 @@ def print_plan(plan, *, as_json: bool = False, limit: int | None = None) -> None
         stream_plan_json(plan, sys.stdout)
         return
     console.print(_summary(plan))
+    if console.is_terminal:
+        def say(text: str, style: str | None = None) -> None:
+            console.print(text, style=style, markup=False)
+    else:  # a file or a pipe: tens of thousands of plain lines, written as they are (rich costs ~0.1 ms a line)
+        out = console.file
+
+        def say(text: str, style: str | None = None) -> None:
+            out.write(text + "\n")
     for rp in plan.rules:
         n = len(rp.actions)
         console.print(f"[bold]{escape(rp.rule)}[/] " + escape(ngettext(
             "({type}): {found} of {scope} in scope, {n} action", "({type}): {found} of {scope} in scope, {n} actions", n).format(
             type=rp.type, found=rp.findings, scope=rp.scope, n=n)))
         if rp.refused:
-            console.print("  " + _("REFUSED: {reason}").format(reason=plain(rp.refused)), style="red", markup=False)
+            say("  " + _("REFUSED: {reason}").format(reason=plain(rp.refused)), "red")
         for x in rp.refusals:
-            console.print("  " + _("REFUSED: {reason}").format(reason=plain(x)), style="red", markup=False)
+            say("  " + _("REFUSED: {reason}").format(reason=plain(x)), "red")
         for x in rp.notes:
-            console.print("  " + _("note: {text}").format(text=plain(x)), markup=False)
+            say("  " + _("note: {text}").format(text=plain(x)))
         for e in rp.errors:
-            console.print("  " + _("error: {error}").format(error=plain(e)), style="red", markup=False)
+            say("  " + _("error: {error}").format(error=plain(e)), "red")
         shown = 0
         for a in rp.actions:
             if limit is not None and shown >= limit:
-                console.print("  " + _("… and {n} more (--all to list them, --out FILE or --json for everything)").format(n=n - shown),
-                              markup=False)
+                say("  " + _("… and {n} more (--all to list them, --out FILE or --json for everything)").format(n=n - shown))
                 break
             r = _row(plan, rp, a)
             desc = _describe(r)
             if r["not_before"]:
                 desc = _("{action} (waits until {time})").format(action=desc, time=_deadline(r["not_before"]))
-            console.print(plain(f"  {words.state(r['state']):<9} {desc}"), markup=False)
-            console.print(plain(f"            {r['client']} · {r['manager']} · {r['reason']}"), markup=False)
+            say(plain(f"  {words.state(r['state']):<9} {desc}"))
+            say(plain(f"            {r['client']} · {r['manager']} · {r['reason']}"))
             shown += 1
     for c in plan.cleared:
-        console.print("  " + _("ended: {rule}: {subject}: {reason}").format(rule=c.rule, subject=c.subject_key, reason=plain(c.reason)),
-                      markup=False)
+        say("  " + _("ended: {rule}: {subject}: {reason}").format(rule=c.rule, subject=c.subject_key, reason=plain(c.reason)))
     if plan.refused_run:
-        console.print(_("REFUSED: {reason}").format(reason=plain(plan.refused_run)), style="red", markup=False)
+        say(_("REFUSED: {reason}").format(reason=plain(plan.refused_run)), "red")
 
 
 def print_exec(rep) -> None:

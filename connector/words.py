@@ -7,12 +7,26 @@ Each name is looked up when asked (never at import), so :func:`connector.i18n.us
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from connector import i18n
 from connector.i18n import _
+
+_built: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def _names(what: str, build: Callable[[], dict[str, str]]) -> dict[str, str]:
+    """The table ``build`` makes, once per language: a plan names tens of thousands of things."""
+    key = (what, i18n.current())
+    names = _built.get(key)
+    if names is None:
+        names = _built[key] = build()
+    return names
 
 
 def contact_kind(kind: str | None) -> str:
     """``call`` -> "дзвінок": what a contact was (an activity kind of :mod:`connector.domain`)."""
-    names = {
+    names = _names("contact_kind", lambda: {
         "call": _("call"),
         "email": _("e-mail"),
         "meeting": _("meeting"),
@@ -22,24 +36,24 @@ def contact_kind(kind: str | None) -> str:
         "deal": _("new deal"),
         "invoice": _("new invoice"),
         "other": _("other contact"),
-    }
+    })
     return names.get(kind or "", kind or _("no contact"))
 
 
 def purchase_kind(what: str | None) -> str:
     """``1c sale`` -> "реалізація в 1С": what a purchase was (see ``Evidence._purchase_rows``)."""
-    names = {
+    names = _names("purchase_kind", lambda: {
         "deal": _("won deal"),
         "invoice": _("paid invoice"),
         "1c sale": _("1C sale"),
         "1c order": _("paid 1C order"),
-    }
+    })
     return names.get(what or "", what or "")
 
 
 def action(type_: str) -> str:
     """``close_task`` -> "закриття завдання": an action of the plan."""
-    names = {
+    names = _names("action", lambda: {
         "task": _("task"),
         "reassign": _("reassignment"),
         "notify": _("notification"),
@@ -50,13 +64,13 @@ def action(type_: str) -> str:
         "field": _("field update"),
         "workflow": _("business process"),
         "close_task": _("task completion"),
-    }
+    })
     return names.get(type_, type_)
 
 
 def state(code: str) -> str:
     """A journal state or a summary count (``done``, ``retry``, ``new``) as a person reads it."""
-    names = {
+    names = _names("state", lambda: {
         "new": _("new"),
         "planned": _("planned"),
         "in_flight": _("in progress"),
@@ -73,7 +87,7 @@ def state(code: str) -> str:
         "refused": _("refused"),
         "adopted": _("already there"),
         "deferred": _("waiting"),
-    }
+    })
     return names.get(code, code)
 
 
