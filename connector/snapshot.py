@@ -279,8 +279,8 @@ class Snapshot:
         if not hasattr(self, "_with_purchases"):
             self._with_purchases = set()
         loaded: dict[str, ClientView] = {}
-        for chunk in _chunks(keys):
-            for r in self.conn.execute(select(clients).where(clients.c.key.in_(chunk), clients.c.system == self.primary,
+        for within in self.ev.key_filters(keys):
+            for r in self.conn.execute(select(clients).where(within(clients.c.key), clients.c.system == self.primary,
                                                              clients.c.deleted.is_(False))):
                 loaded[r.key] = ClientView(
                     key=r.key, system=r.system, kind=r.kind, title=r.title or r.key, responsible_key=r.responsible_key,
@@ -288,18 +288,18 @@ class Snapshot:
                     emails=list(r.emails or []), fields=dict(r.fields or {}), birthday=r.birthday, created_at=r.created_at,
                 )
             for phone, ck in self.conn.execute(select(client_phones.c.phone, client_phones.c.client_key)
-                                               .where(client_phones.c.client_key.in_(chunk))):
+                                               .where(within(client_phones.c.client_key))):
                 if ck in loaded:
                     loaded[ck].phones.append(phone)
             for dk, ck in self.conn.execute(select(deal_clients.c.deal_key, deal_clients.c.client_key)
                                             .join(deals, deals.c.key == deal_clients.c.deal_key)
-                                            .where(deal_clients.c.client_key.in_(chunk), deals.c.deleted.is_(False),
+                                            .where(within(deal_clients.c.client_key), deals.c.deleted.is_(False),
                                                    deals.c.outcome == "open")
                                             .order_by(deal_clients.c.deal_key)):
                 if ck in loaded:
                     loaded[ck].deal_keys.append(dk)
             for kk, co in self.conn.execute(select(clients.c.key, clients.c.company_key)
-                                            .where(clients.c.company_key.in_(chunk), clients.c.deleted.is_(False))
+                                            .where(within(clients.c.company_key), clients.c.deleted.is_(False))
                                             .order_by(clients.c.key)):
                 if co in loaded:
                     loaded[co].contact_keys.append(kk)
