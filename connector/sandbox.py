@@ -142,6 +142,8 @@ class SInvoice:
     responsible: int
     created: datetime
     modified: datetime
+    deal_id: int | None = None  # parentId2: the deal the invoice belongs to
+    account_number: str | None = None  # default INV-<id>
 
 
 @dataclass
@@ -182,6 +184,7 @@ class SOneCDoc:
     manager_guid: str | None
     basis_guid: str | None = None
     due: date | None = None
+    status: str | None = None  # a 1C order's own status (УТ 11 ``Статус``)
     lines: list[tuple[str, float, float]] = field(default_factory=list)  # (product article, quantity, amount); none: one generic line
 
 

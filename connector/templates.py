@@ -334,6 +334,17 @@ EXTRA_VARS: dict[str, dict[str, Any]] = {
         "previous_invoice": {"key": "bitrix24:invoice:17", "id": "17", "title": "Water supply 2026: 31.12.2025", "amount": 1250.0,
                              "currency": "UAH", "due_date": "2026-01-10"},
     },
+    "invoice_sync": {
+        "invoice": {"key": "bitrix24:invoice:17", "id": "17", "title": "Invoice #17", "number": "INV-00017", "amount": 1250.5,
+                    "currency": "UAH", "stage": "DT31_1:S"},
+        "document": {"key": "onec:document:4a1c", "kind": "payment", "number": "ПН-000123", "date": "2026-01-01",
+                     "amount": 1250.5, "currency": "UAH", "method": "number"},
+        "deal": {"key": "bitrix24:deal:5", "id": "5", "title": "Order #5", "stage": "EXECUTING", "to": "WON"},
+    },
+    "order_status": {
+        "order": {"key": "onec:document:4a1c", "kind": "order", "number": "КП-0000123", "date": "2026-01-01", "amount": 1250.5,
+                  "currency": "UAH", "state": "shipped", "shipment_number": "РН-000123", "title": "КП-0000123"},
+    },
 }
 
 
