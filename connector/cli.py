@@ -425,7 +425,7 @@ def sandbox(companies: int, env_file: str | None) -> None:
 
     # Seeded around the real "now", so configs can be tried with the real clock (the demo instead
     # pins a fixed date for reproducible output).
-    with Sandbox(company=generate(companies=companies, anchor=datetime.now(UTC))) as sb:
+    with Sandbox(company=generate(companies=companies, anchor=datetime.now(UTC), sync_stories=True)) as sb:
         lines = [f"{k}={v}" for k, v in sb.env.items()]
         console.print(_("Sandbox running on loopback. Point a config at it with:"), markup=False)
         for line in lines:

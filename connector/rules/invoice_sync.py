@@ -264,8 +264,11 @@ def _deal_writes(rule: InvoiceSyncRule, findings: list[Finding], matches: list[_
         after = [f"{episode_of(rule.name, f.subject_key, f.period)}:s" for f, _x in items]
         last.vars["deal"] = {"key": deal.key, "id": deal.key.rsplit(":", 1)[-1], "title": deal.title, "stage": deal.stage_id,
                              "to": target}
+        paid = sorted(i.title for i in siblings[deal_key] if i.outcome != "lost")
+        reason = _("All invoices of deal {deal} are paid ({invoices}): it moves from stage {stage} to {target}.").format(
+            deal=deal.title, invoices=", ".join(paid), stage=deal.stage_id, target=target)
         last.builtin.append(Builtin("d", "deal_stage", {"deal": deal.key, "title": deal.title, "from": deal.stage_id, "to": target},
-                                    system="bitrix24", after=after))
+                                    system="bitrix24", after=after, reason=reason))
 
 
 def clear_reason(rule: InvoiceSyncRule, ep: EpisodeView, snap: Snapshot, cal: BusinessCalendar) -> str | None:
