@@ -34,6 +34,7 @@ from connector.rules.base import Builtin, Evaluation, Finding, episode_of, in_sc
 from connector.snapshot import CrmInvoiceView, DealView, DocView, EpisodeView, Snapshot
 
 PERIOD = "paid"  # one episode per invoice, ever: a person moving it back is never overruled
+PENDING = {"planned", "retry_wait", "in_flight"}
 _FUNNEL = re.compile(r"^C(\d+):")
 _NEVER = datetime(1, 1, 1, tzinfo=UTC)
 
@@ -272,6 +273,10 @@ def _deal_writes(rule: InvoiceSyncRule, findings: list[Finding], matches: list[_
 
 
 def clear_reason(rule: InvoiceSyncRule, ep: EpisodeView, snap: Snapshot, cal: BusinessCalendar) -> str | None:
+    """Ended once the invoice is paid or declined, and nothing of the episode waits (the deal's move
+    after the invoice's: ending the episode would cancel it)."""
+    if any(e.state in PENDING for e in snap.family_entries([ep.episode]).get(ep.episode, [])):
+        return None
     found = snap.crm_invoices(keys=[ep.subject_key])
     if not found:
         return _("the invoice was deleted")

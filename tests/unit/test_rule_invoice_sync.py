@@ -9,6 +9,8 @@ import pytest
 from connector import domain as d
 from connector.config import InvoiceSyncRule
 from connector.errors import ConfigError
+from connector.journal import Journal
+from connector.runner import record_plan
 from connector.store import links
 from tests.unit.builders import NOW, k, settings, world
 
@@ -253,3 +255,19 @@ def test_the_number_and_guid_fields_are_pulled_with_the_invoices(tmp_path):
     s = settings(tmp_path, RULE + "  number_field: ufCrm_SmartInvoice_1712345678\n", extra=ONEC)
     assert isinstance(s.rules[0], InvoiceSyncRule)
     assert s.bitrix24.invoice_fields() == ["ufCrm_SmartInvoice_1712345678", "xmlId"]
+
+
+def test_the_deal_move_still_waiting_is_not_cancelled_when_the_invoice_turns_paid(tmp_path):
+    w = _world(tmp_path)
+    c = w.company(1)
+    cp = link(w, "g1", c)
+    deal = k("deal", 5)
+    w.store.write([d.Deal(deal, "bitrix24", "5", "Order", (c,), stage_id="EXECUTING")])
+    invoice(w, 17, c, 400.0, deal=deal)
+    doc(w, "i17", "invoice", cp, 400.0, number="INV-00017", days_ago=6)
+    doc(w, "p17", "payment", cp, 400.0, basis="i17")
+    record_plan(Journal(w.store), w.plan(), NOW, None)  # journaled; a crash before the deal's move
+    invoice(w, 17, c, 400.0, deal=deal, stage="DT31_1:P", outcome="won")  # the next sync sees the invoice paid
+    plan = w.plan()
+    assert plan.cancel == [] and plan.cleared == []
+    assert [a.type for a in plan.actions if a.type.endswith("_stage")] == []  # nothing new: the journal holds the move
