@@ -260,10 +260,10 @@ def explain(config: str, client: str, as_json: bool, now: str | None) -> None:
 
 
 def _known_rules(s: Settings, rules: tuple[str, ...], config: str) -> None:
-    unknown = [r for r in rules if r not in {x.name for x in s.rules}]
+    unknown = [r for r in rules if r not in {x.name for x in s.all_rules()}]
     if unknown:
         err.print(_("--rule: no rule named {names} in {config} (its rules: {known})").format(
-            names=", ".join(unknown), config=config, known=", ".join(x.name for x in s.rules) or "-"), markup=False)
+            names=", ".join(unknown), config=config, known=", ".join(x.name for x in s.all_rules()) or "-"), markup=False)
         sys.exit(2)
 
 

@@ -35,6 +35,7 @@ from connector.snapshot import CrmInvoiceView, DealView, DocView, EpisodeView, S
 
 PERIOD = "paid"  # one episode per invoice, ever: a person moving it back is never overruled
 PENDING = {"planned", "retry_wait", "in_flight"}
+NO_DEAL = {"key": "", "id": "", "title": "", "stage": "", "to": ""}  # `deal` in texts of invoices no deal moves with
 _FUNNEL = re.compile(r"^C(\d+):")
 _NEVER = datetime(1, 1, 1, tzinfo=UTC)
 
@@ -222,7 +223,7 @@ def _finding(rule: InvoiceSyncRule, m: _Match, snap: Snapshot, cal: BusinessCale
         subject_key=inv.key, client=c, period=PERIOD, reason=_reason(m, cal),
         vars={"invoice": {"key": inv.key, "id": inv.key.rsplit(":", 1)[-1], "title": inv.title, "number": inv.number,
                           "amount": inv.amount, "currency": inv.currency, "stage": inv.stage_id},
-              "document": doc, "deal": {}, "days": 0},
+              "document": doc, "deal": dict(NO_DEAL), "days": 0},
         responsible_key=inv.responsible_key if (inv.responsible_key or "").startswith("bitrix24:") else None,
         builtin=[Builtin("s", "invoice_stage", payload, system="bitrix24")],
     )

@@ -271,3 +271,16 @@ def test_the_deal_move_still_waiting_is_not_cancelled_when_the_invoice_turns_pai
     plan = w.plan()
     assert plan.cancel == [] and plan.cleared == []
     assert [a.type for a in plan.actions if a.type.endswith("_stage")] == []  # nothing new: the journal holds the move
+
+
+def test_texts_may_name_the_deal_of_an_invoice_that_has_none(tmp_path):
+    w = _world(tmp_path, RULE.replace("Paid in 1C: {{ document.number }} of {{ document.date }}",
+                                      "Paid in 1C: {{ document.number }}{{ ' (deal ' ~ deal.title ~ ')' if deal.title }}"))
+    c = w.company(1)
+    cp = link(w, "g1", c)
+    invoice(w, 17, c, 100.0)
+    doc(w, "i17", "invoice", cp, 100.0, number="INV-00017", days_ago=6)
+    doc(w, "p1", "payment", cp, 100.0, number="ПН-1", basis="i17")
+    plan = w.plan()
+    assert [r.errors for r in plan.rules] == [[]]
+    assert [a.payload["text"].split(" [cn-")[0] for a in plan.actions if a.type == "comment"] == ["Paid in 1C: ПН-1"]
