@@ -32,10 +32,10 @@ from connector.domain import make_key
 from connector.i18n import _, day, money
 from connector.rules.base import Builtin, Evaluation, Finding, episode_of, in_scope
 from connector.snapshot import CrmInvoiceView, DealView, DocView, EpisodeView, Snapshot
+from connector.templates import deal_var, paid_by_var, synced_invoice_var
 
 PERIOD = "paid"  # one episode per invoice, ever: a person moving it back is never overruled
 PENDING = {"planned", "retry_wait", "in_flight"}
-NO_DEAL = {"key": "", "id": "", "title": "", "stage": "", "to": ""}  # `deal` in texts of invoices no deal moves with
 _FUNNEL = re.compile(r"^C(\d+):")
 _NEVER = datetime(1, 1, 1, tzinfo=UTC)
 
@@ -214,16 +214,16 @@ def _reason(m: _Match, cal: BusinessCalendar) -> str:
 def _finding(rule: InvoiceSyncRule, m: _Match, snap: Snapshot, cal: BusinessCalendar) -> Finding:
     inv, proof = m.inv, m.proof
     c = _client(inv, snap)
-    doc = {"key": proof.key, "kind": proof.doc_type, "number": proof.number, "date": cal.local(proof.date).date().isoformat(),
-           "amount": proof.amount, "currency": proof.currency or inv.currency, "method": m.method}
+    doc = paid_by_var(key=proof.key, kind=proof.doc_type, number=proof.number, when=cal.local(proof.date).date(),
+                      amount=proof.amount, currency=proof.currency or inv.currency, method=m.method)
     payload = {"invoice": inv.key, "title": inv.title, "number": inv.number, "from": inv.stage_id,
                "funnel": funnel_of_invoice(inv.stage_id), "to": rule.paid_stage, "document": proof.key,
                "document_number": proof.number, "method": m.method}
     return Finding(
         subject_key=inv.key, client=c, period=PERIOD, reason=_reason(m, cal),
-        vars={"invoice": {"key": inv.key, "id": inv.key.rsplit(":", 1)[-1], "title": inv.title, "number": inv.number,
-                          "amount": inv.amount, "currency": inv.currency, "stage": inv.stage_id},
-              "document": doc, "deal": dict(NO_DEAL), "days": 0},
+        vars={"invoice": synced_invoice_var(key=inv.key, title=inv.title, number=inv.number, amount=inv.amount,
+                                            currency=inv.currency, stage=inv.stage_id),
+              "document": doc, "deal": deal_var(), "days": 0},
         responsible_key=inv.responsible_key if (inv.responsible_key or "").startswith("bitrix24:") else None,
         builtin=[Builtin("s", "invoice_stage", payload, system="bitrix24")],
     )
@@ -264,8 +264,7 @@ def _deal_writes(rule: InvoiceSyncRule, findings: list[Finding], matches: list[_
             continue
         last, _m = max(items, key=lambda t: t[0].subject_key)
         after = [f"{episode_of(rule.name, f.subject_key, f.period)}:s" for f, _x in items]
-        last.vars["deal"] = {"key": deal.key, "id": deal.key.rsplit(":", 1)[-1], "title": deal.title, "stage": deal.stage_id,
-                             "to": target}
+        last.vars["deal"] = deal_var(key=deal.key, title=deal.title, stage=deal.stage_id, to=target)
         paid = sorted(i.title for i in siblings[deal_key] if i.outcome != "lost")
         reason = _("All invoices of deal {deal} are paid ({invoices}): it moves from stage {stage} to {target}.").format(
             deal=deal.title, invoices=", ".join(paid), stage=deal.stage_id, target=target)

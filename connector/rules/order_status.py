@@ -28,6 +28,7 @@ from connector.config import OrderStatusRule
 from connector.i18n import _, day, ngettext
 from connector.rules.base import DONE_STATES, Evaluation, Finding, in_scope
 from connector.snapshot import ClientView, DealView, DocView, EpisodeView, Snapshot
+from connector.templates import Text, order_var
 
 DERIVED = ("created", "paid", "shipped")
 PENDING = {"planned", "retry_wait", "in_flight"}
@@ -45,7 +46,7 @@ class _Event:
     state: str
     at: datetime
     reason: str
-    order: dict
+    order: Text
 
 
 def evaluate(rule: OrderStatusRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluation:
@@ -75,10 +76,9 @@ def evaluate(rule: OrderStatusRule, snap: Snapshot, cal: BusinessCalendar) -> Ev
     return Evaluation(findings, snap.scope_count(rule.where), notes=notes)
 
 
-def _vars(doc: DocView, cal: BusinessCalendar, state: str, shipment: DocView | None = None) -> dict:
-    return {"key": doc.key, "kind": doc.doc_type, "number": doc.number, "title": doc.number,
-            "date": cal.local(doc.date).date().isoformat(), "amount": doc.amount, "currency": doc.currency, "state": state,
-            "shipment_number": shipment.number if shipment is not None else ""}
+def _vars(doc: DocView, cal: BusinessCalendar, state: str, shipment: DocView | None = None, *, key: str | None = None) -> Text:
+    return order_var(key=key or doc.key, kind=doc.doc_type, number=doc.number, when=cal.local(doc.date).date(), amount=doc.amount,
+                     currency=doc.currency, state=state, shipment_number=shipment.number if shipment is not None else "")
 
 
 def _order_events(rule: OrderStatusRule, snap: Snapshot, cal: BusinessCalendar, since: datetime) -> list[_Event]:
@@ -156,7 +156,7 @@ def _sale_events(snap: Snapshot, cal: BusinessCalendar, since: datetime) -> list
         if o is not None:
             reason = _("1C shipment {shipment} of {shipped} for order {number} is posted.").format(
                 shipment=s.number, shipped=shipped, number=o.number)
-            order = {**_vars(o, cal, "shipped", s), "key": s.key}
+            order = _vars(o, cal, "shipped", s, key=s.key)
         else:
             reason = _("1C shipment {shipment} of {shipped} is posted.").format(shipment=s.number, shipped=shipped)
             order = _vars(s, cal, "shipped", s)
@@ -172,9 +172,8 @@ def _deal_events(rule: OrderStatusRule, snap: Snapshot, cal: BusinessCalendar, s
             continue
         out.append(_Event(deal.key, _deal_client(deal, snap), deal.stage_id, at,
                           _("Deal {deal} is in stage {stage}.").format(deal=deal.title, stage=deal.stage_id),
-                          {"key": deal.key, "kind": "deal", "number": deal.key.rsplit(":", 1)[-1], "title": deal.title,
-                           "date": cal.local(at).date().isoformat(), "amount": deal.amount, "currency": deal.currency,
-                           "state": deal.stage_id, "shipment_number": ""}))
+                          order_var(key=deal.key, kind="deal", number=deal.key.rsplit(":", 1)[-1], when=cal.local(at).date(),
+                                    amount=deal.amount, currency=deal.currency, state=deal.stage_id)))
     return out
 
 
