@@ -376,8 +376,9 @@ def invoice_outcome(stage_id: str, semantics: Mapping[str, str]) -> Outcome:
     return SEMANTIC_OUTCOME.get(sem, Outcome.OPEN)
 
 
-def invoice(item: Mapping[str, Any], semantics: Mapping[str, str]) -> Invoice:
-    """``crm.item.list`` (entityTypeId 31) item; ``closedate`` is the payment due date."""
+def invoice(item: Mapping[str, Any], semantics: Mapping[str, str], fields: Iterable[str] = ()) -> Invoice:
+    """``crm.item.list`` (entityTypeId 31) item; ``closedate`` is the payment due date. ``fields``
+    are kept as they are (the 1C number or GUID a rule matches on)."""
     iid = str(item.get("id"))
     stage = str(item.get("stageId") or "")
     outcome = invoice_outcome(stage, semantics)
@@ -394,6 +395,7 @@ def invoice(item: Mapping[str, Any], semantics: Mapping[str, str]) -> Invoice:
         if outcome is Outcome.WON else None,
         responsible_key=user_key(item.get("assignedById")), deal_key=key("deal", deal_id) if deal_id else None,
         modified_at=parse_dt(item.get("updatedTime")), text=str(item.get("comments") or ""),
+        fields={f: first_value(item.get(f)) for f in fields if f in item},
     )
 
 

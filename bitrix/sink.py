@@ -1,6 +1,7 @@
 """Write-back to Bitrix24: tasks, field changes, reassignment, comments, notifications,
-automation triggers, workflows and closing the connector's own tasks, up to 50 commands a request;
-and files (the control report) uploaded to a user's Drive, one request each.
+automation triggers, workflows, closing the connector's own tasks, invoice and deal stages and
+companies created from 1C, up to 50 commands a request; and files (the control report) uploaded to a
+user's Drive, one request each.
 
 The executor hands over every due action of a wave; they are packed into ``batch`` requests
 (one command per action, one per entity for a reassignment), and each action's own outcome is
@@ -12,6 +13,13 @@ again (``reconcile_batch``, also batched) after a crash or an ambiguous failure 
 a task are idempotent and reconciled by reading the entity back. Notifications, triggers and
 workflows leave nothing to search for: when their outcome is unknown they are reported, never
 resent.
+
+Stages move forward only: the invoices and deals of a batch are read just before it (one read
+request per 50), and one already paid, declined or closed — by a person since the sync — is left
+alone (its action is done, nothing written). An invoice's paid stage is the success stage (``S``)
+of its own funnel (``crm.status.list`` ``SMART_INVOICE_STAGE_<funnel>``), unless the rule names
+one. A company created from 1C carries its 1C GUID in the configured field and is found by it again
+(``crm.company.list``); its tax id requisite is chained to it in the same batch (``$result``).
 """
 
 from __future__ import annotations
@@ -38,10 +46,12 @@ from connector.ports import ActionResult, Context, Outcome, PlannedAction
 
 log = logging.getLogger("bitrix.sink")
 
-TYPES = frozenset({"task", "field", "reassign", "comment", "notify", "trigger", "workflow", "close_task", "disk_upload", "invoice"})
+TYPES = frozenset({"task", "field", "reassign", "comment", "notify", "trigger", "workflow", "close_task", "disk_upload", "invoice",
+                   "invoice_stage", "deal_stage", "create_company"})
 APP_TYPES = frozenset({"call_log", "robot_reply", "sms_status"})  # application mode only (bitrix.app)
 CMD0 = "{cmd0}"  # in a command's parameters: the batch label of the action's first command (for $result references)
 SMART_INVOICE = 31  # crm.item entityTypeId of (new) invoices
+STAGE_TYPES = frozenset({"invoice_stage", "deal_stage"})
 BATCH = 50  # commands per batch request (the portal's limit)
 RATE_RETRIES = 3  # a command refused for load inside a batch is resent this many times before the executor waits
 RECONCILE_PAGES = 10  # newest 500 tasks/comments of one binding are searched for a marker
@@ -135,6 +145,8 @@ class BitrixSink:
         self.cfg = settings
         self.app_mode = settings.app is not None
         self.client = client or BitrixClient(settings, ctx)
+        self._stages: dict[int, dict[str, str]] = {}  # invoice funnel -> {stage id: P|S|F}
+        self._current: dict[str, Mapping[str, Any]] = {}  # invoice/deal key -> its row, read just before the write
 
     def supports(self, action_type: str) -> bool:
         return action_type in TYPES or (self.app_mode and action_type in APP_TYPES)
@@ -159,6 +171,11 @@ class BitrixSink:
                 out[a.key] = self._upload(a)
             except UpstreamError as e:
                 out[a.key] = e
+        try:
+            self._read_current([a for a in actions if a.type in STAGE_TYPES])
+        except UpstreamError as e:  # nothing known about them: none of them is written
+            out.update({a.key: e for a in actions if a.type in STAGE_TYPES})
+            actions = [a for a in actions if a.type not in STAGE_TYPES]
         for a in [a for a in actions if a.type != "disk_upload"]:
             plan = self._plan(a)
             if plan.error is not None:
@@ -525,6 +542,140 @@ class BitrixSink:
         fid = (res or {}).get("ID") if isinstance(res, Mapping) else None
         return ActionResult(remote_id=str(fid) if fid is not None else None,
                             detail=f"uploaded to the Drive of user {uid}: {(res or {}).get('DETAIL_URL') or name}")
+    def _cmd_invoice_stage(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
+        """To the paid stage, forward only: an invoice paid or declined since the sync is left alone."""
+        _, iid = _entity(p.get("invoice"), ("invoice",))
+        obj = f"crm.item.update entityTypeId={SMART_INVOICE} id={iid}"
+        row = self._current.get(str(p.get("invoice")))
+        if row is None:
+            raise NotFound(f"invoice {iid} does not exist", system=SYSTEM, obj=obj)
+        stage, funnel = str(row.get("stageId") or ""), self._funnel(row)
+        now = m.invoice_outcome(stage, self._stages.get(funnel, {}))
+        if now is not m.Outcome.OPEN:
+            word = "paid" if now is m.Outcome.WON else "declined"
+            return _Plan(a, [], lambda res: ActionResult(remote_id=str(iid), detail=f"invoice {iid} already {word} ({stage}): left alone"))
+        target = str(p.get("to") or "") or next((sid for sid, sem in self._stages.get(funnel, {}).items() if sem == "S"), "")
+        if not target:
+            raise Rejected(f"invoice funnel {funnel} has no success stage (crm.status.list SMART_INVOICE_STAGE_{funnel})",
+                           system=SYSTEM, obj=obj)
+
+        def finish(res: list[Any]) -> ActionResult:
+            item = (res[0] or {}).get("item") if isinstance(res[0], Mapping) else None
+            moved = str((item or {}).get("stageId") or target)
+            return ActionResult(remote_id=str(iid), detail=f"invoice {iid} moved from {stage} to {moved}")
+
+        return _Plan(a, [("crm.item.update", {"entityTypeId": SMART_INVOICE, "id": iid, "fields": {"stageId": target}})], finish)
+
+    def _cmd_deal_stage(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
+        """To the configured stage, forward only: a deal closed since the sync is left alone."""
+        _, did = _entity(p.get("deal"), ("deal",))
+        target = str(p.get("to") or "")
+        row = self._current.get(str(p.get("deal")))
+        if row is None:
+            raise NotFound(f"deal {did} does not exist", system=SYSTEM, obj=f"crm.deal.update id={did}")
+        stage, sem = str(row.get("STAGE_ID") or ""), str(row.get("STAGE_SEMANTIC_ID") or "P").upper()
+        if stage == target or sem in ("S", "F"):
+            return _Plan(a, [], lambda res: ActionResult(remote_id=str(did), detail=f"deal {did} already in {stage}: left alone"))
+        cmd = ("crm.deal.update", {"id": did, "fields": {"STAGE_ID": target}, "params": {"REGISTER_SONET_EVENT": "N"}})
+        return _Plan(a, [cmd], lambda res: ActionResult(remote_id=str(did), detail=f"deal {did} moved from {stage} to {target}"))
+
+    def _cmd_create_company(self, a: PlannedAction, p: Mapping[str, Any]) -> _Plan:
+        """The company with its 1C GUID, then its tax id requisite chained to it in the same batch. A
+        refused requisite does not undo the company (it is reported in the result)."""
+        guid_field, guid, title = str(p.get("guid_field") or ""), str(p.get("guid") or ""), str(p.get("title") or "").strip()
+        if not guid_field or not guid or not title:
+            raise Rejected("a company from 1C needs a title, its 1C GUID and bitrix24.guid_field", system=SYSTEM, obj="crm.company.add")
+        comment = str(p.get("comment") or "").strip()
+        fields: dict[str, Any] = {"TITLE": title, guid_field: guid, "OPENED": "Y",
+                                  "COMMENTS": f"{comment} [{a.marker}]".strip()}
+        if p.get("responsible"):
+            fields["ASSIGNED_BY_ID"] = _manager_id(p["responsible"])
+        if p.get("phones"):
+            fields["PHONE"] = [{"VALUE": str(v), "VALUE_TYPE": "WORK"} for v in p["phones"]]
+        if p.get("emails"):
+            fields["EMAIL"] = [{"VALUE": str(v), "VALUE_TYPE": "WORK"} for v in p["emails"]]
+        cmds: list[tuple[str, dict]] = [("crm.company.add", {"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}})]
+        tax = m.digits(p.get("tax_id"))
+        if tax:
+            cmds.append(("crm.requisite.add", {"fields": {
+                "ENTITY_TYPE_ID": m.TYPE_IDS["company"], "ENTITY_ID": _Ref(0, ()), "PRESET_ID": int(p.get("preset") or 1),
+                "NAME": title[:150], "RQ_COMPANY_NAME": title, requisite_field(tax): tax}}))
+
+        def finish(res: list[Any]) -> ActionResult:
+            cid = m.to_int(res[0])
+            if cid is None:
+                raise TransientError("crm.company.add returned no id", system=SYSTEM, obj="crm.company.add", ambiguous=True)
+            detail = f"company {cid} created from 1C counterparty {guid}"
+            if len(res) > 1 and isinstance(res[1], UpstreamError):
+                log.warning("bitrix24: company %s was created, its tax id requisite was refused: %s", cid, res[1])
+                detail += f"; its tax id requisite was refused: {res[1].message}"
+            elif len(res) > 1:
+                detail += f" with tax id requisite {res[1]}"
+            return ActionResult(remote_id=str(cid), detail=detail, remote_key=m.key("company", cid))
+
+        return _Plan(a, cmds, finish, optional=frozenset({1}))
+
+    # ------------------------------------------------------------ what stages are, and where things are now
+
+    def _funnel(self, row: Mapping[str, Any]) -> int:
+        cat = m.to_int(row.get("categoryId"))
+        if cat is None:
+            head = str(row.get("stageId") or "").split(":", 1)[0]
+            cat = m.to_int(head.rsplit("_", 1)[-1]) if head.startswith("DT31_") else None
+        return cat or 0
+
+    def _read_current(self, actions: list[PlannedAction]) -> None:
+        """Where the invoices and deals of ``actions`` are now, and their funnels' stages: one read
+        batch (a second one only for funnels first seen in the rows)."""
+        self._current = {}
+        if not actions:
+            return
+        invoices = sorted({_entity(a.payload.get("invoice"), ("invoice",))[1] for a in actions if a.type == "invoice_stage"
+                           and _ok_entity(a.payload.get("invoice"), "invoice")})
+        deals = sorted({_entity(a.payload.get("deal"), ("deal",))[1] for a in actions if a.type == "deal_stage"
+                        and _ok_entity(a.payload.get("deal"), "deal")})
+        funnels = {m.to_int(a.payload.get("funnel")) for a in actions if a.type == "invoice_stage"} - {None}
+        cmds: dict[str, tuple[str, dict]] = {}
+        for n in range(0, len(invoices), BATCH):
+            cmds[f"i{n}"] = ("crm.item.list", {"entityTypeId": SMART_INVOICE, "filter": {"@id": invoices[n:n + BATCH]},
+                                               "select": ["id", "stageId", "categoryId"], "start": -1})
+        for n in range(0, len(deals), BATCH):
+            cmds[f"d{n}"] = ("crm.deal.list", {"filter": {"@ID": deals[n:n + BATCH]},
+                                               "select": ["ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "CATEGORY_ID"], "start": -1})
+        cmds.update(self._stage_commands(funnels))
+        rows = self._read(cmds)
+        for label, result in rows.items():
+            if label.startswith("i"):
+                for r in (result or {}).get("items") or [] if isinstance(result, Mapping) else []:
+                    self._current[m.key("invoice", r.get("id"))] = r
+            elif label.startswith("d"):
+                for r in result or []:
+                    if isinstance(r, Mapping):
+                        self._current[m.key("deal", r.get("ID"))] = r
+        more = self._stage_commands({self._funnel(r) for k, r in self._current.items() if ":invoice:" in k})
+        if more:
+            self._read(more)
+
+    def _stage_commands(self, funnels: set) -> dict[str, tuple[str, dict]]:
+        return {f"s{f}": ("crm.status.list", {"filter": {"ENTITY_ID": f"SMART_INVOICE_STAGE_{f}"}, "order": {"SORT": "ASC"}})
+                for f in sorted(funnels) if f is not None and f not in self._stages}
+
+    def _read(self, cmds: dict[str, tuple[str, dict]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        items = list(cmds.items())
+        for k in range(0, len(items), BATCH):
+            reply = self.client.batch(dict(items[k:k + BATCH]))
+            for label, err in reply.errors.items():
+                if label.startswith("s"):
+                    log.warning("bitrix24: invoice stages of funnel %s unavailable: %s", label[1:], err)
+                else:
+                    raise err
+            for label, result in reply.results.items():
+                if label.startswith("s"):
+                    self._stages[int(label[1:])] = m.stage_semantics(r for r in result or [] if isinstance(r, Mapping))
+                else:
+                    out[label] = result
+        return out
 
     # ------------------------------------------------------------ reconcile
 
@@ -544,6 +695,12 @@ class BitrixSink:
                 out[a.key] = ActionResult(remote_id=str(have.get("ID")), detail="file found on the Drive") if have else None
             except UpstreamError as e:
                 out[a.key] = e
+        funnels = {m.to_int(a.payload.get("funnel")) for a in actions if a.type == "invoice_stage"} - {None}
+        try:
+            self._read(self._stage_commands(funnels))
+        except UpstreamError as e:  # an invoice's stage cannot be judged without its funnel's stages
+            out.update({a.key: e for a in actions if a.type == "invoice_stage"})
+            actions = [a for a in actions if a.type != "invoice_stage"]
         for a in [a for a in actions if a.type != "disk_upload"]:
             try:
                 probe = self._probe(a)
@@ -635,7 +792,35 @@ class BitrixSink:
             return _CallProbe(a, str(p.get("external_id") or ""))
         if a.type == "sms_status":
             return _NeverDone(a)
+        if a.type == "invoice_stage":
+            _, iid = _entity(p.get("invoice"), ("invoice",))
+            return _ReadProbe(a, [("crm.item.get", {"entityTypeId": SMART_INVOICE, "id": iid})], self._invoice_moved(p),
+                              ActionResult(remote_id=str(iid), detail="invoice already in a paid or final stage"))
+        if a.type == "deal_stage":
+            _, did = _entity(p.get("deal"), ("deal",))
+            target = str(p.get("to") or "")
+            return _ReadProbe(a, [("crm.deal.get", {"id": did})],
+                              lambda rows: rows[0] is None or rows[0].get("STAGE_ID") == target
+                              or str(rows[0].get("STAGE_SEMANTIC_ID") or "P").upper() in ("S", "F"),
+                              ActionResult(remote_id=str(did), detail="deal already in its stage or closed"))
+        if a.type == "create_company":
+            field_name, guid = str(p.get("guid_field") or ""), str(p.get("guid") or "")
+            if not field_name or not guid:
+                raise PermanentError("a company from 1C without its GUID cannot be looked up", system=SYSTEM, obj=a.key)
+            return _FoundProbe(a, "crm.company.list", {field_name: guid}, "company")
         raise PermanentError(f"cannot reconcile a {a.type} action (it leaves no marker)", system=SYSTEM, obj=a.key)
+
+    def _invoice_moved(self, p: Mapping[str, Any]) -> Callable[[list[Any]], bool]:
+        """Done when the invoice is gone, in the stage asked for, or in a final stage of its funnel."""
+        def done(rows: list[Any]) -> bool:
+            item = (rows[0] or {}).get("item") if rows and isinstance(rows[0], Mapping) else None
+            if item is None:
+                return rows[0] is None
+            stage = str(item.get("stageId") or "")
+            if p.get("to") and stage == p["to"]:
+                return True
+            return m.invoice_outcome(stage, self._stages.get(self._funnel(item), {})) is not m.Outcome.OPEN
+        return done
 
 
 _MORE = object()
@@ -682,6 +867,23 @@ class _ListProbe(_Probe):
             return None
         self.last = min(int(r.get(self.rid, r.get(self.rid.upper(), r.get(self.rid.lower())))) for r in rows)
         return _MORE
+
+
+class _FoundProbe(_Probe):
+    """A record the action creates, found by a field it carries (a company by its 1C GUID)."""
+
+    def __init__(self, a: PlannedAction, method: str, filt: dict, kind: str):
+        self.action, self.method, self.filt, self.kind = a, method, filt, kind
+
+    def next_commands(self) -> list[tuple[str, dict]]:
+        return [(self.method, {"filter": self.filt, "select": ["ID"], "order": {"ID": "ASC"}, "start": -1})]
+
+    def feed(self, results: list[Any]) -> Any:
+        rows = [r for r in (results[0] if results and isinstance(results[0], list) else []) if isinstance(r, Mapping)]
+        if not rows:
+            return None
+        rid = rows[0].get("ID")
+        return ActionResult(remote_id=str(rid), detail=f"{self.kind} {rid} found by its 1C GUID", remote_key=m.key(self.kind, rid))
 
 
 class _ReadProbe(_Probe):
@@ -741,6 +943,18 @@ def _with_label(params: Any, label: str) -> Any:
 
 
 AUTOMATION_OWNER_TYPES = {"deal": 2, "invoice": 31}
+
+
+def requisite_field(tax_id: str) -> str:
+    """Where a tax id goes: an 8-digit code is a Ukrainian EDRPOU, anything else an INN (ІПН, ИНН)."""
+    return "RQ_EDRPOU" if len(tax_id) == 8 else "RQ_INN"
+
+
+def _ok_entity(key: Any, kind: str) -> bool:
+    try:
+        return m.entity_parts(str(key))[0] == kind
+    except ValueError:
+        return False
 
 
 def _same(have: Any, want: Any) -> bool:

@@ -124,7 +124,7 @@ def _entities(cfg: Bitrix24) -> dict[str, Entity]:
         "invoices": Entity("invoice", "crm.item.list", (
             "id", "title", "accountNumber", "stageId", "categoryId", "opportunity", "currencyId", "begindate",
             "closedate", "companyId", "contactId", "assignedById", "createdTime", "updatedTime", "movedTime",
-            "parentId2", "comments"), "updatedTime", fid="id", rid="id", wrap="items", params=(("entityTypeId", 31),)),
+            "parentId2", "comments", *dict.fromkeys(f for f in cfg.invoice_fields() if f != "accountNumber")), "updatedTime", fid="id", rid="id", wrap="items", params=(("entityTypeId", 31),)),
         "tasks": Entity("task", "tasks.task.list", (
             "ID", "TITLE", "DESCRIPTION", "RESPONSIBLE_ID", "DEADLINE", "STATUS", "CREATED_DATE", "CLOSED_DATE",
             "CHANGED_DATE", "UF_CRM_TASK"), "CHANGED_DATE", rid="id", wrap="tasks"),
@@ -540,7 +540,7 @@ class BitrixSource:
         if stream == "activities":
             return lambda rows: self._map(rows, m.activity)
         if stream == "invoices":
-            return lambda rows: self._map(rows, lambda r: m.invoice(r, self._stages))
+            return lambda rows: self._map(rows, lambda r: m.invoice(r, self._stages, self.cfg.invoice_fields()))
         if stream == "tasks":
             return lambda rows: self._map([r for r in rows if m.task_bindings(r)], m.task)
         raise ValueError(stream)

@@ -260,10 +260,10 @@ def explain(config: str, client: str, as_json: bool, now: str | None) -> None:
 
 
 def _known_rules(s: Settings, rules: tuple[str, ...], config: str) -> None:
-    unknown = [r for r in rules if r not in {x.name for x in s.rules}]
+    unknown = [r for r in rules if r not in {x.name for x in s.all_rules()}]
     if unknown:
         err.print(_("--rule: no rule named {names} in {config} (its rules: {known})").format(
-            names=", ".join(unknown), config=config, known=", ".join(x.name for x in s.rules) or "-"), markup=False)
+            names=", ".join(unknown), config=config, known=", ".join(x.name for x in s.all_rules()) or "-"), markup=False)
         sys.exit(2)
 
 
@@ -425,7 +425,7 @@ def sandbox(companies: int, env_file: str | None) -> None:
 
     # Seeded around the real "now", so configs can be tried with the real clock (the demo instead
     # pins a fixed date for reproducible output).
-    with Sandbox(company=generate(companies=companies, anchor=datetime.now(UTC))) as sb:
+    with Sandbox(company=generate(companies=companies, anchor=datetime.now(UTC), sync_stories=True)) as sb:
         lines = [f"{k}={v}" for k, v in sb.env.items()]
         console.print(_("Sandbox running on loopback. Point a config at it with:"), markup=False)
         for line in lines:

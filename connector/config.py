@@ -180,10 +180,15 @@ class Bitrix24(Model):
     _read_by_rules: list[str] = PrivateAttr(default_factory=list)
     _deal_fields: list[str] = PrivateAttr(default_factory=list)  # custom deal fields a rule reads (recurring)
     _product_rows: bool = PrivateAttr(default=False)  # a rule reads what was sold (replenish, recurring)
+    _invoice_fields: list[str] = PrivateAttr(default_factory=list)
 
     def pulled_fields(self) -> list[str]:
         """Custom fields to pull: those listed, and those a rule or channel reads (listed once is enough)."""
         return [*self.fields, *self._read_by_rules]
+
+    def invoice_fields(self) -> list[str]:
+        """Smart-invoice fields a rule reads (invoice_sync: the 1C number and GUID), pulled with the invoices."""
+        return list(self._invoice_fields)
 
     @model_validator(mode="after")
     def _one_auth(self) -> "Bitrix24":
@@ -256,6 +261,11 @@ class OneC(Model):
     overdue_from: Literal["auto", "register", "shipments"] = Field(
         "auto", description="auto: the terms register where the preset has one, else ageing of shipments.", examples=["auto"])
     metadata_every_hours: float = Field(24, gt=0, description="Scheduled re-read of the base's $metadata.", examples=[24])
+    create_missing: bool = Field(False, description="Create a Bitrix24 company (with its tax id requisite and the 1C GUID in "
+                                 "bitrix24.guid_field) for every unmatched 1C counterparty that has a document; through the "
+                                 "safety brake like any action.", examples=[True])
+    create_missing_preset: int = Field(1, ge=1, description="Requisite template (crm.requisite.preset.list) of the tax id "
+                                       "requisites of created companies; 1 is Organization on most portals.", examples=[1])
 
     _product_lines: bool = PrivateAttr(default=False)  # a rule reads the goods of documents (replenish)
 
@@ -1005,9 +1015,64 @@ class RecurringRule(RuleBase):
                               "are issued too, at most this many.", examples=[3])
 
 
+class InvoiceSyncRule(RuleBase):
+    type: Literal["invoice_sync"] = Field(description="A 1C payment closes the matching Bitrix24 invoice (its paid stage) "
+                                          "and, optionally, the deal whose invoices are all paid.", examples=["invoice_sync"])
+    match: list[Literal["number", "basis", "amount"]] = Field(
+        ["number", "basis", "amount"], min_length=1, description="How a Bitrix24 invoice finds its 1C counterpart, in order: "
+        "number (the 1C invoice or order number kept in number_field), basis (the 1C document GUID kept in basis_field, "
+        "paid by payments based on it), amount (a payment of the same client for the same amount within amount_window_days). "
+        "The first method that finds a counterpart decides.", examples=[["number", "amount"]])
+    number_field: str = Field("accountNumber", description="Invoice field holding the 1C document number (crm.item name: "
+                              "accountNumber, or a custom field such as ufCrm_SmartInvoice_1712345678).",
+                              examples=["accountNumber"])
+    basis_field: str = Field("xmlId", description="Invoice field holding the GUID of the 1C document it was made from "
+                             "(xmlId, the external code the 1C exchange fills).", examples=["xmlId"])
+    amount_window_days: int = Field(30, ge=0, description="amount: a payment dated this many days after the invoice at most.",
+                                    examples=[30])
+    tolerance: float = Field(0.01, ge=0, description="Amounts within this much are equal (kopecks of rounding).",
+                             examples=[0.01])
+    paid_stage: str | None = Field(None, description="Stage to move a paid invoice to; default: the success stage of its "
+                                   "own funnel.", examples=["DT31_1:P"])
+    deal_stage: str | dict[int, str] | None = Field(None, description="Move the invoice's deal to this stage once all its "
+                                                    "invoices are paid: a stage id (C<funnel>:… for other funnels) or a stage "
+                                                    "per funnel id.", examples=["WON", {0: "WON", 3: "C3:WON"}])
+
+
+class OrderStatusRule(RuleBase):
+    type: Literal["order_status"] = Field(description="A message to the client when a 1C order or shipment, or a Bitrix24 "
+                                          "deal, reaches a state: once per document and state.", examples=["order_status"])
+    document: Literal["order", "sale", "deal"] = Field("order", description="What is followed: 1C customer orders, 1C "
+                                                       "shipments, or Bitrix24 deals.", examples=["order"])
+    states: list[str] = Field(min_length=1, description="order: created, paid, shipped, or values of the order's 1C status "
+                              "(onec.fields order.status); sale: shipped; deal: stage ids.",
+                              examples=[["shipped"], ["КОтгрузке", "shipped"], ["WON", "C1:EXECUTING"]])
+    within_days: int = Field(3, ge=0, description="Only states reached this many days back at most (the shipment's or the "
+                                                  "completing payment's date; the order's date for created and 1C statuses; "
+                                                  "the deal's last change for deals), so old history is never messaged.",
+                             examples=[3])
+
+    @model_validator(mode="after")
+    def _states(self) -> "OrderStatusRule":
+        if self.document == "sale" and any(s != "shipped" for s in self.states):
+            raise Problems([(("states",), "a shipment has one state: shipped")])
+        return self
+
+
+class CreateMissingRule(RuleBase):
+    """Not written by people: ``onec.create_missing: true`` adds it, so its actions go through the
+    planner, the journal and the safety brake like every rule's."""
+
+    type: Literal["create_missing"] = Field(description="Create Bitrix24 companies for unmatched 1C counterparties.",
+                                            examples=["create_missing"])
+
+
+CREATE_MISSING = "create_missing"  # the built-in rule's name (reserved)
+
+
 Rule = Annotated[
     ForgottenRule | ReleaseRule | LostRule | UnpaidRule | DebtorsRule | MissedCallRule | GreetingsRule | RfmRule
-    | ReplenishRule | RecurringRule,
+    | ReplenishRule | RecurringRule | InvoiceSyncRule | OrderStatusRule,
     Field(discriminator="type"),
 ]
 
@@ -1155,15 +1220,50 @@ class Settings(Model):
         problems += _rfm_references(self.rules)
         if not (self.bitrix24 or self.onec) and self.rules:
             problems.append((("rules",), "configure bitrix24 or onec: rules need a CRM to read clients from"))
+        problems += self._sync_problems()
         if problems:
             raise Problems(problems)
         if self.bitrix24 is not None:  # fields the rules read are pulled without being listed twice
             self.bitrix24._read_by_rules = [n for n in self.fields_read() if n not in self.bitrix24.fields]
             self.bitrix24._deal_fields = self.deal_fields_read()
+            self.bitrix24._invoice_fields = self.invoice_fields_read()
             self.bitrix24._product_rows = any(isinstance(r, (ReplenishRule, RecurringRule)) for r in self.rules)
         if self.onec is not None:
             self.onec._product_lines = any(isinstance(r, ReplenishRule) for r in self.rules)
         return self
+
+    def _sync_problems(self) -> list[tuple[tuple, str]]:
+        """What the 1C <-> Bitrix24 sync features need besides their own keys."""
+        problems: list[tuple[tuple, str]] = []
+        for i, r in enumerate(self.rules):
+            if isinstance(r, InvoiceSyncRule) and not (self.bitrix24 and self.onec):
+                problems.append((("rules", i, "type"), "invoice_sync needs both bitrix24 and onec"))
+            if isinstance(r, OrderStatusRule) and r.document == "deal" and not self.bitrix24:
+                problems.append((("rules", i, "document"), "deal states need bitrix24"))
+            if isinstance(r, OrderStatusRule) and r.document != "deal" and not self.onec:
+                problems.append((("rules", i, "document"), f"{r.document} states need onec"))
+            if r.name == CREATE_MISSING and self.onec is not None and self.onec.create_missing:
+                problems.append((("rules", i, "name"), f"`{CREATE_MISSING}` is the name of onec.create_missing; rename this rule"))
+        if self.onec is not None and self.onec.create_missing:
+            if self.bitrix24 is None or not self.bitrix24.guid_field:
+                problems.append((("onec", "create_missing"), "create_missing needs bitrix24.guid_field: a created company "
+                                                             "carries the 1C GUID there and is found by it"))
+            elif "guid_field" not in self.onec.match:
+                problems.append((("onec", "match"), "create_missing needs guid_field in onec.match: a created company is "
+                                                    "linked by the 1C GUID it carries"))
+        return problems
+
+    def all_rules(self) -> list[Any]:
+        """The configured rules and the built-in ones the config switches on (``onec.create_missing``)."""
+        out: list[Any] = list(self.rules)
+        if self.onec is not None and self.onec.create_missing and self.bitrix24 is not None:
+            out.append(CreateMissingRule(name=CREATE_MISSING, type="create_missing"))
+        return out
+
+    def invoice_fields_read(self) -> list[str]:
+        """Bitrix24 invoice fields the rules read besides the standard ones (the 1C number, the 1C GUID)."""
+        names = [f for r in self.rules if isinstance(r, InvoiceSyncRule) for f in (r.number_field, r.basis_field)]
+        return list(dict.fromkeys(names))
 
     def deal_fields_read(self) -> list[str]:
         """Custom deal fields the rules read: a regular deal's period and start."""

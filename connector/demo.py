@@ -32,7 +32,7 @@ class Sandbox:
     """Context manager: start every adapter's emulator; ``env`` points a config at them."""
 
     def __init__(self, *, companies: int = 40, company: SyntheticCompany | None = None):
-        self.company = company or generate(companies=companies)
+        self.company = company or generate(companies=companies, sync_stories=True)
         self.env: dict[str, str] = {}
         self._services: list[Any] = []
         self._saved: dict[str, str | None] = {}

@@ -141,6 +141,7 @@ class Invoice:
     responsible_key: str | None = None
     deal_key: str | None = None
     modified_at: datetime | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # invoice fields a rule reads (the 1C number, the 1C GUID)
     text: str = ""  # the comments, where the connector's marker sits on an invoice it issued; not stored
 
 
@@ -234,6 +235,7 @@ class Document:
     basis_key: str | None = None  # for a payment: the order/invoice it pays
     due_date: date | None = None
     paid: bool | None = None  # for invoices/orders when the source says so
+    status: str | None = None  # a 1C order's own status (``Статус``), when the configuration keeps one
 
 
 @dataclass(slots=True)

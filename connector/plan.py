@@ -146,7 +146,7 @@ class Planner:
     def plan(self, *, force: bool = False, only: set[str] | None = None) -> Plan:
         rule_plans: list[RulePlan] = []
         cleared: list[Cleared] = []
-        for rule in self.settings.rules:
+        for rule in self.settings.all_rules():
             if not rule.enabled or (only and rule.name not in only):
                 continue
             ev = evaluate(rule, self.snap, self.cal, self.settings)
@@ -171,7 +171,7 @@ class Planner:
                     rp.actions.extend(self._on_clear(rule, ep, why))
             rule_plans.append(rp)
         self._learn_known([a.key for r in rule_plans for a in r.actions])
-        for rp, rule in zip(rule_plans, [r for r in self.settings.rules if r.enabled and (not only or r.name in only)], strict=True):
+        for rp, rule in zip(rule_plans, [r for r in self.settings.all_rules() if r.enabled and (not only or r.name in only)], strict=True):
             self._brake(rule, rp, force)
         plan = Plan(rule_plans, {a.key: self.known[a.key] for r in rule_plans for a in r.actions if a.key in self.known}, cleared=cleared)
         new = plan.new_actions
@@ -287,7 +287,10 @@ class Planner:
                 made = self._render(rule, f, key, b.action, ctx, responsible)
             else:
                 payload = {k: (render(v, ctx) if k in b.render and isinstance(v, str) else v) for k, v in b.payload.items()}
-                made = [self._action(rule, f, key, b.type, self._crm_system(f), payload, ctx)]
+                made = [self._action(rule, f, key, b.type, b.system or self._crm_system(f), payload, ctx)]
+            for a in made:
+                a.depends_on = list(b.after) or a.depends_on
+                a.reason = b.reason or a.reason
             out.extend(made)
             if b.first:
                 after += [a.key for a in made]

@@ -109,6 +109,8 @@ def _describe(a: dict) -> str:
         return _("business process {template}").format(template=p.get("template_id"))
     if t == "close_task":
         return _("complete the connector's task {task}").format(task=p.get("task"))
+    if t in ("invoice_stage", "deal_stage", "create_company"):
+        return _describe_sync(t, p)
     if t == "invoice":
         return _("invoice “{title}” {amount}, due {due}, {rows} product rows").format(
             title=p.get("title"), amount=i18n.money(float(p.get("amount") or 0), p.get("currency") or "UAH"), due=_deadline(p.get("due")),
@@ -124,6 +126,22 @@ def _deadline(iso: str | None) -> str:
         return i18n.moment(datetime.fromisoformat(iso))
     except ValueError:
         return iso[:16].replace("T", " ")
+
+
+def _describe_sync(t: str, p: dict) -> str:
+    """The 1C <-> Bitrix24 sync writes, in words."""
+    from connector.i18n import _
+
+    if t == "invoice_stage":
+        if p.get("to"):
+            return _("move invoice {invoice} from stage {stage} to {target}").format(
+                invoice=p.get("number") or p.get("invoice"), stage=p.get("from"), target=p.get("to"))
+        return _("move invoice {invoice} from stage {stage} to the paid stage of its funnel").format(
+            invoice=p.get("number") or p.get("invoice"), stage=p.get("from"))
+    if t == "deal_stage":
+        return _("move deal “{deal}” from stage {stage} to {target}").format(deal=p.get("title"), stage=p.get("from"), target=p.get("to"))
+    return _("create company “{title}” with 1C GUID {guid} and tax id {tax_id}").format(
+        title=p.get("title"), guid=p.get("guid"), tax_id=p.get("tax_id") or "—")
 
 
 def _head(plan) -> dict:

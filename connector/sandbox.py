@@ -142,6 +142,8 @@ class SInvoice:
     responsible: int
     created: datetime
     modified: datetime
+    deal_id: int | None = None  # parentId2: the deal the invoice belongs to
+    account_number: str | None = None  # default INV-<id>
 
 
 @dataclass
@@ -182,6 +184,7 @@ class SOneCDoc:
     manager_guid: str | None
     basis_guid: str | None = None
     due: date | None = None
+    status: str | None = None  # a 1C order's own status (УТ 11 ``Статус``)
     lines: list[tuple[str, float, float]] = field(default_factory=list)  # (product article, quantity, amount); none: one generic line
 
 
@@ -245,8 +248,10 @@ def generate(
     seed: int = 7,
     anchor: datetime | None = None,
     stories: bool = True,
+    sync_stories: bool = False,
 ) -> SyntheticCompany:
-    """Build the synthetic company. ``companies`` scales from a few dozen to 100k+."""
+    """Build the synthetic company. ``companies`` scales from a few dozen to 100k+. ``sync_stories``
+    adds the 1C <-> Bitrix24 sync story (one more client, after everything else: the rest is the same)."""
     rng = random.Random(seed)
     anchor = (anchor or datetime(2026, 11, 23, 10, 0, tzinfo=KYIV)).astimezone(KYIV).replace(microsecond=0)
     co = SyntheticCompany(anchor=anchor)
@@ -470,6 +475,8 @@ def generate(
             add_activity("contact", rng.choice(contacts_by_company[c.id]), rng.uniform(1, 700), c.responsible)
     if stories:
         _repeat_sales(co, add_company, add_deal, add_sale, add_activity)
+    if stories and sync_stories:
+        _paid_in_1c(co, add_company, add_activity, add_deal, nid, ago, rng)
     return co
 
 
@@ -493,3 +500,27 @@ def _repeat_sales(co: SyntheticCompany, add_company, add_deal, add_sale, add_act
     d.products = [("Картридж фільтра", 2.0, 450.0)]
     d.recurring = "monthly"
     d.recurring_start = co.anchor.date() - relativedelta(months=1)
+
+
+
+def _paid_in_1c(co: SyntheticCompany, add_company, add_activity, add_deal, nid, ago, rng: random.Random) -> None:
+    """1C <-> Bitrix24 sync: two Bitrix24 invoices of one client, both also issued in 1C under the
+    same number; the first (on an open deal) is paid in full in 1C, the second only in part.
+
+    Added after everything else, so every other story and the active majority stay as they were."""
+    c = add_company("Energy Textile Trade", co.managers[2].id, story="paid_in_1c", temperature="cold")
+    add_activity("company", c.id, 3, c.responsible, type_id=2)
+    deal = add_deal(c, 0, None, amount=24000.0)
+    deal.stage, deal.semantic = "EXECUTING", "P"
+    for amount, paid, deal_id in ((24000.0, 24000.0, deal.id), (15000.0, 5000.0, None)):
+        inv = SInvoice(id=nid("invoice"), company_id=c.id, title="", amount=amount, stage="DT31_1:S", begindate=ago(6), closedate=co.anchor + timedelta(days=8),
+                       responsible=c.responsible, created=ago(6), modified=ago(6), deal_id=deal_id)
+        inv.title = f"Invoice #{inv.id}"
+        co.invoices.append(inv)
+        onec_invoice = SOneCDoc(guid=_guid(rng), type="invoice", number=f"INV-{inv.id:05d}", date=ago(6), counterparty_guid=c.guid,
+                                amount=amount, posted=True, deletion_mark=False, manager_guid=co.manager(c.responsible).guid,
+                                due=(co.anchor + timedelta(days=8)).date())
+        co.onec_docs.append(onec_invoice)
+        co.onec_docs.append(SOneCDoc(guid=_guid(rng), type="payment", number=f"ПН-{nid('doc'):06d}", date=ago(2),
+                                     counterparty_guid=c.guid, amount=paid, posted=True, deletion_mark=False, manager_guid=None,
+                                     basis_guid=onec_invoice.guid))

@@ -33,6 +33,7 @@ from connector.store import (
     episodes,
     invoices,
     journal,
+    links,
     managers,
     payments,
     tasks,
@@ -107,6 +108,70 @@ class DebtView:
     overdue_amount: float | None
     overdue_since: date | None
     documents: list[dict] = field(default_factory=list)  # oldest first: number, date, amount, unpaid, due
+
+
+@dataclass
+class CrmInvoiceView:
+    """A Bitrix24 smart invoice as the 1C sync sees it: any outcome, its stage, deal and read fields."""
+
+    key: str
+    title: str
+    number: str
+    client_key: str | None  # the invoice's own client
+    clients: set[str]  # the primary clients it counts for (its client, and a contact's company)
+    amount: float
+    currency: str
+    stage_id: str
+    outcome: str  # open | won | lost
+    issued_at: datetime | None
+    deal_key: str | None
+    responsible_key: str | None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DocView:
+    """A 1C document with the primary clients its counterparty is linked to."""
+
+    key: str
+    doc_type: str
+    number: str
+    date: datetime
+    amount: float
+    currency: str
+    posted: bool
+    paid: bool | None
+    basis_key: str | None
+    status: str | None
+    owner_key: str | None  # the 1C counterparty
+    client_key: str | None  # the client the counterparty is linked to (itself when 1C is the CRM)
+    clients: set[str] = field(default_factory=set)  # every primary client it counts for
+
+
+@dataclass
+class DealView:
+    key: str
+    title: str
+    stage_id: str
+    outcome: str
+    amount: float
+    currency: str
+    modified_at: datetime | None
+    closed_at: datetime | None
+    client_keys: list[str] = field(default_factory=list)  # its company and contact
+
+
+@dataclass
+class CounterpartyView:
+    """A 1C counterparty no CRM client is linked to (``onec.create_missing``)."""
+
+    key: str
+    title: str
+    guid: str
+    tax_id: str | None
+    phones: list[str]
+    emails: list[str]
+    responsible_key: str | None  # a 1C user
 
 
 @dataclass
@@ -400,6 +465,116 @@ class Snapshot:
                                                .where(client_phones.c.phone.in_(chunk))):
                 out[phone].add(ck)
         return out
+
+    # ------------------------------------------------------------------ 1C <-> CRM sync (invoice_sync, order_status, create_missing)
+
+    def crm_invoices(self, *, keys: Iterable[str] | None = None, deals: Iterable[str] | None = None,
+                     open_only: bool = False) -> list[CrmInvoiceView]:
+        """Live Bitrix24 smart invoices (open ones, by ``keys`` or of ``deals``), each with the primary
+        clients it counts for."""
+        o = self.ev.owners
+        base = (select(invoices, o.c.client_key.label("primary_client")).outerjoin(o, o.c.owner_key == invoices.c.client_key)
+                .where(invoices.c.deleted.is_(False), invoices.c.system == "bitrix24"))
+        if open_only:
+            base = base.where(invoices.c.outcome == "open")
+        queries = [base]
+        for col, values in ((invoices.c.key, keys), (invoices.c.deal_key, deals)):
+            if values is not None:
+                queries = [q.where(col.in_(chunk)) for q in queries for chunk in _chunks(list(dict.fromkeys(values)))]
+        out: dict[str, CrmInvoiceView] = {}
+        for q in queries:
+            for r in self.conn.execute(q.order_by(invoices.c.key)):
+                v = out.get(r.key)
+                if v is None:
+                    v = out[r.key] = CrmInvoiceView(
+                        r.key, r.title or r.number or r.key, r.number or "", r.client_key, set(), r.amount or 0.0, r.currency or "",
+                        r.stage_id or "", r.outcome or "open", r.issued_at, r.deal_key, r.responsible_key, dict(r.fields or {}))
+                if r.primary_client:
+                    v.clients.add(r.primary_client)
+        return list(out.values())
+
+    def onec_documents(self, types: Iterable[str], *, since: datetime | None = None, keys: Iterable[str] | None = None,
+                       basis: Iterable[str] | None = None, clients: Iterable[str] | None = None,
+                       posted_only: bool = True) -> list[DocView]:
+        """Live 1C documents of ``types``, narrowed by date, keys, basis documents or primary clients."""
+        o = self.ev.owners
+        direct = links.c.client_key if self.primary != "onec" else documents.c.client_key
+        q = (select(documents, o.c.client_key.label("primary_client"), direct.label("direct_client"))
+             .outerjoin(o, o.c.owner_key == documents.c.client_key)
+             .where(documents.c.deleted.is_(False), documents.c.doc_type.in_(list(types))))
+        if self.primary != "onec":
+            q = q.outerjoin(links, links.c.foreign_key == documents.c.client_key)
+        if posted_only:
+            q = q.where(documents.c.posted.is_(True))
+        if since is not None:
+            q = q.where(documents.c.date >= since)
+        queries = [q]
+        for col, values in ((documents.c.key, keys), (documents.c.basis_key, basis)):
+            if values is not None:
+                queries = [x.where(col.in_(chunk)) for x in queries for chunk in _chunks(list(dict.fromkeys(values)))]
+        if clients is not None:
+            inner = select(o.c.owner_key).where(o.c.client_key.in_(list(dict.fromkeys(clients))))
+            queries = [x.where(documents.c.client_key.in_(inner)) for x in queries]
+        out: dict[str, DocView] = {}
+        for x in queries:
+            for r in self.conn.execute(x.order_by(documents.c.date, documents.c.key)):
+                v = out.get(r.key)
+                if v is None:
+                    v = out[r.key] = DocView(r.key, r.doc_type, r.number or "", r.date, r.amount or 0.0, r.currency or "",
+                                             bool(r.posted), r.paid, r.basis_key, r.status, r.client_key, r.direct_client)
+                if r.primary_client:
+                    v.clients.add(r.primary_client)
+        return sorted(out.values(), key=lambda d: (d.date, d.key))
+
+    def crm_deals(self, *, keys: Iterable[str] | None = None, stages: Iterable[str] | None = None,
+                  changed_since: datetime | None = None) -> list[DealView]:
+        """Live deals by key, or in ``stages`` changed (or closed) since ``changed_since``, with their clients."""
+        q = select(deals).where(deals.c.deleted.is_(False))
+        if stages is not None:
+            q = q.where(deals.c.stage_id.in_(list(stages)))
+        if changed_since is not None:
+            q = q.where(func.coalesce(deals.c.modified_at, deals.c.closed_at, deals.c.created_at) >= changed_since)
+        queries = [q.where(deals.c.key.in_(chunk)) for chunk in _chunks(list(dict.fromkeys(keys)))] if keys is not None else [q]
+        out: dict[str, DealView] = {}
+        for x in queries:
+            for r in self.conn.execute(x.order_by(deals.c.key)):
+                out[r.key] = DealView(r.key, r.title or r.key, r.stage_id or "", r.outcome or "open", r.amount or 0.0,
+                                      r.currency or "", r.modified_at, r.closed_at)
+        for chunk in _chunks(list(out)):
+            for dk, ck in self.conn.execute(select(deal_clients.c.deal_key, deal_clients.c.client_key)
+                                            .where(deal_clients.c.deal_key.in_(chunk)).order_by(deal_clients.c.client_key)):
+                out[dk].client_keys.append(ck)
+        return list(out.values())
+
+    def unmatched_counterparties(self) -> list[CounterpartyView]:
+        """1C counterparties linked to no CRM client (not ambiguous ones) that have a posted document."""
+        has_doc = select(documents.c.client_key).where(documents.c.deleted.is_(False), documents.c.posted.is_(True))
+        q = (select(clients.c.key, clients.c.title, clients.c.source_id, clients.c.guid, clients.c.tax_id, clients.c.emails,
+                    clients.c.responsible_key)
+             .join(links, links.c.foreign_key == clients.c.key)
+             .where(clients.c.system == "onec", clients.c.deleted.is_(False), links.c.method == "unmatched",
+                    clients.c.key.in_(has_doc)).order_by(clients.c.key))
+        out = {r.key: CounterpartyView(r.key, r.title or r.source_id, (r.guid or r.source_id).lower(), r.tax_id, [],
+                                       list(r.emails or []), r.responsible_key) for r in self.conn.execute(q)}
+        for chunk in _chunks(list(out)):
+            for phone, ck in self.conn.execute(select(client_phones.c.phone, client_phones.c.client_key)
+                                               .where(client_phones.c.client_key.in_(chunk)).order_by(client_phones.c.phone)):
+                out[ck].phones.append(phone)
+        return list(out.values())
+
+    def count_crm_invoices(self) -> int:
+        """Live Bitrix24 invoices of any outcome that belong to a client (the invoice_sync rule's scope)."""
+        return self.conn.execute(select(func.count()).select_from(invoices)
+                                 .where(invoices.c.deleted.is_(False), invoices.c.system == "bitrix24",
+                                        invoices.c.client_key.is_not(None))).scalar_one()
+
+    def count_counterparties(self) -> int:
+        return self.conn.execute(select(func.count()).select_from(clients)
+                                 .where(clients.c.system == "onec", clients.c.deleted.is_(False))).scalar_one()
+
+    def linked_client(self, foreign_key: str) -> str | None:
+        """The CRM client a 1C counterparty is linked to, if any."""
+        return self.conn.execute(select(links.c.client_key).where(links.c.foreign_key == foreign_key)).scalar()
 
     # ------------------------------------------------------------------ the journal and episodes
 

@@ -124,7 +124,7 @@ invoices = Table(
     Column("title", String(500)), Column("client_key", String(200), index=True), Column("number", String(50)),
     Column("amount", Float), Column("currency", String(10)), Column("stage_id", String(50)), Column("outcome", String(10)),
     Column("issued_at", UTC), Column("due_date", Date), Column("paid_at", UTC), Column("responsible_key", String(200)),
-    Column("deal_key", String(200)), Column("modified_at", UTC),
+    Column("deal_key", String(200)), Column("modified_at", UTC), Column("fields", JSONText),
     # an invoice the connector issued (recurring): its marker in the comments, or the journal's record of it; never evidence
     Column("marker", String(20), index=True), Column("own", Boolean, nullable=False, default=False),
 )
@@ -159,7 +159,7 @@ documents = Table(
     "documents", metadata, K(), *_common(),
     Column("doc_type", String(10)), Column("date", UTC), Column("client_key", String(200), index=True), Column("number", String(50)),
     Column("amount", Float), Column("currency", String(10)), Column("posted", Boolean), Column("responsible_key", String(200)),
-    Column("basis_key", String(200)), Column("due_date", Date), Column("paid", Boolean),
+    Column("basis_key", String(200)), Column("due_date", Date), Column("paid", Boolean), Column("status", String(100)),
 )
 debts = Table(
     "debts", metadata, K(), Column("system", String(20)), Column("deleted", Boolean, default=False),
@@ -321,7 +321,13 @@ def _m7(conn: Connection) -> None:
         ix.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5, _m6, _m7]
+def _m8(conn: Connection) -> None:
+    """1C <-> CRM sync: invoice fields a rule reads (the 1C number, the 1C GUID), a 1C order's own status."""
+    _add_column(conn, "invoices", "fields", "TEXT")
+    _add_column(conn, "documents", "status", "VARCHAR(100)")
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8]
 MIGRATION_LOCK_ID = 0x636E6D67  # "cnmg": the advisory lock that serialises migrations on PostgreSQL
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -272,6 +272,34 @@ def call_var(*, id: str, phone: str, started_at: datetime, wait_s: int) -> Text:
                 wait_s=wait_s)
 
 
+def synced_invoice_var(*, key: str, title: str, number: str, amount: float, currency: str, stage: str) -> Text:
+    """``invoice`` (invoice_sync): "Invoice #17 на суму 1 250,50 ₴"; ``stage`` is its stage id before the move."""
+    return Text(_("{title} for {amount}").format(title=title, amount=_money(amount, currency)), key=key,
+                id=key.rsplit(":", 1)[-1], title=title, number=number, amount=amount_var(amount), currency=currency, stage=stage)
+
+
+def paid_by_var(*, key: str, kind: str, number: str, when: date | datetime | None, amount: float, currency: str,
+                method: str) -> Text:
+    """``document`` (invoice_sync): the 1C payment (or document marked paid) that shows the invoice
+    paid, "ПН-000123 від 21.11.2026 на суму 24 000,00 ₴"; ``kind`` and ``method`` are codes."""
+    d = day_var(when)
+    return Text(_("{number} of {date} for {amount}").format(number=number, date=d, amount=_money(amount, currency)), key=key,
+                kind=kind, number=number, date=d, amount=amount_var(amount), currency=currency, method=method)
+
+
+def deal_var(*, key: str = "", title: str = "", stage: str = "", to: str = "") -> Text:
+    """``deal`` (invoice_sync): the deal that moves with its last invoice, read as its title; empty when none."""
+    return Text(title, key=key, id=key.rsplit(":", 1)[-1] if key else "", title=title, stage=stage, to=to)
+
+
+def order_var(*, key: str, kind: str, number: str, when: date | datetime | None, amount: float, currency: str, state: str,
+              shipment_number: str = "") -> Text:
+    """``order`` (order_status): "КП-0000123 від 01.01.2026"; ``kind`` (order, sale, deal) and ``state`` are codes."""
+    d = day_var(when)
+    return Text(_("{number} of {date}").format(number=number, date=d), key=key, kind=kind, number=number, title=number, date=d,
+                amount=amount_var(amount), currency=currency, state=state, shipment_number=shipment_number)
+
+
 # ---------------------------------------------------------------- the vocabulary per rule type
 
 _SAMPLE_NOW = datetime(2026, 1, 1, 10, 0)
@@ -333,6 +361,17 @@ EXTRA_VARS: dict[str, dict[str, Any]] = {
         "invoice": {"title": "Water supply 2026: 31.01.2026", "amount": 1250.0, "currency": "UAH", "due_date": "2026-02-10"},
         "previous_invoice": {"key": "bitrix24:invoice:17", "id": "17", "title": "Water supply 2026: 31.12.2025", "amount": 1250.0,
                              "currency": "UAH", "due_date": "2026-01-10"},
+    },
+    "invoice_sync": {
+        "invoice": synced_invoice_var(key="bitrix24:invoice:17", title="Invoice #17", number="INV-00017", amount=1250.5,
+                                      currency="UAH", stage="DT31_1:S"),
+        "document": paid_by_var(key="onec:document:4a1c", kind="payment", number="ПН-000123", when=_SAMPLE_NOW.date(),
+                                amount=1250.5, currency="UAH", method="number"),
+        "deal": deal_var(key="bitrix24:deal:5", title="Order #5", stage="EXECUTING", to="WON"),
+    },
+    "order_status": {
+        "order": order_var(key="onec:document:4a1c", kind="order", number="КП-0000123", when=_SAMPLE_NOW.date(), amount=1250.5,
+                           currency="UAH", state="shipped", shipment_number="РН-000123"),
     },
 }
 

@@ -64,6 +64,9 @@ def action(type_: str) -> str:
         "field": _("field update"),
         "workflow": _("business process"),
         "close_task": _("task completion"),
+        "invoice_stage": _("invoice stage"),
+        "deal_stage": _("deal stage"),
+        "create_company": _("company from 1C"),
     })
     return names.get(type_, type_)
 

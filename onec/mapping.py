@@ -197,13 +197,23 @@ def map_document(row: Mapping[str, Any], doc_type: str, names: Names, tz: ZoneIn
         basis_key=document_key(basis) if basis else None,
         due_date=parse_day(row.get(due_field)) if due_field else None,
         paid=bool(row.get(paid_field)) if paid_field and paid_field in row else None,
+        status=_status(row, names.f(f"{doc_type}.status")),
     )
+
+
+def _status(row: Mapping[str, Any], field: str) -> str | None:
+    """A status as 1C renders it (an enum value name); a reference field gives its GUID."""
+    if not field:
+        return None
+    value = row.get(field)
+    text = str(value).strip() if value not in (None, "") else ""
+    return None if not text or text == ZERO_GUID else text[:100]
 
 
 def doc_select(names: Names, doc_type: str) -> list[str]:
     """The narrow ``$select`` of one document type: standard fields + the mapped ones."""
     out = ["Ref_Key", "DataVersion", "DeletionMark", "Number", "Date", "Posted"]
-    for f in ("counterparty", "amount", "currency", "manager", "paid"):
+    for f in ("counterparty", "amount", "currency", "manager", "paid", "status"):
         name = names.f(f"{doc_type}.{f}")
         if name and name not in out:
             out.append(name)

@@ -59,6 +59,7 @@ _COMMON_FIELDS: dict[str, str] = {
     "order.paid": "",
     "invoice.paid": "",
     "order.basis": "",
+    "order.status": "",  # the order's own status, when the configuration keeps one as text (order_status rule)
     "payment.manager": "",
     "receivables.counterparty": "Контрагент_Key",
     "receivables.amount": "Сумма",
@@ -108,6 +109,7 @@ PRESETS: dict[str, dict[str, dict[str, str]]] = {
             "partner.manager": "ОсновнойМенеджер_Key",
             "doc.currency": "Валюта_Key",
             "doc.manager": "Менеджер_Key",
+            "order.status": "Статус",  # enum СтатусыЗаказовКлиентов: НеСогласован, КОбеспечению, КОтгрузке, Закрыт (unverified)
             "receivables.counterparty": "АналитикаУчетаПоПартнерам_Key",
             "receivables.currency": "Валюта_Key",
             "overdue.counterparty": "АналитикаУчетаПоПартнерам_Key",
@@ -310,4 +312,5 @@ DOC_FIELD_ROLES: dict[str, tuple[bool, str]] = {
     "paid": (False, "paid marks"),
     "contract": (False, "contract payment terms"),
     "due": (False, "invoice due dates"),
+    "status": (False, "order statuses (the order_status rule)"),
 }

@@ -20,6 +20,7 @@ from bitrix.emulator.schema import (
     ACTIVITY_EXPLICIT,
     FIELD_TYPES,
     ITEM_TABLE,
+    REQUISITE_PRESETS,
     STAMPS,
     TASK_UF,
     UF_LABELS,
@@ -515,6 +516,7 @@ class Methods(AppMethods):
         return self._crm_get("requisite", p)
 
     def m_crm_requisite_add(self, p: Params, caller: "Caller") -> Out:
+        """Errors as ``crm-requisite-add.md`` lists them: the owner type, the owner, the template, each checked."""
         fields = self._fields(p)
         t = self.tables["requisite"]
         row: dict = {}
@@ -522,8 +524,15 @@ class Methods(AppMethods):
             c = t.canon(str(k))
             if c and c != "ID":
                 row[c] = coerce(t.schema[c], v)
-        if not row.get("ENTITY_TYPE_ID") or not row.get("ENTITY_ID"):
-            raise ApiError(400, "", "ENTITY_TYPE_ID and ENTITY_ID are required")
+        owner_table = {3: "contact", 4: "company"}.get(row.get("ENTITY_TYPE_ID") or 0)
+        if owner_table is None:
+            raise ApiError(400, "", "ENTITY_TYPE_ID is not defined or invalid.")
+        if not row.get("ENTITY_ID") or row["ENTITY_ID"] <= 0:
+            raise ApiError(400, "", "ENTITY_ID is not defined or invalid.")
+        if row.get("PRESET_ID") not in REQUISITE_PRESETS:
+            raise ApiError(400, "", "PRESET_ID is not defined or invalid.")
+        if row["ENTITY_ID"] not in self.tables[owner_table].rows:
+            raise ApiError(400, "", "Entity not found.")
         row.setdefault("ACTIVE", "Y")
         row.setdefault("NAME", "Organization")
         self._stamp("requisite", row, True)
@@ -716,15 +725,25 @@ class Methods(AppMethods):
             self._legacy_apply(entity, row, legacy, caller, creating)
             return
         t = self.tables["invoice"]
+        changed = creating
         for k, v in fields.items():
             c = t.canon(str(k))
             if c is None or c in ("id", "createdTime", "updatedTime", "createdBy", "updatedBy"):
                 continue
-            if c == "stageId" and row.get("stageId") != v:
+            value = coerce(t.schema[c], v)
+            if c == "stageId" and value and not creating:
+                funnel = row.get("categoryId") or 1
+                if not any(r["ENTITY_ID"] == f"SMART_INVOICE_STAGE_{funnel}" and r["STATUS_ID"] == value
+                           for r in self.tables["status"].rows.values()):
+                    raise ApiError(400, "CRM_FIELD_ERROR_VALUE_NOT_VALID", 'Invalid value for field "Stage"')
+            if c == "stageId" and row.get("stageId") != value:
                 row["previousStageId"] = row.get("stageId")
                 row["movedTime"] = self.now()
                 row["movedBy"] = caller.user_id
-            row[c] = coerce(t.schema[c], v)
+            changed = changed or row.get(c) != value
+            row[c] = value
+        if not changed:
+            return  # crm-item-update.md: nothing changed, nothing is saved
         row["updatedBy"] = caller.user_id
         if creating:
             row["createdBy"] = caller.user_id

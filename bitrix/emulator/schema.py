@@ -215,6 +215,8 @@ INVOICE_STAGES = [
     ("DT31_1:N", "New", 10, "#22B9FF", None), ("DT31_1:S", "Sent", 20, "#2FC6F6", None),
     ("DT31_1:P", "Paid", 30, "#7BD500", "S"), ("DT31_1:D", "Declined", 40, "#FF5752", "F"),
 ]
+# crm.requisite.preset.list of a fresh portal (tutorials/crm/how-to-add-crm-objects/how-to-add-company-with-requisite.md)
+REQUISITE_PRESETS = {1: "Organization", 3: "Sole Proprietorship", 5: "Individual"}
 COMPANY_TYPES = [("CUSTOMER", "Client", 10), ("VIP", "VIP client", 15), ("SUPPLIER", "Supplier", 20),
                  ("COMPETITOR", "Competitor", 30), ("PARTNER", "Partner", 40), ("OTHER", "Other", 50)]
 SEMANTIC_WORD = {None: "process", "S": "success", "F": "failure"}

@@ -210,8 +210,8 @@ def seed(portal: "Portal", co: SyntheticCompany) -> None:
             "begindate": inv.begindate.date(), "closedate": inv.closedate.date(), "companyId": inv.company_id,
             "contactId": 0, "opportunity": inv.amount, "isManualOpportunity": "N", "taxValue": 0.0, "currencyId": "UAH",
             "mycompanyId": 0, "sourceId": None, "sourceDescription": None, "assignedById": inv.responsible,
-            "lastActivityBy": inv.responsible, "lastActivityTime": inv.modified, "parentId2": 0,
-            "accountNumber": f"INV-{inv.id:05d}", "comments": "", "observers": [], "contactIds": [],
+            "lastActivityBy": inv.responsible, "lastActivityTime": inv.modified, "parentId2": inv.deal_id or 0,
+            "accountNumber": inv.account_number or f"INV-{inv.id:05d}", "comments": "", "observers": [], "contactIds": [],
         })
 
     # ---- tasks

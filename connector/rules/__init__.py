@@ -4,14 +4,29 @@ from __future__ import annotations
 
 from connector.calendar import BusinessCalendar
 from connector.config import ForgottenRule, Settings
-from connector.rules import debtors, forgotten, greetings, lost, missed_call, recurring, release, replenish, rfm, unpaid
+from connector.rules import (
+    create_missing,
+    debtors,
+    forgotten,
+    greetings,
+    invoice_sync,
+    lost,
+    missed_call,
+    order_status,
+    recurring,
+    release,
+    replenish,
+    rfm,
+    unpaid,
+)
 from connector.rules.base import Evaluation, Finding, person_key
 from connector.snapshot import EpisodeView, Snapshot
 
 __all__ = ["Evaluation", "Finding", "clear_reason", "evaluate"]
 
 MODULES = {"forgotten": forgotten, "release": release, "lost": lost, "unpaid": unpaid, "debtors": debtors,
-           "missed_call": missed_call, "greetings": greetings, "rfm": rfm, "replenish": replenish, "recurring": recurring}
+           "missed_call": missed_call, "greetings": greetings, "rfm": rfm, "replenish": replenish, "recurring": recurring,
+           "invoice_sync": invoice_sync, "order_status": order_status, "create_missing": create_missing}
 
 
 def evaluate(rule, snap: Snapshot, cal: BusinessCalendar, settings: Settings) -> Evaluation:
@@ -21,6 +36,8 @@ def evaluate(rule, snap: Snapshot, cal: BusinessCalendar, settings: Settings) ->
     if rule.type == "missed_call":
         duty = settings.people.duty_manager or (settings.binotel.duty_manager if settings.binotel else None) or settings.people.supervisor
         return missed_call.evaluate(rule, snap, cal, person_key(snap, duty) if duty is not None else None)
+    if rule.type == "create_missing":
+        return create_missing.evaluate(rule, snap, cal, settings)
     module = MODULES.get(rule.type)
     if module is None:
         raise ValueError(f"unknown rule type {rule.type}")

@@ -41,6 +41,9 @@ class Builtin:
     render: tuple[str, ...] = ()
     action: Any = None
     first: bool = False
+    system: str | None = None  # the sink it goes to (default: the client's CRM; a company from 1C goes to bitrix24)
+    after: list[str] = field(default_factory=list)  # keys of earlier runs or other findings it waits for (a deal after its invoices)
+    reason: str | None = None  # its own reason, when it differs from the finding's
 
 
 @dataclass

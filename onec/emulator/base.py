@@ -101,6 +101,7 @@ FLAVOURS: dict[str, dict[str, Any]] = {
         # УТ 11 keeps payment terms in payment schedules (unverified); this emulator's contracts carry a plain
         # day count so ageing can be compared with the terms register (the ut11 preset reads it only by override)
         "doc_contract": "Договор_Key", "contract_term": "СрокОплаты",
+        "order_status": "Статус",  # an enum rendered as its value name
         "receivables": "AccumulationRegister_РасчетыСКлиентами",
         "rec_dims": {"АналитикаУчетаПоПартнерам_Key": "g", "ОбъектРасчетов_Key": "g", "Валюта_Key": "g"},
         "rec_res": ["Сумма", "КОплате"], "rec_cp": "АналитикаУчетаПоПартнерам_Key",
@@ -204,6 +205,8 @@ def build_schema(flavour: str) -> dict[str, EntitySet]:
                 props.update({"ДокументОснование": "s", "ДокументОснование_Type": "s"})
             if doc_type == "invoice":
                 props["СрокОплаты"] = "d"
+            if doc_type == "order" and fl.get("order_status"):
+                props[fl["order_status"]] = "s"
             add(EntitySet(obj, "document", props, tables={"Товары": GOODS_ROW} if doc_type != "payment" else {},
                           maxlen={"Number": 11}))
     def journal_rows() -> list[dict]:
@@ -390,7 +393,7 @@ def _seed_documents(ib: Infobase, co: SyntheticCompany, uah: str, org: str, anal
     def doc(doc_type: str, guid: str, when: datetime, cp: str, amount: float, *, obj: str | None = None,
             manager: str | None = None, basis: tuple[str, str] | None = None, due: datetime | None = None,
             posted: bool = True, deleted: bool = False, number_text: str | None = None,
-            lines: list[tuple[str, float, float]] | None = None) -> str:
+            lines: list[tuple[str, float, float]] | None = None, status: str | None = None) -> str:
         obj = obj or fl["docs"][doc_type][0]
         row: dict[str, Any] = {"Ref_Key": guid, "Number": number_text or number(obj), "Date": wall(when), "Posted": posted,
                                "DeletionMark": deleted, "Контрагент_Key": cp, "Организация_Key": org,
@@ -405,6 +408,8 @@ def _seed_documents(ib: Infobase, co: SyntheticCompany, uah: str, org: str, anal
             row["ДокументОснование"], row["ДокументОснование_Type"] = basis[0], f"StandardODATA.{basis[1]}"
         if due is not None:
             row["СрокОплаты"] = wall(due)
+        if doc_type == "order" and fl.get("order_status"):
+            row[fl["order_status"]] = status or "КОтгрузке"
         ib.put(obj, row)
         ib.touch(guid, row["Date"])
         return obj
@@ -443,7 +448,7 @@ def _seed_documents(ib: Infobase, co: SyntheticCompany, uah: str, org: str, anal
             if contract is not None:
                 contract[fl["contract_term"]] = (debts[d.counterparty_guid].due - d.date.astimezone(KYIV).date()).days
         order_obj = doc("order", order_guid, d.date - timedelta(days=2), d.counterparty_guid, d.amount, manager=d.manager_guid,
-                        lines=d.lines)
+                        lines=d.lines, status="Закрыт" if d.posted else "КОтгрузке")
         invoice_obj = doc("invoice", invoice_guid, d.date - timedelta(days=1), d.counterparty_guid, d.amount,
                           manager=d.manager_guid, basis=(order_guid, order_obj), due=due, lines=d.lines)
         sale_obj = doc("sale", d.guid, d.date, d.counterparty_guid, d.amount, manager=d.manager_guid,
@@ -464,7 +469,7 @@ def _seed_documents(ib: Infobase, co: SyntheticCompany, uah: str, org: str, anal
             if d.basis_guid:
                 basis = (d.basis_guid, next((s.name for s in ib.sets.values() if d.basis_guid in s.rows), fl["docs"]["order"][0]))
             doc(d.type, d.guid, d.date, d.counterparty_guid, d.amount, manager=d.manager_guid, basis=basis,
-                posted=d.posted, deleted=d.deletion_mark, number_text=d.number,
+                posted=d.posted, deleted=d.deletion_mark, number_text=d.number, status=d.status,
                 due=datetime.combine(d.due, datetime.min.time(), anchor.tzinfo) if d.due else None)
     for reg, _, values in movements:
         ib.put(reg, values)

@@ -21,7 +21,7 @@ def test_plan_writes_nothing_run_writes_what_plan_showed_and_a_rerun_writes_noth
     tasks_before = len(portal.table("task"))
     plan = sandbox.plan_json()
     new = [a for a in plan["actions"] if a["state"] == "new"]
-    assert {a["rule"] for a in new} == {"forgotten", "lost", "unpaid", "debtors", "missed_call"}
+    assert {a["rule"] for a in new} == {"forgotten", "lost", "unpaid", "debtors", "missed_call", "invoice_sync"}
     assert len(portal.table("task")) == tasks_before and turbosms.outbox == []  # plan wrote nothing
 
     r = sandbox.cli("run", str(DEMO), "--once", "--now", ANCHOR)

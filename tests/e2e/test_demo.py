@@ -13,7 +13,7 @@ def test_demo_runs_every_rule_and_exits_0_speaking_ukrainian_from_any_folder(tmp
                        env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
-    for word in ("forgotten", "release", "lost", "unpaid", "debtors", "missed_call", "SMS на", "(з 1С)",
+    for word in ("forgotten", "release", "lost", "unpaid", "debtors", "missed_call", "invoice_sync", "SMS на", "(з 1С)",
                  "дзвінок зараховано як контакт"):
         assert word in out, word
     assert "з них нових: 0" in out  # the rerun did nothing twice

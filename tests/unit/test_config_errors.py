@@ -36,7 +36,7 @@ def problems(tmp_path: Path, body: str) -> tuple[Path, list[str]]:
 def test_unknown_rule_type_is_reported_at_the_type_line_with_a_suggestion(tmp_path):
     p, probs = problems(tmp_path, FORGOTTEN.replace("type: forgotten", "type: forgoten"))
     assert probs == [f"{p}:6: rules[0].type: unknown type `forgoten`; did you mean `forgotten`? "
-                     "(one of: forgotten, release, lost, unpaid, debtors, missed_call, greetings, rfm, replenish, recurring)"]
+                     "(one of: forgotten, release, lost, unpaid, debtors, missed_call, greetings, rfm, replenish, recurring, invoice_sync, order_status)"]
 
 
 def test_a_bad_after_reference_is_reported_at_the_after_line(tmp_path):
@@ -171,7 +171,7 @@ def test_validate_prints_one_problem_per_line_when_piped(tmp_path):
                        env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"}, cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 2
     lines = r.stderr.splitlines()
-    assert lines[0].startswith(f"{p}:6: rules[0].type: unknown type `forgoten`") and lines[0].endswith("recurring)")
+    assert lines[0].startswith(f"{p}:6: rules[0].type: unknown type `forgoten`") and lines[0].endswith("recurring, invoice_sync, order_status)")
     assert len(lines[0]) > 80 and len(lines) == 2 and lines[1] == f"1 проблема у {p}; нічого не запущено."
 
 

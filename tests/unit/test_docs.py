@@ -47,7 +47,8 @@ def test_the_configuration_reference_validates(tmp_path, monkeypatch):
     p = tmp_path / "reference.yaml"
     p.write_text(text, encoding="utf-8")
     s = load_settings(p)
-    assert {r.type for r in s.rules} == {"forgotten", "release", "lost", "unpaid", "debtors", "missed_call"}
+    assert {r.type for r in s.rules} == {"forgotten", "release", "lost", "unpaid", "debtors", "missed_call", "invoice_sync",
+                                         "order_status"}
 
 
 def _yaml_blocks_and_example_configs() -> list[tuple[str, str]]:
