@@ -21,9 +21,9 @@ import logging
 import threading
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl
 
 from binotel.mapping import call_from_wire
+from connector import httpserver
 from connector.config import BinotelPush
 from connector.domain import Call
 from connector.errors import RecordError
@@ -45,48 +45,9 @@ class BadRequest(Exception):
 def parse_php_form(body: str) -> dict[str, Any]:
     """``a[b][0][c]=x`` pairs -> nested dicts; maps keyed ``0..n-1`` become lists (PHP's view)."""
     try:
-        pairs = parse_qsl(body, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FIELDS)
-    except ValueError as e:
+        return httpserver.parse_php_form(body, max_fields=MAX_FIELDS, max_depth=MAX_DEPTH)
+    except httpserver.FormError as e:
         raise BadRequest(str(e)) from None
-    root: dict[str, Any] = {}
-    for raw_key, value in pairs:
-        parts = _split(raw_key)
-        node = root
-        for part in parts[:-1]:
-            nxt = node.get(part)
-            if not isinstance(nxt, dict):
-                nxt = node[part] = {}
-            node = nxt
-        node[parts[-1]] = value
-    return _listify(root)
-
-
-def _split(key: str) -> list[str]:
-    i = key.find("[")
-    if i <= 0:
-        if i == 0 or not key:
-            raise BadRequest(f"bad form key {key[:40]!r}")
-        return [key]
-    parts = [key[:i]]
-    rest = key[i:]
-    while rest:
-        if not rest.startswith("[") or "]" not in rest:
-            raise BadRequest(f"bad form key {key[:40]!r}")
-        j = rest.index("]")
-        parts.append(rest[1:j])
-        rest = rest[j + 1:]
-    if len(parts) > MAX_DEPTH:
-        raise BadRequest("form key nested too deep")
-    return parts
-
-
-def _listify(node: Any) -> Any:
-    if not isinstance(node, dict):
-        return node
-    out = {k: _listify(v) for k, v in node.items()}
-    if out and all(k.isdigit() for k in out) and sorted(int(k) for k in out) == list(range(len(out))):
-        return [out[str(i)] for i in range(len(out))]
-    return out
 
 
 class PushServer:

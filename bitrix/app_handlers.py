@@ -32,7 +32,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
 
 from sqlalchemy import select
 
@@ -41,7 +40,7 @@ from bitrix import mapping as m
 from bitrix.client import SYSTEM
 from bitrix.source import ENTITY_EVENTS, SMART_INVOICE
 from connector.errors import AuthError, ConnectorError, TransientError, UpstreamError
-from connector.httpserver import HttpRequest, HttpResponse
+from connector.httpserver import FormError, HttpRequest, HttpResponse, parse_php_form
 from connector.i18n import _
 from connector.journal import Change, Journal, State
 from connector.ports import ActionResult, Context, PlannedAction
@@ -77,32 +76,9 @@ def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
             raise BadRequest("JSON body is not an object")
         return data
     try:
-        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS)
-    except ValueError as e:
+        return parse_php_form(text, max_fields=MAX_FIELDS, max_depth=MAX_DEPTH)
+    except FormError as e:
         raise BadRequest(str(e)) from None
-    root: dict[str, Any] = {}
-    for raw, value in pairs:
-        i = raw.find("[")
-        parts = [raw] if i < 0 else [raw[:i], *[p.rstrip("]") for p in raw[i + 1:].split("[")]]
-        if not parts[0] or len(parts) > MAX_DEPTH:
-            raise BadRequest(f"bad form key {raw[:40]!r}")
-        node = root
-        for part in parts[:-1]:
-            nxt = node.get(part)
-            if not isinstance(nxt, dict):
-                nxt = node[part] = {}
-            node = nxt
-        node[parts[-1]] = value
-    return _listify(root)
-
-
-def _listify(node: Any) -> Any:
-    if not isinstance(node, dict):
-        return node
-    out = {k: _listify(v) for k, v in node.items()}
-    if out and all(k.isdigit() for k in out) and sorted(int(k) for k in out) == list(range(len(out))):
-        return [out[str(i)] for i in range(len(out))]
-    return out
 
 
 def _same(given: Any, stored: str | None) -> bool:

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -70,6 +70,58 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 def networks(allow_from: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(a.strip(), strict=False) for a in allow_from if a.strip()]
+
+
+class FormError(ValueError):
+    """A form body that cannot be read as PHP-style ``key[sub]=value`` pairs."""
+
+
+def parse_php_form(text: str, *, max_fields: int = 2000, max_depth: int = 6) -> dict[str, Any]:
+    """``a[b][0][c]=x`` pairs -> nested dicts, maps keyed ``0..n-1`` as lists: what PHP makes of
+    the forms Bitrix24 and Binotel post (events, robots, call webhooks)."""
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=max_fields)
+    except ValueError as e:
+        raise FormError(str(e)) from None
+    root: dict[str, Any] = {}
+    for raw_key, value in pairs:
+        parts = _form_key(raw_key, max_depth)
+        node = root
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = node[part] = {}
+            node = nxt
+        node[parts[-1]] = value
+    return _listify(root)
+
+
+def _form_key(key: str, max_depth: int) -> list[str]:
+    i = key.find("[")
+    if i <= 0:
+        if i == 0 or not key:
+            raise FormError(f"bad form key {key[:40]!r}")
+        return [key]
+    parts = [key[:i]]
+    rest = key[i:]
+    while rest:
+        if not rest.startswith("[") or "]" not in rest:
+            raise FormError(f"bad form key {key[:40]!r}")
+        j = rest.index("]")
+        parts.append(rest[1:j])
+        rest = rest[j + 1:]
+    if len(parts) > max_depth:
+        raise FormError("form key nested too deep")
+    return parts
+
+
+def _listify(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    out = {k: _listify(v) for k, v in node.items()}
+    if out and all(k.isdigit() for k in out) and sorted(int(k) for k in out) == list(range(len(out))):
+        return [out[str(i)] for i in range(len(out))]
+    return out
 
 
 def _json_error(status: int, message: str) -> HttpResponse:
