@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from connector.config import Settings, Where
+from connector.domain import make_key
 from connector.evidence import Evidence, aware
 from connector.i18n import _
 from connector.matching import primary_system
@@ -269,10 +270,14 @@ class Snapshot:
 
     # ------------------------------------------------------------------ clients
 
+    def person_key(self, ident: int | str) -> str:
+        """A user id from the config as a manager key of the primary CRM."""
+        text = str(ident)
+        return text if text.count(":") >= 2 else make_key(self.primary, "user", text)
+
     def scope(self, where: Where | None, kind: str | None = None) -> list[Any]:
         """SQL conditions on ``clients`` for a rule's scope (the primary CRM's live clients)."""
-        from connector.rules.base import person_key
-
+        person_key = Snapshot.person_key
         conds: list[Any] = [clients.c.system == self.primary, clients.c.deleted.is_(False)]
         if kind:
             conds.append(clients.c.kind == kind)

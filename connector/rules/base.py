@@ -18,7 +18,6 @@ from typing import Any
 
 from connector.calendar import BusinessCalendar
 from connector.config import Where
-from connector.domain import make_key
 from connector.i18n import _
 from connector.journal import DONE_STATES as _DONE
 from connector.journal import FINAL_STATES as _FINAL
@@ -79,8 +78,7 @@ def episode_of(rule_name: str, subject: str, period: str) -> str:
 
 def person_key(snap: Snapshot, ident: int | str) -> str:
     """A user id from the config as a manager key of the primary CRM."""
-    text = str(ident)
-    return text if text.count(":") >= 2 else make_key(snap.primary, "user", text)
+    return snap.person_key(ident)
 
 
 def in_scope(c: ClientView, where: Where | None, snap: Snapshot) -> bool:
