@@ -34,6 +34,7 @@ class Stats:
     """What the portal saw: HTTP requests (a batch is one), executions and operating time per method."""
 
     requests: int = 0
+    write_requests: int = 0  # requests (a batch is one) that ran at least one write command
     by_method: Counter = field(default_factory=Counter)
     operating: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     rejected: Counter = field(default_factory=Counter)  # error code -> count (503, 429, 401...)
@@ -136,19 +137,21 @@ class Portal(Methods):
         self.tokens: dict[str, Token] = {}  # access token -> Token
         self.refresh_tokens: dict[str, Token] = {}
         self.app_state: dict[str, list] = defaultdict(list)  # robots, triggers, event bindings, senders
+        self.write_log: list[tuple[str, dict]] | None = None  # a list: every write command run, (method, params)
 
     # ------------------------------------------------------------ construction
 
     @classmethod
     def from_company(cls, company: Any, *, webhook_user: int = 1, webhook_code: str = "sandboxsecret0001",
                      plan: str = "standard", rate_limit: bool = True, time_scale: float = 0.0,
-                     scopes: tuple[str, ...] = DEFAULT_SCOPES) -> "Portal":
-        """A portal holding ``company`` (a :class:`connector.sandbox.SyntheticCompany`)."""
+                     scopes: tuple[str, ...] = DEFAULT_SCOPES, compact: bool = False) -> "Portal":
+        """A portal holding ``company`` (a :class:`connector.sandbox.SyntheticCompany`);
+        ``compact`` for benchmark portals with millions of rows (see :mod:`bitrix.emulator.seed`)."""
         from bitrix.emulator.seed import seed
 
         portal = cls(webhook_user=webhook_user, webhook_code=webhook_code, plan=plan, rate_limit=rate_limit,
                      time_scale=time_scale, scopes=scopes)
-        seed(portal, company)
+        seed(portal, company, compact=compact)
         portal.admins.add(webhook_user)
         return portal
 
