@@ -1,0 +1,616 @@
+"""The benchmark a user would run: the whole ``connector`` process against a seeded portal at scale.
+
+    python bench/portal.py [--clients 100000] [--quick] [--time-scale 0.05] [--repeat 3]
+                           [--skip-baseline] [--workdir DIR] [--serve] [--write-results]
+
+A child process seeds the project's own emulators from :func:`connector.sandbox.generate_at_scale`
+(Bitrix24 with the standard plan's leaky bucket and modelled operating time, Binotel, 1C OData
+УТ 11) and serves them on loopback, so the connector's process is measured alone. Per 100k
+clients: ~130k contacts, ~300k deals, ~2M activities, ~50k invoices, ~20k tasks (some due in the
+future, keeping quiet clients), ~20k Binotel calls, ~30k 1C sales (each an order -> invoice ->
+sale -> payment chain). ``--clients`` scales every table; ``--quick`` is 5,000 clients.
+
+Each step is ``python -m connector.cli ...`` as a subprocess with ``--now`` pinned to the seed's
+anchor, a config written here and a store in the work directory:
+
+1. ``sync`` (first, full); 2. ``sync`` again (nothing changed); 3. ``sync`` after 1% of companies,
+deals and activities were edited in the emulator; 4. ``plan`` on an empty journal; 5. ``run
+--once`` (write-back; the config's safety limits let it act on everything); 6. ``plan`` the day
+after (``--now`` + 1 day, journal full). Steps 4 and 6 run ``--repeat`` times (median, min, max).
+Then the same workload through a plain fast-bitrix24 script on a freshly seeded portal: every
+table with ``get_all``, timeline comments per company with ``call``, and the write commands the
+connector sent in step 5 replayed with ``call`` (fast-bitrix24's own batching, 50 per batch).
+
+Figures per step: rows synced per system (the store's stream counters), HTTP requests per system
+as each emulator counted them, the Bitrix24 API's minimum for those rows (``ceil(rows / 2500)``
+per list, 50-row pages x 50 commands per batch, plus ``ceil(companies / 50)`` for timeline
+comments, which can only be listed per company) or for the write-back (``ceil(actions / 50)``),
+wall time and peak RSS of the process (``os.wait4``: that child's own ``ru_maxrss``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import re
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CODE = "portalbench0001"
+QUICK_CLIENTS = 5000
+PAGE_ROWS = 2500  # 50-row pages x 50 commands per batch
+BATCH = 50
+LIST_TABLES = ("user", "company", "contact", "deal", "activity", "invoice", "task")  # what a full read lists
+
+CONFIG = """\
+timezone: Europe/Kyiv
+store: sqlite:///{db}
+calendar: {{country: UA, workdays: [mon, tue, wed, thu, fri], hours: "09:00-18:00"}}
+phone_region: UA
+bitrix24:
+  webhook_url: "{bitrix}"
+  fields: [UF_CRM_TEMPERATURE]
+  guid_field: UF_CRM_1C_GUID
+onec:
+  odata: {{url: "{onec_url}", user: "{onec_user}", password: "{onec_password}"}}
+  preset: ut11
+  match: [tax_id, guid_field, phone]
+binotel: {{key: "{binotel_key}", secret: "{binotel_secret}", url: "{binotel_url}"}}
+people: {{supervisor: 1, duty_manager: 2}}
+safety: {{max_actions_per_run: 100000000, max_share: 1}}
+rules:
+  - name: forgotten
+    type: forgotten
+    clients: companies
+    inactive_days: 60
+    keep_while_future_task: true
+    actions: [{{task: {{title: "No contact: {{{{ client.title }}}}", deadline: 3 workdays}}}}]
+  - name: release
+    type: release
+    after: forgotten
+    grace_days: 14
+    reassign: {{to: [7, 9], strategy: round_robin}}
+    actions: [{{notify: [supervisor, previous_responsible]}}]
+  - name: lost
+    type: lost
+    clients: companies
+    min_purchases: 2
+    after_days: 180
+    cadence: {{field: UF_CRM_TEMPERATURE, days: {{warm: 14, cold: 30}}, default_days: 30}}
+    actions: [{{task: {{title: "Win back: {{{{ client.title }}}}", deadline: 1 workdays}}}}]
+  - name: unpaid
+    type: unpaid
+    overdue_days: 3
+    actions: [{{task: {{title: "Unpaid: {{{{ invoice.title }}}}", deadline: 1 workdays}}}}]
+  - name: debtors
+    type: debtors
+    min_amount: 1000
+    overdue_days: 7
+    actions: [{{task: {{title: "Debt {{{{ debt.amount | money }}}}: {{{{ client.title }}}}", deadline: 1 workdays}}}}]
+  - name: missed_call
+    type: missed_call
+    callback_within_minutes: 15
+    actions: [{{task: {{title: "Call back {{{{ call.phone }}}}", deadline: 2 hours}}}}]
+"""
+
+
+# ---------------------------------------------------------------- the emulators, in a child process
+
+
+def _rss_mib() -> tuple[float, float]:
+    """(current, peak) resident memory of this process, MiB."""
+    status = Path("/proc/self/status").read_text()
+    cur = re.search(r"VmRSS:\s+(\d+)", status)
+    peak = re.search(r"VmHWM:\s+(\d+)", status)
+    if cur and peak:
+        return int(cur.group(1)) / 1024, int(peak.group(1)) / 1024
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak_kb / 1024, peak_kb / 1024
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _serve(conn: Any, clients: int, time_scale: float, seed: int) -> None:
+    """Seed Bitrix24, Binotel and 1C from one company at scale, serve them, answer the pipe."""
+    from binotel.emulator import BinotelEmulator
+    from bitrix.emulator import EmulatorServer, Portal
+    from connector.sandbox import generate_at_scale
+    from onec.emulator import SANDBOX_PASSWORD, SANDBOX_USER
+    from onec.emulator.base import seed as onec_seed
+    from onec.emulator.odata import ODataEmulator
+
+    t0 = time.monotonic()
+    co = generate_at_scale(clients, seed=seed)
+    t1 = time.monotonic()
+    portal = Portal.from_company(co, webhook_user=1, webhook_code=CODE, plan="standard", rate_limit=True,
+                                 time_scale=time_scale, compact=True)
+    t2 = time.monotonic()
+    binotel = BinotelEmulator(co)
+    ib = onec_seed(co, "ut11")
+    odata = ODataEmulator(ib, user=SANDBOX_USER, password=SANDBOX_PASSWORD)
+    t3 = time.monotonic()
+    anchor = co.anchor
+    sizes = {name: len(t.rows) for name, t in portal.tables.items()}
+    sizes["binotel calls"] = len(binotel.calls)
+    sizes["1C documents"] = sum(len(s.rows) for s in ib.sets.values() if s.kind == "document")
+    sizes["1C counterparties"] = len(ib.sets["Catalog_Контрагенты"].rows)
+    del co
+    gc.collect()
+    # The synthetic rows are stamped up to the anchor; a real portal never holds a row modified
+    # in the future, so the portal clock starts that evening and runs in real time.
+    start, base = time.monotonic(), anchor.replace(hour=23, minute=59, second=0)
+    portal.clock = lambda: base + timedelta(seconds=time.monotonic() - start)
+    srv = EmulatorServer(portal).start()
+    # a client that gives up mid-batch (the baseline on a 429) leaves broken pipes: not news
+    srv.httpd.handle_error = lambda request, client_address: None
+    binotel_url = binotel.start()
+    odata_url = odata.start()
+    rss, peak = _rss_mib()
+    conn.send({
+        "anchor": anchor.isoformat(), "bitrix": srv.webhook_url, "binotel_url": binotel_url, "binotel_key": binotel.key,
+        "binotel_secret": binotel.secret, "onec_url": odata_url, "onec_user": odata.user, "onec_password": odata.password,
+        "sizes": sizes, "seconds": {"generate": t1 - t0, "bitrix24": t2 - t1, "binotel + 1C": t3 - t2},
+        "rss_mib": rss, "peak_mib": peak,
+    })
+    try:
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "stats":
+                s = portal.stats
+                conn.send({"bitrix24": s.requests, "bitrix24 writes": s.write_requests,
+                           "bitrix24 rejected": sum(s.rejected.values()), "bitrix24 operating": sum(s.operating.values()),
+                           "1c": odata.count(), "binotel": len(binotel.requests), "rss_mib": _rss_mib()[0],
+                           "cpu": _cpu()})
+            elif cmd == "change":
+                conn.send(_change(portal, arg))
+            elif cmd == "record":
+                portal.write_log = [] if arg else None
+                conn.send(True)
+            elif cmd == "writes":
+                conn.send(list(portal.write_log or []))
+            elif cmd == "stop":
+                conn.send(True)
+                return
+    finally:
+        srv.stop()
+        binotel.stop()
+        odata.stop()
+
+
+def _change(portal: Any, share: float) -> dict[str, int]:
+    """Users edit ``share`` of companies, deals and activities (each edit stamps its modify time)."""
+    rng = random.Random(42)
+    done = {}
+    for entity, fname in (("company", "COMMENTS"), ("deal", "COMMENTS"), ("activity", "DESCRIPTION")):
+        ids = list(portal.tables[entity].rows)
+        picked = rng.sample(ids, max(1, round(len(ids) * share)))
+        for rid in picked:
+            portal.touch(entity, rid, **{fname: "edited by a user"})
+        done[entity] = len(picked)
+    return done
+
+
+class Emulators:
+    """The child process holding every emulator; a pipe asks it for counters and edits."""
+
+    def __init__(self, clients: int, time_scale: float, seed: int):
+        ctx = mp.get_context("fork")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, clients, time_scale, seed), daemon=True)
+        self.proc.start()
+        self.info: dict = self.conn.recv()
+
+    def ask(self, cmd: str, arg: Any = None) -> Any:
+        self.conn.send((cmd, arg))
+        return self.conn.recv()
+
+    def stop(self) -> None:
+        try:
+            self.ask("stop")
+        finally:
+            self.proc.join(30)
+
+
+# ---------------------------------------------------------------- one measured process
+
+
+@dataclass
+class Proc:
+    wall: float
+    peak_mib: float
+    code: int
+    out: str
+
+
+def run_process(argv: list[str], log: Path, env: dict[str, str]) -> Proc:
+    """Run ``argv`` to its end; wall time and that child's own peak RSS (``os.wait4``)."""
+    with open(log, "w", encoding="utf-8") as fh:
+        t0 = time.monotonic()
+        p = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.monotonic() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return Proc(wall, usage.ru_maxrss / 1024, p.returncode, log.read_text(encoding="utf-8", errors="replace"))
+
+
+@dataclass
+class Step:
+    name: str
+    command: str = ""
+    runs: list[Proc] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)  # per system
+    requests: dict[str, int] = field(default_factory=dict)  # per system, and "bitrix24 writes"/"rejected"
+    emulator_cpu: float | None = None  # CPU seconds the emulators spent serving this step
+    minimum: int | None = None  # Bitrix24 reads
+    actions: int | None = None  # planned (plan) or executed (run)
+    write_minimum: int | None = None
+    note: str = ""
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(r.wall for r in self.runs) if self.runs else 0.0
+
+    @property
+    def peak(self) -> float:
+        return statistics.median(r.peak_mib for r in self.runs) if self.runs else 0.0
+
+
+def store_rows(db: Path) -> dict[str, int]:
+    """Rows the connector has written per system so far (its per-stream counters)."""
+    if not db.exists():
+        return {}
+    with sqlite3.connect(db) as conn:
+        return {system: int(n or 0) for system, n in conn.execute("SELECT system, SUM(rows) FROM cursors GROUP BY system")}
+
+
+def journal_states(db: Path) -> dict[str, int]:
+    if not db.exists():
+        return {}
+    with sqlite3.connect(db) as conn:
+        try:
+            return dict(conn.execute("SELECT state, COUNT(*) FROM journal GROUP BY state").fetchall())
+        except sqlite3.OperationalError:
+            return {}
+
+
+def planned_actions(out: str) -> int | None:
+    """Actions a ``plan`` printed (its per-rule lines: "rule (type): F of S in scope, N actions")."""
+    found = re.findall(r"in scope, (\d+) actions?\b", out)
+    return sum(int(n) for n in found) if found else None
+
+
+def list_minimum(sizes: dict[str, int]) -> int:
+    """Requests the Bitrix24 API needs at least to list every table once (see the docstring)."""
+    n = sum(max(1, math.ceil(sizes.get(t, 0) / PAGE_ROWS)) for t in LIST_TABLES)
+    return n + math.ceil(sizes.get("company", 0) / BATCH)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path):
+        self.a = args
+        self.dir = workdir
+        self.db = workdir / "store.db"
+        self.cfg = workdir / "portal.yaml"
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.steps: list[Step] = []
+
+    def connector(self, emu: Emulators, step: Step, args: list[str], *, repeat: int = 1) -> Step:
+        argv = [sys.executable, "-m", "connector.cli", *args]
+        step.command = "connector " + " ".join(a if not a.endswith(".yaml") else self.cfg.name for a in args)
+        before, rows0, jour0 = emu.ask("stats"), store_rows(self.db), journal_states(self.db)
+        for n in range(repeat):
+            slug = re.sub(r"[^a-z0-9]+", "-", step.name.lower()).strip("-")
+            proc = run_process(argv, self.dir / f"{len(self.steps) + 1:02d}-{slug}-{n + 1}.log", self.env)
+            step.runs.append(proc)
+            print(f"  {step.name}: exit {proc.code}, {proc.wall:.1f} s, peak {proc.peak_mib:.0f} MiB", flush=True)
+            if proc.code not in (0,):
+                step.note = f"exit {proc.code}: " + " ".join(proc.out.strip().splitlines()[-3:])[:300]
+        after, rows1, jour1 = emu.ask("stats"), store_rows(self.db), journal_states(self.db)
+        for k in ("bitrix24", "1c", "binotel", "bitrix24 writes", "bitrix24 rejected"):
+            step.requests[k] = round((after[k] - before[k]) / repeat)
+        step.emulator_cpu = (after["cpu"] - before["cpu"]) / repeat
+        step.rows = {k: round((rows1.get(k, 0) - rows0.get(k, 0)) / repeat) for k in rows1}
+        if args[0] == "plan":
+            step.actions = planned_actions(step.runs[-1].out)
+        if args[0] == "run":
+            acted = sum(v for k, v in jour1.items() if k != "planned") - sum(v for k, v in jour0.items() if k != "planned")
+            step.actions = acted
+            step.write_minimum = math.ceil(acted / BATCH)
+            step.note = (step.note + " " if step.note else "") + "journal: " + ", ".join(f"{k} {v}" for k, v in sorted(jour1.items()))
+        self.steps.append(step)
+        return step
+
+    def run(self) -> tuple[dict, Step | None]:
+        a = self.a
+        print(f"seeding the emulators ({a.clients:,} clients) in a child process ...", flush=True)
+        emu = Emulators(a.clients, a.time_scale, a.seed)
+        info = emu.info
+        try:
+            print(f"  seeded in {sum(info['seconds'].values()):.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in info['seconds'].items())}); "
+                  f"emulator RSS {info['rss_mib']:,.0f} MiB (peak {info['peak_mib']:,.0f})", flush=True)
+            print("  " + ", ".join(f"{k} {v:,}" for k, v in info["sizes"].items() if v), flush=True)
+            anchor = datetime.fromisoformat(info["anchor"])
+            now, tomorrow = anchor.isoformat(), (anchor + timedelta(days=1)).isoformat()
+            self.cfg.write_text(CONFIG.format(db=self.db, **info), encoding="utf-8")
+            cfg = str(self.cfg)
+
+            first = self.connector(emu, Step("first full sync"), ["sync", cfg, "--now", now])
+            first.minimum = list_minimum(info["sizes"])
+            self.connector(emu, Step("no-change sync"), ["sync", cfg, "--now", now])
+            changed = emu.ask("change", 0.01)
+            step = self.connector(emu, Step("1% changed sync"), ["sync", cfg, "--now", now])
+            step.note = "edited: " + ", ".join(f"{k} {v:,}" for k, v in changed.items())
+            self.connector(emu, Step("plan, empty journal"), ["plan", cfg, "--now", now], repeat=a.repeat)
+            shutil.copyfile(self.db, self.dir / "store-empty-journal.db")
+            emu.ask("record", True)
+            self.connector(emu, Step("run --once"), ["run", cfg, "--once", "--now", now])
+            writes = emu.ask("writes")
+            emu.ask("record", False)
+            self.connector(emu, Step("plan, next day"), ["plan", cfg, "--now", tomorrow], repeat=a.repeat)
+            info["rss_after_mib"] = emu.ask("stats")["rss_mib"]
+            if a.serve:
+                self.serve(info, now, tomorrow)
+        finally:
+            emu.stop()
+        base = None
+        if not a.skip_baseline:
+            base = self.baseline(writes, first.minimum)
+        return info, base
+
+    def baseline(self, writes: list, minimum: int | None) -> Step:
+        print("baseline: plain fast-bitrix24 on a freshly seeded portal ...", flush=True)
+        wfile = self.dir / "writes.json"
+        wfile.write_text(json.dumps(writes, ensure_ascii=False), encoding="utf-8")
+        emu = Emulators(self.a.clients, self.a.time_scale, self.a.seed)
+        step = Step("fast-bitrix24 script", command="python bench/portal.py --baseline-worker URL writes.json")
+        try:
+            before = emu.ask("stats")
+            proc = run_process([sys.executable, __file__, "--baseline-worker", emu.info["bitrix"], str(wfile)],
+                               self.dir / "90-baseline.log", self.env)
+            after = emu.ask("stats")
+        finally:
+            emu.stop()
+        step.runs.append(proc)
+        for k in ("bitrix24", "bitrix24 writes", "bitrix24 rejected"):
+            step.requests[k] = after[k] - before[k]
+        step.emulator_cpu = after["cpu"] - before["cpu"]
+        step.minimum = minimum
+        report = _last_json(proc.out)
+        step.rows = {"bitrix24": sum(v for k, v in report.get("rows", {}).items() if k not in ("requisites", "departments"))}
+        step.actions = report.get("written", 0)
+        step.write_minimum = math.ceil(sum(1 for w in writes) / BATCH) if writes else 0
+        errors = report.get("errors", {})
+        step.note = ("stopped: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))[:600] if errors else ""
+        print(f"  baseline: exit {proc.code}, {proc.wall:.1f} s, {step.requests['bitrix24']} requests, "
+              f"rows {report.get('rows')}", flush=True)
+        return step
+
+    def serve(self, info: dict, now: str, tomorrow: str) -> None:
+        empty = self.dir / "portal-empty-journal.yaml"
+        empty.write_text(self.cfg.read_text(encoding="utf-8").replace(str(self.db), str(self.dir / "store-empty-journal.db")),
+                         encoding="utf-8")
+        print(f"\nserving; time any command against these (Enter or Ctrl-C stops):\n"
+              f"  {sys.executable} -m connector.cli plan {empty} --now {now}\n"
+              f"  {sys.executable} -m connector.cli plan {self.cfg} --now {tomorrow}", flush=True)
+        try:
+            input()
+        except (KeyboardInterrupt, EOFError):
+            pass
+
+
+def _last_json(out: str) -> dict:
+    for line in reversed(out.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                break
+    return {}
+
+
+# ---------------------------------------------------------------- the baseline script
+
+
+def baseline_worker(url: str, writes_file: str) -> None:
+    """What an integrator writes with fast-bitrix24: ``get_all`` per table, comments per company
+    with ``call``, then the connector's write commands with ``call`` (batches of 50). A stage that
+    fails is reported and the script goes on with the next one. Prints one JSON line."""
+    import logging
+
+    from fast_bitrix24 import Bitrix
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # its abandoned tasks after a 429
+    b = Bitrix(url, verbose=False)
+    rows: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    kept: dict[str, list] = {}
+
+    def stage(name: str, fn: Any) -> None:
+        try:
+            got = list(fn() or [])
+        except Exception as e:  # the script meets the portal's limits as they come: report  # noqa: BLE001
+            errors[name] = f"{type(e).__name__}: {str(e)[:160]}"
+            got = []
+        rows[name] = len(got)
+        kept[name] = got
+
+    stage("users", lambda: b.get_all("user.get"))
+    stage("departments", lambda: b.get_all("department.get"))
+    stage("companies", lambda: b.get_all("crm.company.list", {"select": [
+        "ID", "TITLE", "COMPANY_TYPE", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "LAST_ACTIVITY_TIME", "PHONE",
+        "EMAIL", "UF_CRM_TEMPERATURE", "UF_CRM_1C_GUID"]}))
+    stage("requisites", lambda: b.get_all("crm.requisite.list", {"select": ["ID", "ENTITY_TYPE_ID", "ENTITY_ID", "RQ_INN",
+                                                                          "RQ_EDRPOU"]}))
+    stage("contacts", lambda: b.get_all("crm.contact.list", {"select": [
+        "ID", "NAME", "SECOND_NAME", "LAST_NAME", "TYPE_ID", "COMPANY_ID", "BIRTHDATE", "ASSIGNED_BY_ID", "DATE_CREATE",
+        "DATE_MODIFY", "PHONE", "EMAIL"]}))
+    stage("deals", lambda: b.get_all("crm.deal.list", {"select": [
+        "ID", "TITLE", "STAGE_ID", "STAGE_SEMANTIC_ID", "CATEGORY_ID", "OPPORTUNITY", "CURRENCY_ID", "COMPANY_ID",
+        "CONTACT_ID", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "CLOSEDATE", "CLOSED"]}))
+    stage("activities", lambda: b.get_all("crm.activity.list", {"select": [
+        "ID", "OWNER_ID", "OWNER_TYPE_ID", "TYPE_ID", "PROVIDER_ID", "SUBJECT", "COMPLETED", "START_TIME", "END_TIME",
+        "DEADLINE", "LAST_UPDATED", "RESPONSIBLE_ID", "DIRECTION"]}))
+    stage("invoices", lambda: b.get_all("crm.item.list", {"entityTypeId": 31}))
+    stage("tasks", lambda: b.get_all("tasks.task.list", {"select": [
+        "ID", "TITLE", "DESCRIPTION", "RESPONSIBLE_ID", "DEADLINE", "STATUS", "CREATED_DATE", "CLOSED_DATE",
+        "CHANGED_DATE", "UF_CRM_TASK"]}))
+
+    def comments() -> list:
+        ids = [c["ID"] for c in kept.get("companies", [])]
+        if not ids:
+            return []
+        res = b.call("crm.timeline.comment.list", [{"filter": {"ENTITY_ID": i, "ENTITY_TYPE": "company"}} for i in ids])
+        return [row for page in (res if isinstance(res, tuple) else [res]) for row in (page or [])]
+
+    stage("comments", comments)
+    kept.clear()
+
+    writes = json.loads(Path(writes_file).read_text(encoding="utf-8"))
+    by_method: dict[str, list] = {}
+    for method, params in writes:
+        by_method.setdefault(method, []).append(params)
+    written = 0
+    for method, items in by_method.items():
+        try:
+            res = b.call(method, items)
+            written += len(res) if isinstance(res, (list, tuple)) else 1
+        except Exception as e:  # noqa: BLE001 - reported like the reads
+            errors[f"write {method}"] = f"{type(e).__name__}: {str(e)[:160]}"
+    print(json.dumps({"rows": rows, "errors": errors, "written": written}))
+
+
+# ---------------------------------------------------------------- output
+
+
+def table(steps: list[Step], repeat: int) -> str:
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:,}" if isinstance(v, int) else str(v)
+
+    def rows_of(s: Step) -> str:
+        parts = [f"{k} {v:,}" for k, v in s.rows.items() if v]
+        return " / ".join(parts) if parts else "0"
+
+    def wall(s: Step) -> str:
+        if len(s.runs) > 1:
+            ws = [r.wall for r in s.runs]
+            return f"{s.wall:,.1f} ({min(ws):,.1f}-{max(ws):,.1f})"
+        return f"{s.wall:,.1f}"
+
+    lines = [
+        ["rows synced (read)", *[rows_of(s) for s in steps]],
+        ["Bitrix24 requests", *[fmt(s.requests.get("bitrix24")) for s in steps]],
+        ["Bitrix24 API minimum (reads)", *[fmt(s.minimum) for s in steps]],
+        ["Bitrix24 requests with writes", *[fmt(s.requests.get("bitrix24 writes")) for s in steps]],
+        ["actions (planned / written)", *[fmt(s.actions) for s in steps]],
+        ["write-back minimum ceil(actions/50)", *[fmt(s.write_minimum) for s in steps]],
+        ["answered 503/429 by the portal", *[fmt(s.requests.get("bitrix24 rejected")) for s in steps]],
+        ["1C requests", *[fmt(s.requests.get("1c")) for s in steps]],
+        ["Binotel requests", *[fmt(s.requests.get("binotel")) for s in steps]],
+        ["wall time, s" + (f" (median of {repeat}; min-max)" if repeat > 1 else ""), *[wall(s) for s in steps]],
+        ["peak RSS of the process, MiB", *[f"{s.peak:,.0f}" for s in steps]],
+        ["emulators' CPU meanwhile, s", *["n/a" if s.emulator_cpu is None else f"{s.emulator_cpu:,.1f}" for s in steps]],
+    ]
+    head = ["", *[s.name for s in steps]]
+    widths = [max(len(str(row[i])) for row in [head, *lines]) for i in range(len(head))]
+    out = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(head, widths, strict=True)) + " |",
+           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += ["| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in lines]
+    notes = [f"* {s.name}: `{s.command}`" + (f"; {s.note}" if s.note else "") for s in steps]
+    return "\n".join(out + [""] + notes)
+
+
+def write_results(cmd: str, a: argparse.Namespace, info: dict, report: str) -> None:
+    path = Path(__file__).with_name("RESULTS.md")
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    title = f"## Portal scale: {a.clients:,} clients"
+    sizes = ", ".join(f"{k} {v:,}" for k, v in info["sizes"].items() if v and k not in ("department", "status"))
+    section = (
+        f"{title}\n\n"
+        f"Command: `{cmd}` ({datetime.now().astimezone():%Y-%m-%d}; emulated Bitrix24 on the standard plan with its "
+        f"leaky bucket and operating-time model, time_scale {a.time_scale}; Binotel; 1C OData УТ 11).\n\n"
+        f"Seeded: {sizes}. Seeding took {sum(info['seconds'].values()):,.0f} s; the emulators' process held "
+        f"{info['rss_mib']:,.0f} MiB after seeding, {info.get('rss_after_mib', 0):,.0f} MiB at the end.\n\n"
+        f"{report}\n\n"
+        "How to read it: every column is one whole `connector` process (`python -m connector.cli ...`, a "
+        "subprocess with `--now` pinned to the seed's anchor; the store is SQLite in the work directory). Rows: the "
+        "store's per-stream counters (rows written by that process, per system). Requests: counted by each "
+        "emulator. Bitrix24 minimum: `ceil(rows / 2500)` per list plus `ceil(companies / 50)` for timeline "
+        "comments; write-back minimum: `ceil(actions / 50)`. Peak RSS: `ru_maxrss` of that process from "
+        "`os.wait4`. `plan` includes its own sync (a no-change cycle). Binotel keeps its real 1 s between "
+        "requests. The fast-bitrix24 column is a separate script on a freshly seeded portal "
+        "(`get_all` per table, comments per company with `call`, then the connector's write commands with "
+        "`call`); its rows are what it had read when each stage ended.\n"
+    )
+    pattern = rf"^{re.escape(title)}\n.*?(?=^## |\Z)"
+    if re.search(pattern, text, flags=re.M | re.S):
+        text = re.sub(pattern, lambda _: section + "\n", text, flags=re.M | re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, encoding="utf-8")
+    print(f"written to {path}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", type=int, default=100_000, help="companies in the CRM; every table scales with it")
+    ap.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK_CLIENTS:,} clients, plans run once")
+    ap.add_argument("--time-scale", type=float, default=0.05, help="share of the modelled server time the portal sleeps")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each plan step (median, min, max)")
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--workdir", default=None, help="keep the store, configs and logs here (default: a temp dir)")
+    ap.add_argument("--serve", action="store_true", help="at the end keep the emulators up for timing by hand")
+    ap.add_argument("--write-results", action="store_true", help="write a 'Portal scale' section into bench/RESULTS.md")
+    ap.add_argument("--baseline-worker", nargs=2, metavar=("URL", "WRITES"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.baseline_worker:
+        baseline_worker(*a.baseline_worker)
+        return 0
+    cmd = "python bench/portal.py " + " ".join(sys.argv[1:])
+    if a.quick:
+        a.clients, a.repeat = QUICK_CLIENTS, 1
+    tmp = None
+    if a.workdir:
+        workdir = Path(a.workdir)
+        if workdir.exists() and any(workdir.iterdir()):
+            ap.error(f"--workdir {workdir} is not empty")
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="portal-bench-")
+        workdir = Path(tmp.name)
+    bench = Bench(a, workdir)
+    info, base = bench.run()
+    steps = bench.steps + ([base] if base else [])
+    report = table(steps, a.repeat)
+    print()
+    print(report)
+    if a.write_results:
+        write_results(cmd, a, info, report)
+    if tmp is not None:
+        tmp.cleanup()
+    return 0 if all(r.code == 0 for s in bench.steps for r in s.runs) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
