@@ -45,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -181,7 +182,7 @@ def _serve(conn: Any, clients: int, time_scale: float, seed: int) -> None:
                 conn.send({"bitrix24": s.requests, "bitrix24 writes": s.write_requests,
                            "bitrix24 rejected": sum(s.rejected.values()), "bitrix24 operating": sum(s.operating.values()),
                            "1c": odata.count(), "binotel": len(binotel.requests), "rss_mib": _rss_mib()[0],
-                           "cpu": _cpu()})
+                           "cpu": _cpu(), "returned": dict(s.returned)})
             elif cmd == "change":
                 conn.send(_change(portal, arg))
             elif cmd == "record":
@@ -243,13 +244,19 @@ class Proc:
     out: str
 
 
-def run_process(argv: list[str], log: Path, env: dict[str, str]) -> Proc:
-    """Run ``argv`` to its end; wall time and that child's own peak RSS (``os.wait4``)."""
+def run_process(argv: list[str], log: Path, env: dict[str, str], *, cap: float | None = None) -> Proc:
+    """Run ``argv`` to its end (or kill it after ``cap`` seconds); wall time and that child's
+    own peak RSS (``os.wait4``)."""
     with open(log, "w", encoding="utf-8") as fh:
         t0 = time.monotonic()
         p = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        timer = threading.Timer(cap, p.kill) if cap else None
+        if timer:
+            timer.start()
         _, status, usage = os.wait4(p.pid, 0)
         wall = time.monotonic() - t0
+        if timer:
+            timer.cancel()
     p.returncode = os.waitstatus_to_exitcode(status)
     return Proc(wall, usage.ru_maxrss / 1024, p.returncode, log.read_text(encoding="utf-8", errors="replace"))
 
@@ -266,14 +273,21 @@ class Step:
     actions: int | None = None  # planned (plan) or executed (run)
     write_minimum: int | None = None
     note: str = ""
+    stages: bool = False  # runs are consecutive parts of one workload (summed), not repeats (median)
 
     @property
     def wall(self) -> float:
-        return statistics.median(r.wall for r in self.runs) if self.runs else 0.0
+        if not self.runs:
+            return 0.0
+        walls = [r.wall for r in self.runs]
+        return sum(walls) if self.stages else statistics.median(walls)
 
     @property
     def peak(self) -> float:
-        return statistics.median(r.peak_mib for r in self.runs) if self.runs else 0.0
+        if not self.runs:
+            return 0.0
+        peaks = [r.peak_mib for r in self.runs]
+        return max(peaks) if self.stages else statistics.median(peaks)
 
 
 def store_rows(db: Path) -> dict[str, int]:
@@ -341,7 +355,7 @@ class Bench:
         self.steps.append(step)
         return step
 
-    def run(self) -> tuple[dict, Step | None]:
+    def run(self) -> tuple[dict, list[Step]]:
         a = self.a
         print(f"seeding the emulators ({a.clients:,} clients) in a child process ...", flush=True)
         emu = Emulators(a.clients, a.time_scale, a.seed)
@@ -363,59 +377,91 @@ class Bench:
             step.note = "edited: " + ", ".join(f"{k} {v:,}" for k, v in changed.items())
             self.connector(emu, Step("plan, empty journal"), ["plan", cfg, "--now", now], repeat=a.repeat)
             shutil.copyfile(self.db, self.dir / "store-empty-journal.db")
-            emu.ask("record", True)
-            self.connector(emu, Step("run --once"), ["run", cfg, "--once", "--now", now])
-            writes = emu.ask("writes")
-            emu.ask("record", False)
-            self.connector(emu, Step("plan, next day"), ["plan", cfg, "--now", tomorrow], repeat=a.repeat)
+            writes: list = []
+            if not a.no_run:
+                emu.ask("record", True)
+                self.connector(emu, Step("run --once"), ["run", cfg, "--once", "--now", now])
+                writes = emu.ask("writes")
+                emu.ask("record", False)
+                self.connector(emu, Step("plan, next day"), ["plan", cfg, "--now", tomorrow], repeat=a.repeat)
             info["rss_after_mib"] = emu.ask("stats")["rss_mib"]
             if a.serve:
                 self.serve(info, now, tomorrow)
         finally:
             emu.stop()
-        base = None
-        if not a.skip_baseline:
-            base = self.baseline(writes, first.minimum)
+        base = [] if a.skip_baseline else self.baseline(writes, info["sizes"])
         return info, base
 
-    def baseline(self, writes: list, minimum: int | None) -> Step:
+    def baseline(self, writes: list, sizes: dict[str, int]) -> list[Step]:
+        """The same workload through plain fast-bitrix24 on a freshly seeded portal: one process
+        per table (``get_all``, stopped after ``--baseline-cap`` seconds), one for the timeline
+        comments of every company, one replaying the connector's write commands."""
         print("baseline: plain fast-bitrix24 on a freshly seeded portal ...", flush=True)
         wfile = self.dir / "writes.json"
         wfile.write_text(json.dumps(writes, ensure_ascii=False), encoding="utf-8")
+        cap = self.a.baseline_cap
+        reads = Step("fast-bitrix24 get_all", command=f"get_all per table, each stopped after {cap:g} s", stages=True)
+        reads.minimum = list_minimum(sizes)
+        write = Step("fast-bitrix24 call (writes)", command="call(method, [params...]) per method, batches of 50")
         emu = Emulators(self.a.clients, self.a.time_scale, self.a.seed)
-        step = Step("fast-bitrix24 script", command="python bench/portal.py --baseline-worker URL writes.json")
+        url = emu.info["bitrix"]
+        stages = [(name, ["read", url, name]) for name, *_ in READS]
+        stages.append(("comments", ["comments", url, str(sizes.get("company", 0))]))
+        notes = []
         try:
-            before = emu.ask("stats")
-            proc = run_process([sys.executable, __file__, "--baseline-worker", emu.info["bitrix"], str(wfile)],
-                               self.dir / "90-baseline.log", self.env)
-            after = emu.ask("stats")
+            for name, argv in stages:
+                proc, delta = self._baseline_process(emu, f"91-baseline-{name}", argv, cap)
+                method = READ_METHODS.get(name, "crm.timeline.comment.list")
+                got = delta["returned"].get(method, 0)
+                reads.runs.append(proc)
+                _add(reads.requests, delta)
+                reads.emulator_cpu = (reads.emulator_cpu or 0.0) + delta["cpu"]
+                if name not in ("requisites", "departments"):
+                    reads.rows["bitrix24"] = reads.rows.get("bitrix24", 0) + got
+                table_rows = sizes.get(READ_TABLES.get(name, ""), 0)
+                state = "done" if proc.code == 0 and got >= table_rows else (
+                    f"stopped at {cap:g} s" if proc.wall >= cap else f"exit {proc.code}")
+                need = get_all_hours(table_rows) if name in READ_TABLES else 0
+                notes.append(f"{name} {got:,}" + (f" of {table_rows:,}" if name in READ_TABLES else "") +
+                             f" in {proc.wall:,.0f} s, {state}" + (f" (get_all needs >= {need:,.1f} h)" if need >= 0.1 else "")
+                             + (f": {_error_of(proc.out)}" if proc.code not in (0, -9) else ""))
+                print(f"  {notes[-1]}", flush=True)
+            if writes:
+                proc, delta = self._baseline_process(emu, "92-baseline-writes", ["writes", url, str(wfile)], None)
+                write.runs.append(proc)
+                _add(write.requests, delta)
+                write.emulator_cpu = delta["cpu"]
+                write.actions = int(_last_json(proc.out).get("written", 0))
+                write.write_minimum = math.ceil(len(writes) / BATCH)
+                write.note = f"{len(writes):,} write commands of the connector's run replayed" + (
+                    f"; {_error_of(proc.out)}" if proc.code else "")
+                print(f"  writes: exit {proc.code}, {proc.wall:,.1f} s, {write.requests['bitrix24']} requests", flush=True)
         finally:
             emu.stop()
-        step.runs.append(proc)
-        for k in ("bitrix24", "bitrix24 writes", "bitrix24 rejected"):
-            step.requests[k] = after[k] - before[k]
-        step.emulator_cpu = after["cpu"] - before["cpu"]
-        step.minimum = minimum
-        report = _last_json(proc.out)
-        step.rows = {"bitrix24": sum(v for k, v in report.get("rows", {}).items() if k not in ("requisites", "departments"))}
-        step.actions = report.get("written", 0)
-        step.write_minimum = math.ceil(sum(1 for w in writes) / BATCH) if writes else 0
-        errors = report.get("errors", {})
-        step.note = ("stopped: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))[:600] if errors else ""
-        print(f"  baseline: exit {proc.code}, {proc.wall:.1f} s, {step.requests['bitrix24']} requests, "
-              f"rows {report.get('rows')}", flush=True)
-        return step
+        reads.note = "; ".join(notes)
+        return [reads] + ([write] if write.runs else [])
+
+    def _baseline_process(self, emu: Emulators, log: str, argv: list[str], cap: float | None) -> tuple[Proc, dict]:
+        before = emu.ask("stats")
+        proc = run_process([sys.executable, __file__, "--baseline-worker", *argv], self.dir / f"{log}.log", self.env, cap=cap)
+        after = emu.ask("stats")
+        delta = {k: after[k] - before[k] for k in ("bitrix24", "bitrix24 writes", "bitrix24 rejected", "cpu")}
+        delta["returned"] = {m: n - before["returned"].get(m, 0) for m, n in after["returned"].items()}
+        return proc, delta
 
     def serve(self, info: dict, now: str, tomorrow: str) -> None:
+        """Keep the emulators up so whole-process timings can be taken by hand, until the file
+        ``stop`` appears in the work directory (or Ctrl-C)."""
         empty = self.dir / "portal-empty-journal.yaml"
         empty.write_text(self.cfg.read_text(encoding="utf-8").replace(str(self.db), str(self.dir / "store-empty-journal.db")),
                          encoding="utf-8")
-        print(f"\nserving; time any command against these (Enter or Ctrl-C stops):\n"
-              f"  {sys.executable} -m connector.cli plan {empty} --now {now}\n"
-              f"  {sys.executable} -m connector.cli plan {self.cfg} --now {tomorrow}", flush=True)
+        print(f"\nserving; time any command against these, then `touch {self.dir / 'stop'}`:\n"
+              f"  cd {ROOT} && {sys.executable} -m connector.cli plan {empty} --now {now}\n"
+              f"  cd {ROOT} && {sys.executable} -m connector.cli plan {self.cfg} --now {tomorrow}", flush=True)
         try:
-            input()
-        except (KeyboardInterrupt, EOFError):
+            while not (self.dir / "stop").exists():
+                time.sleep(2)
+        except KeyboardInterrupt:
             pass
 
 
@@ -431,73 +477,80 @@ def _last_json(out: str) -> dict:
 
 # ---------------------------------------------------------------- the baseline script
 
+# What an integrator lists with fast-bitrix24: (stage, method, params), the connector's fields.
+READS: list[tuple[str, str, dict]] = [
+    ("users", "user.get", {}),
+    ("departments", "department.get", {}),
+    ("companies", "crm.company.list", {"select": [
+        "ID", "TITLE", "COMPANY_TYPE", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "LAST_ACTIVITY_TIME", "PHONE",
+        "EMAIL", "UF_CRM_TEMPERATURE", "UF_CRM_1C_GUID"]}),
+    ("requisites", "crm.requisite.list", {"select": ["ID", "ENTITY_TYPE_ID", "ENTITY_ID", "RQ_INN", "RQ_EDRPOU"]}),
+    ("contacts", "crm.contact.list", {"select": [
+        "ID", "NAME", "SECOND_NAME", "LAST_NAME", "TYPE_ID", "COMPANY_ID", "BIRTHDATE", "ASSIGNED_BY_ID", "DATE_CREATE",
+        "DATE_MODIFY", "PHONE", "EMAIL"]}),
+    ("deals", "crm.deal.list", {"select": [
+        "ID", "TITLE", "STAGE_ID", "STAGE_SEMANTIC_ID", "CATEGORY_ID", "OPPORTUNITY", "CURRENCY_ID", "COMPANY_ID",
+        "CONTACT_ID", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "CLOSEDATE", "CLOSED"]}),
+    ("activities", "crm.activity.list", {"select": [
+        "ID", "OWNER_ID", "OWNER_TYPE_ID", "TYPE_ID", "PROVIDER_ID", "SUBJECT", "COMPLETED", "START_TIME", "END_TIME",
+        "DEADLINE", "LAST_UPDATED", "RESPONSIBLE_ID", "DIRECTION"]}),
+    ("invoices", "crm.item.list", {"entityTypeId": 31}),
+    ("tasks", "tasks.task.list", {"select": [
+        "ID", "TITLE", "DESCRIPTION", "RESPONSIBLE_ID", "DEADLINE", "STATUS", "CREATED_DATE", "CLOSED_DATE",
+        "CHANGED_DATE", "UF_CRM_TASK"]}),
+]
+READ_METHODS = {name: method for name, method, _ in READS}
+READ_TABLES = {"users": "user", "companies": "company", "requisites": "requisite", "contacts": "contact",
+               "deals": "deal", "activities": "activity", "invoices": "invoice", "tasks": "task"}
 
-def baseline_worker(url: str, writes_file: str) -> None:
-    """What an integrator writes with fast-bitrix24: ``get_all`` per table, comments per company
-    with ``call``, then the connector's write commands with ``call`` (batches of 50). A stage that
-    fails is reported and the script goes on with the next one. Prints one JSON line."""
+
+def get_all_hours(rows: int) -> float:
+    """Hours ``get_all`` needs at least for a table of ``rows``: its offset pages each recount the
+    table, and the portal allows a method 480 s of (modelled) execution per 10 minutes."""
+    from bitrix.emulator import Portal
+
+    p = Portal(rate_limit=False)
+    pages = max(1, math.ceil(rows / 50))
+    operating = pages * (p.cost_base + rows * p.cost_count_row) + rows * p.cost_row
+    return operating / p.operating_limit * p.operating_window / 3600 if operating > p.operating_limit else 0.0
+
+
+def _add(into: dict, delta: dict) -> None:
+    for k in ("bitrix24", "bitrix24 writes", "bitrix24 rejected"):
+        into[k] = into.get(k, 0) + delta[k]
+
+
+def _error_of(out: str) -> str:
+    lines = [line for line in out.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "")[:200]
+
+
+def baseline_worker(mode: str, url: str, arg: str) -> None:
+    """One stage of what an integrator writes with fast-bitrix24: ``read`` a table with
+    ``get_all``, ``comments`` of companies 1..N with ``call``, or replay ``writes`` (the
+    connector's write commands, JSON) with ``call`` per method. Prints one JSON line."""
     import logging
 
     from fast_bitrix24 import Bitrix
 
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # its abandoned tasks after a 429
     b = Bitrix(url, verbose=False)
-    rows: dict[str, int] = {}
-    errors: dict[str, str] = {}
-    kept: dict[str, list] = {}
-
-    def stage(name: str, fn: Any) -> None:
-        try:
-            got = list(fn() or [])
-        except Exception as e:  # the script meets the portal's limits as they come: report  # noqa: BLE001
-            errors[name] = f"{type(e).__name__}: {str(e)[:160]}"
-            got = []
-        rows[name] = len(got)
-        kept[name] = got
-
-    stage("users", lambda: b.get_all("user.get"))
-    stage("departments", lambda: b.get_all("department.get"))
-    stage("companies", lambda: b.get_all("crm.company.list", {"select": [
-        "ID", "TITLE", "COMPANY_TYPE", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "LAST_ACTIVITY_TIME", "PHONE",
-        "EMAIL", "UF_CRM_TEMPERATURE", "UF_CRM_1C_GUID"]}))
-    stage("requisites", lambda: b.get_all("crm.requisite.list", {"select": ["ID", "ENTITY_TYPE_ID", "ENTITY_ID", "RQ_INN",
-                                                                          "RQ_EDRPOU"]}))
-    stage("contacts", lambda: b.get_all("crm.contact.list", {"select": [
-        "ID", "NAME", "SECOND_NAME", "LAST_NAME", "TYPE_ID", "COMPANY_ID", "BIRTHDATE", "ASSIGNED_BY_ID", "DATE_CREATE",
-        "DATE_MODIFY", "PHONE", "EMAIL"]}))
-    stage("deals", lambda: b.get_all("crm.deal.list", {"select": [
-        "ID", "TITLE", "STAGE_ID", "STAGE_SEMANTIC_ID", "CATEGORY_ID", "OPPORTUNITY", "CURRENCY_ID", "COMPANY_ID",
-        "CONTACT_ID", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "CLOSEDATE", "CLOSED"]}))
-    stage("activities", lambda: b.get_all("crm.activity.list", {"select": [
-        "ID", "OWNER_ID", "OWNER_TYPE_ID", "TYPE_ID", "PROVIDER_ID", "SUBJECT", "COMPLETED", "START_TIME", "END_TIME",
-        "DEADLINE", "LAST_UPDATED", "RESPONSIBLE_ID", "DIRECTION"]}))
-    stage("invoices", lambda: b.get_all("crm.item.list", {"entityTypeId": 31}))
-    stage("tasks", lambda: b.get_all("tasks.task.list", {"select": [
-        "ID", "TITLE", "DESCRIPTION", "RESPONSIBLE_ID", "DEADLINE", "STATUS", "CREATED_DATE", "CLOSED_DATE",
-        "CHANGED_DATE", "UF_CRM_TASK"]}))
-
-    def comments() -> list:
-        ids = [c["ID"] for c in kept.get("companies", [])]
-        if not ids:
-            return []
-        res = b.call("crm.timeline.comment.list", [{"filter": {"ENTITY_ID": i, "ENTITY_TYPE": "company"}} for i in ids])
-        return [row for page in (res if isinstance(res, tuple) else [res]) for row in (page or [])]
-
-    stage("comments", comments)
-    kept.clear()
-
-    writes = json.loads(Path(writes_file).read_text(encoding="utf-8"))
-    by_method: dict[str, list] = {}
-    for method, params in writes:
-        by_method.setdefault(method, []).append(params)
-    written = 0
-    for method, items in by_method.items():
-        try:
+    if mode == "read":
+        _, method, params = next(r for r in READS if r[0] == arg)
+        print(json.dumps({"rows": len(b.get_all(method, params) or [])}), flush=True)
+    elif mode == "comments":
+        res = b.call("crm.timeline.comment.list",
+                     [{"filter": {"ENTITY_ID": i, "ENTITY_TYPE": "company"}} for i in range(1, int(arg) + 1)])
+        print(json.dumps({"rows": sum(len(page or []) for page in (res if isinstance(res, (list, tuple)) else [res]))}))
+    elif mode == "writes":
+        by_method: dict[str, list] = {}
+        for method, params in json.loads(Path(arg).read_text(encoding="utf-8")):
+            by_method.setdefault(method, []).append(params)
+        written = 0
+        for method, items in by_method.items():
             res = b.call(method, items)
             written += len(res) if isinstance(res, (list, tuple)) else 1
-        except Exception as e:  # noqa: BLE001 - reported like the reads
-            errors[f"write {method}"] = f"{type(e).__name__}: {str(e)[:160]}"
-    print(json.dumps({"rows": rows, "errors": errors, "written": written}))
+        print(json.dumps({"written": written}), flush=True)
 
 
 # ---------------------------------------------------------------- output
@@ -512,7 +565,7 @@ def table(steps: list[Step], repeat: int) -> str:
         return " / ".join(parts) if parts else "0"
 
     def wall(s: Step) -> str:
-        if len(s.runs) > 1:
+        if len(s.runs) > 1 and not s.stages:
             ws = [r.wall for r in s.runs]
             return f"{s.wall:,.1f} ({min(ws):,.1f}-{max(ws):,.1f})"
         return f"{s.wall:,.1f}"
@@ -579,10 +632,12 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each plan step (median, min, max)")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--no-run", action="store_true", help="skip `run --once` and the next day's plan (no write-back)")
     ap.add_argument("--workdir", default=None, help="keep the store, configs and logs here (default: a temp dir)")
     ap.add_argument("--serve", action="store_true", help="at the end keep the emulators up for timing by hand")
     ap.add_argument("--write-results", action="store_true", help="write a 'Portal scale' section into bench/RESULTS.md")
-    ap.add_argument("--baseline-worker", nargs=2, metavar=("URL", "WRITES"), help=argparse.SUPPRESS)
+    ap.add_argument("--baseline-cap", type=float, default=120, help="seconds each fast-bitrix24 read may take")
+    ap.add_argument("--baseline-worker", nargs=3, metavar=("MODE", "URL", "ARG"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.baseline_worker:
         baseline_worker(*a.baseline_worker)
@@ -601,7 +656,7 @@ def main() -> int:
         workdir = Path(tmp.name)
     bench = Bench(a, workdir)
     info, base = bench.run()
-    steps = bench.steps + ([base] if base else [])
+    steps = bench.steps + base
     report = table(steps, a.repeat)
     print()
     print(report)

@@ -36,6 +36,7 @@ class Stats:
     requests: int = 0
     write_requests: int = 0  # requests (a batch is one) that ran at least one write command
     by_method: Counter = field(default_factory=Counter)
+    returned: Counter = field(default_factory=Counter)  # method -> rows it answered with
     operating: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     rejected: Counter = field(default_factory=Counter)  # error code -> count (503, 429, 401...)
 

@@ -219,6 +219,7 @@ class Dispatcher:
             cost = max(cost, real)
             portal.window.record(key, now, cost)
             portal.stats.operating[method] += cost
+            portal.stats.returned[method] += out.returned
             operating = portal.window.operating(key, now, portal.operating_window)
             reset_at = portal.window.reset_at(key, now, portal.operating_window)
         if portal.time_scale > 0:
