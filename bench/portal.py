@@ -1,14 +1,15 @@
 """The benchmark a user would run: the whole ``connector`` process against a seeded portal at scale.
 
-    python bench/portal.py [--clients 100000] [--quick] [--time-scale 0.05] [--repeat 3]
-                           [--skip-baseline] [--workdir DIR] [--serve] [--write-results]
+    python bench/portal.py [--clients 100000] [--quick] [--time-scale 0.05] [--repeat 3] [--no-run]
+                           [--skip-baseline] [--baseline-cap 120] [--workdir DIR] [--serve] [--write-results]
 
 A child process seeds the project's own emulators from :func:`connector.sandbox.generate_at_scale`
 (Bitrix24 with the standard plan's leaky bucket and modelled operating time, Binotel, 1C OData
 УТ 11) and serves them on loopback, so the connector's process is measured alone. Per 100k
 clients: ~130k contacts, ~300k deals, ~2M activities, ~50k invoices, ~20k tasks (some due in the
-future, keeping quiet clients), ~20k Binotel calls, ~30k 1C sales (each an order -> invoice ->
-sale -> payment chain). ``--clients`` scales every table; ``--quick`` is 5,000 clients.
+future, keeping quiet clients), ~27k Binotel calls, ~30k 1C sales (each an order -> invoice ->
+sale -> payment chain, ~120k documents). ``--clients`` scales every table; ``--quick`` is 5,000
+clients. Seeding 100k clients takes about 80 s and 3 GiB in the emulators' process.
 
 Each step is ``python -m connector.cli ...`` as a subprocess with ``--now`` pinned to the seed's
 anchor, a config written here and a store in the work directory:
@@ -17,9 +18,11 @@ anchor, a config written here and a store in the work directory:
 deals and activities were edited in the emulator; 4. ``plan`` on an empty journal; 5. ``run
 --once`` (write-back; the config's safety limits let it act on everything); 6. ``plan`` the day
 after (``--now`` + 1 day, journal full). Steps 4 and 6 run ``--repeat`` times (median, min, max).
-Then the same workload through a plain fast-bitrix24 script on a freshly seeded portal: every
-table with ``get_all``, timeline comments per company with ``call``, and the write commands the
-connector sent in step 5 replayed with ``call`` (fast-bitrix24's own batching, 50 per batch).
+Then the same workload through plain fast-bitrix24 on a freshly seeded portal, one process per
+stage: every table with ``get_all`` (each stopped after ``--baseline-cap`` seconds: its offset
+pages recount the table, so on a big table it waits for the method's operating-time budget for
+hours), timeline comments per company with ``call``, and the write commands the connector sent
+in step 5 replayed with ``call`` (fast-bitrix24's own batching, 50 per batch).
 
 Figures per step: rows synced per system (the store's stream counters), HTTP requests per system
 as each emulator counted them, the Bitrix24 API's minimum for those rows (``ceil(rows / 2500)``
