@@ -272,6 +272,7 @@ class Step:
     rows: dict[str, int] = field(default_factory=dict)  # per system
     requests: dict[str, int] = field(default_factory=dict)  # per system, and "bitrix24 writes"/"rejected"
     emulator_cpu: float | None = None  # CPU seconds the emulators spent serving this step
+    operating: float | None = None  # Bitrix24's modelled execution seconds (what its per-method budget counts)
     minimum: int | None = None  # Bitrix24 reads
     actions: int | None = None  # planned (plan) or executed (run)
     write_minimum: int | None = None
@@ -347,6 +348,7 @@ class Bench:
         for k in ("bitrix24", "1c", "binotel", "bitrix24 writes", "bitrix24 rejected"):
             step.requests[k] = round((after[k] - before[k]) / repeat)
         step.emulator_cpu = (after["cpu"] - before["cpu"]) / repeat
+        step.operating = (after["bitrix24 operating"] - before["bitrix24 operating"]) / repeat
         step.rows = {k: round((rows1.get(k, 0) - rows0.get(k, 0)) / repeat) for k in rows1}
         if args[0] == "plan":
             step.actions = planned_actions(step.runs[-1].out)
@@ -419,6 +421,7 @@ class Bench:
                 reads.runs.append(proc)
                 _add(reads.requests, delta)
                 reads.emulator_cpu = (reads.emulator_cpu or 0.0) + delta["cpu"]
+                reads.operating = (reads.operating or 0.0) + delta["bitrix24 operating"]
                 if name not in ("requisites", "departments"):
                     reads.rows["bitrix24"] = reads.rows.get("bitrix24", 0) + got
                 table_rows = sizes.get(READ_TABLES.get(name, ""), 0)
@@ -434,6 +437,7 @@ class Bench:
                 write.runs.append(proc)
                 _add(write.requests, delta)
                 write.emulator_cpu = delta["cpu"]
+                write.operating = delta["bitrix24 operating"]
                 write.actions = int(_last_json(proc.out).get("written", 0))
                 write.write_minimum = math.ceil(len(writes) / BATCH)
                 write.note = f"{len(writes):,} write commands of the connector's run replayed" + (
@@ -448,7 +452,8 @@ class Bench:
         before = emu.ask("stats")
         proc = run_process([sys.executable, __file__, "--baseline-worker", *argv], self.dir / f"{log}.log", self.env, cap=cap)
         after = emu.ask("stats")
-        delta = {k: after[k] - before[k] for k in ("bitrix24", "bitrix24 writes", "bitrix24 rejected", "cpu")}
+        delta = {k: after[k] - before[k] for k in ("bitrix24", "bitrix24 writes", "bitrix24 rejected", "cpu",
+                                                   "bitrix24 operating")}
         delta["returned"] = {m: n - before["returned"].get(m, 0) for m, n in after["returned"].items()}
         return proc, delta
 
@@ -581,6 +586,7 @@ def table(steps: list[Step], repeat: int) -> str:
         ["actions (planned / written)", *[fmt(s.actions) for s in steps]],
         ["write-back minimum ceil(actions/50)", *[fmt(s.write_minimum) for s in steps]],
         ["answered 503/429 by the portal", *[fmt(s.requests.get("bitrix24 rejected")) for s in steps]],
+        ["Bitrix24 modelled operating, s", *["n/a" if s.operating is None else f"{s.operating:,.0f}" for s in steps]],
         ["1C requests", *[fmt(s.requests.get("1c")) for s in steps]],
         ["Binotel requests", *[fmt(s.requests.get("binotel")) for s in steps]],
         ["wall time, s" + (f" (median of {repeat}; min-max)" if repeat > 1 else ""), *[wall(s) for s in steps]],

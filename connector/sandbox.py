@@ -546,7 +546,7 @@ def generate_at_scale(
     two or more times, the last 190-500 days ago, ``overdue_share`` of invoices are unpaid past
     their due date, ``debtor_share`` owe 1C money overdue, ``missed_share`` called in the last two
     hours without an answer. Activities are kept as columns (:class:`ActivityLog`): 2M take
-    about 40 MB and a few seconds to draw.
+    about 45 MB and a few seconds to draw.
     """
     rng = random.Random(seed)
     co = generate(companies=0, seed=seed, anchor=anchor)  # the stories, their managers, the anchor
