@@ -211,7 +211,7 @@ class Portal(Methods):
             stamp = STAMPS[entity][1]
             if stamp and stamp not in names:
                 row[stamp] = self.now()
-            t.touched()
+            t.touched(id)
 
     def add(self, entity: str, fields: dict) -> int:
         """A user creates a record; returns its ID. An activity or comment moves its owner's

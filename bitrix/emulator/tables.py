@@ -321,7 +321,9 @@ class Table:
         self.next_id = 1
         self.version = 0
         self._upper = {k.upper(): k for k in self.schema}
-        self._stamps: dict[str, tuple[int, list, list[int]]] = {}  # field -> (version, sorted keys, their IDs)
+        # field -> (sorted keys, their IDs, position in the change log when built)
+        self._stamps: dict[str, tuple[list, list[int], int]] = {}
+        self._changes: list[int | None] = []  # IDs written since the load (None: a write to an unknown row)
 
     def canon(self, name: str) -> str | None:
         """The stored name of a field, case-insensitively; None if the table has no such field."""
@@ -346,7 +348,7 @@ class Table:
             else:
                 bisect.insort(self.ids, rid)
         self.next_id = max(self.next_id, rid + 1)
-        self.version += 1
+        self.touched(rid)
         return rid
 
     def bulk_load(self, rows: Iterable[dict]) -> None:
@@ -356,6 +358,8 @@ class Table:
         self.ids = sorted(self.rows)
         self.next_id = (self.ids[-1] + 1) if self.ids else 1
         self.version += 1
+        self._stamps.clear()
+        self._changes.clear()
 
     def remove(self, rid: int) -> bool:
         if rid not in self.rows:
@@ -367,15 +371,20 @@ class Table:
         self.version += 1
         return True
 
-    def touched(self) -> None:
+    def touched(self, rid: int | None = None) -> None:
+        """A row was written (``rid``; None when the writer cannot say which)."""
         self.version += 1
+        self._changes.append(rid)
 
-    def stamp_index(self, fname: str, ftype: str) -> tuple[list, list[int]]:
+    def stamp_index(self, fname: str, ftype: str) -> tuple[list, list[int], set[int]]:
         """Comparable keys of ``fname`` in ascending order and the IDs holding them (rows with
-        no value left out); rebuilt when the table has changed since the last call."""
+        no value left out), as of when the index was built, plus the IDs written since (their
+        keys may have moved). Rebuilt when an unknown row was written or many rows were."""
         cached = self._stamps.get(fname)
-        if cached is not None and cached[0] == self.version:
-            return cached[1], cached[2]
+        if cached is not None:
+            since = self._changes[cached[2]:]
+            if None not in since and len(since) <= max(1000, len(self.rows) // 20):
+                return cached[0], cached[1], set(since)
         pairs = []
         for rid, row in self.rows.items():
             v = row.get(fname)
@@ -385,8 +394,8 @@ class Table:
                     pairs.append((k, rid))
         pairs.sort()
         keys, ids = [k for k, _ in pairs], [i for _, i in pairs]
-        self._stamps[fname] = (self.version, keys, ids)
-        return keys, ids
+        self._stamps[fname] = (keys, ids, len(self._changes))
+        return keys, ids, set()
 
 
 # ---------------------------------------------------------------- filters
@@ -645,11 +654,13 @@ def run_query(table: Table, comp: Compiled, order: list[tuple[str, str, bool]], 
         cand: list[int] = sorted(i for i in comp.exact if i in table.rows
                                  and (comp.lo is None or i >= comp.lo) and (comp.hi is None or i <= comp.hi))
     elif comp.floors and hi - lo >= INDEXED_FROM:
-        # only rows at or above the floor can match: the predicates below still decide
+        # only rows at or above the floor when indexed, or written since, can match: the
+        # predicates below still decide
         fname, ftype, k, strict = comp.floors[0]
-        keys, kids = table.stamp_index(fname, ftype)
-        above = kids[(bisect.bisect_right if strict else bisect.bisect_left)(keys, k):]
-        cand = sorted(i for i in above if (comp.lo is None or i >= comp.lo) and (comp.hi is None or i <= comp.hi))
+        keys, kids, since = table.stamp_index(fname, ftype)
+        above = since.union(kids[(bisect.bisect_right if strict else bisect.bisect_left)(keys, k):])
+        cand = sorted(i for i in above if i in table.rows and (comp.lo is None or i >= comp.lo)
+                      and (comp.hi is None or i <= comp.hi))
     else:
         cand = ids[lo:hi]
     rows = table.rows

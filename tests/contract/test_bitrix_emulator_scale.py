@@ -74,6 +74,10 @@ def test_changed_since_filter_finds_what_a_full_scan_finds(company):
         assert changed() == sorted(i for i, r in acts.items() if r["LAST_UPDATED"] >= since)
         p.touch("activity", edited, DESCRIPTION="edited")  # the index follows the table's writes
         assert edited in changed()
+        older = next(i for i, r in acts.items() if r["LAST_UPDATED"] < since)
+        acts[older]["LAST_UPDATED"] = since  # a write that does not say which row: the index is rebuilt
+        p.tables["activity"].touched()
+        assert changed() == sorted(i for i, r in acts.items() if r["LAST_UPDATED"] >= since) and older in changed()
 
 
 def test_slim_row_keeps_its_own_value_for_a_shared_field():
