@@ -138,7 +138,7 @@ class Portal(Methods):
         self.tokens: dict[str, Token] = {}  # access token -> Token
         self.refresh_tokens: dict[str, Token] = {}
         self.app_state: dict[str, list] = defaultdict(list)  # robots, triggers, event bindings, senders
-        self.write_log: list[tuple[str, dict]] | None = None  # a list: every write command run, (method, params)
+        self.write_log: list[tuple[str, dict]] | None = None  # when a list: (method, params) of every write run
 
     # ------------------------------------------------------------ construction
 

@@ -202,12 +202,12 @@ class Dispatcher:
         key = (caller.credential, method)
         now = portal.limit_time()
         with portal.lock:
-            if portal.write_log is not None and is_write(method):
-                portal.write_log.append((method, params))
             if portal.window.operating(key, now, portal.operating_window) > portal.operating_limit:
                 portal.stats.rejected["OPERATION_TIME_LIMIT"] += 1
                 return self._err(ApiError(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit."))
             portal.stats.by_method[method] += 1
+            if portal.write_log is not None and is_write(method):
+                portal.write_log.append((method, params))
             t0 = time.perf_counter()
             try:
                 out: Out = getattr(portal, handler)(Params(params), caller)
