@@ -8,8 +8,8 @@ field type, so datetimes compare across offsets and IDs compare as numbers.
 
 Every table keeps its IDs sorted, so a keyset page (``>ID`` + ``order ID`` + ``start=-1``)
 is a bisect plus a scan of at most a page of matching rows. A "changed since" filter
-(``>=DATE_MODIFY``) on a big table starts from a sorted index of that field, rebuilt when the
-table's version moves, so a quiet cycle does not scan millions of rows.
+(``>=DATE_MODIFY``) on a big table starts from a sorted index of that field plus the rows
+written since it was built, so a quiet cycle does not scan millions of rows.
 
 Benchmark portals hold millions of rows: :func:`compactor` stores a row as a :class:`SlimRow`
 (its own values only; the values every row of the table shares are kept once), which reads and
@@ -323,7 +323,7 @@ class Table:
         self._upper = {k.upper(): k for k in self.schema}
         # field -> (sorted keys, their IDs, position in the change log when built)
         self._stamps: dict[str, tuple[list, list[int], int]] = {}
-        self._changes: list[int | None] = []  # IDs written since the load (None: a write to an unknown row)
+        self._changes: list[int | None] = []  # IDs written since the first index (None: an unknown row)
 
     def canon(self, name: str) -> str | None:
         """The stored name of a field, case-insensitively; None if the table has no such field."""
@@ -374,7 +374,8 @@ class Table:
     def touched(self, rid: int | None = None) -> None:
         """A row was written (``rid``; None when the writer cannot say which)."""
         self.version += 1
-        self._changes.append(rid)
+        if self._stamps:  # the log only serves the indexes built so far
+            self._changes.append(rid)
 
     def stamp_index(self, fname: str, ftype: str) -> tuple[list, list[int], set[int]]:
         """Comparable keys of ``fname`` in ascending order and the IDs holding them (rows with
