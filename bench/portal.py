@@ -193,6 +193,8 @@ def _serve(conn: Any, clients: int, time_scale: float, seed: int) -> None:
                            "bitrix24 rejected": sum(s.rejected.values()), "bitrix24 operating": sum(s.operating.values()),
                            "1c": odata.count(), "binotel": len(binotel.requests), "rss_mib": _rss_mib()[0],
                            "cpu": _cpu(), "returned": dict(s.returned)})
+            elif cmd == "drained in":
+                conn.send(portal.bucket_drained_in())
             elif cmd == "change":
                 conn.send(_change(portal, arg))
             elif cmd == "record":
@@ -235,6 +237,11 @@ class Emulators:
     def ask(self, cmd: str, arg: Any = None) -> Any:
         self.conn.send((cmd, arg))
         return self.conn.recv()
+
+    def rested(self) -> None:
+        """Wait until the portal's leaky bucket is empty: every measured process starts on a
+        rested portal, as a cycle 15 minutes after the last one would (not part of any figure)."""
+        time.sleep(self.ask("drained in"))
 
     def stop(self) -> None:
         try:
@@ -345,6 +352,7 @@ class Bench:
         step.command = "connector " + " ".join(a if not a.endswith(".yaml") else self.cfg.name for a in args)
         before, rows0, jour0 = emu.ask("stats"), store_rows(self.db), journal_states(self.db)
         for n in range(repeat):
+            emu.rested()
             slug = re.sub(r"[^a-z0-9]+", "-", step.name.lower()).strip("-")
             proc = run_process(argv, self.dir / f"{len(self.steps) + 1:02d}-{slug}-{n + 1}.log", self.env)
             step.runs.append(proc)
@@ -395,16 +403,17 @@ class Bench:
                 self.connector(emu, Step("run --once"), ["run", cfg, "--once", "--now", now])
                 writes = emu.ask("writes")
                 emu.ask("record", False)
+                (self.dir / "writes.json").write_text(json.dumps(writes, ensure_ascii=False), encoding="utf-8")
                 self.connector(emu, Step("plan, next day"), ["plan", cfg, "--now", tomorrow], repeat=a.repeat)
             info["rss_after_mib"] = emu.ask("stats")["rss_mib"]
             if a.serve:
                 self.serve(info, now, tomorrow)
         finally:
             emu.stop()
-        base = [] if a.skip_baseline else self.baseline(writes, info["sizes"])
+        base = [] if a.skip_baseline else self.baseline(writes)
         return info, base
 
-    def baseline(self, writes: list, sizes: dict[str, int]) -> list[Step]:
+    def baseline(self, writes: list) -> list[Step]:
         """The same workload through plain fast-bitrix24 on a freshly seeded portal: one process
         per table (``get_all``, stopped after ``--baseline-cap`` seconds), one for the timeline
         comments of every company, one replaying the connector's write commands."""
@@ -412,11 +421,11 @@ class Bench:
         wfile = self.dir / "writes.json"
         wfile.write_text(json.dumps(writes, ensure_ascii=False), encoding="utf-8")
         cap = self.a.baseline_cap
+        emu = Emulators(self.a.clients, self.a.time_scale, self.a.seed)
+        url, sizes = emu.info["bitrix"], emu.info["sizes"]
         reads = Step("fast-bitrix24 get_all", command=f"get_all per table, each stopped after {cap:g} s", stages=True)
         reads.minimum = list_minimum(sizes)
         write = Step("fast-bitrix24 call (writes)", command="call(method, [params...]) per method, batches of 50")
-        emu = Emulators(self.a.clients, self.a.time_scale, self.a.seed)
-        url = emu.info["bitrix"]
         stages = [(name, ["read", url, name]) for name, *_ in READS]
         stages.append(("comments", ["comments", url, str(sizes.get("company", 0))]))
         notes = []
@@ -456,6 +465,7 @@ class Bench:
         return [reads] + ([write] if write.runs else [])
 
     def _baseline_process(self, emu: Emulators, log: str, argv: list[str], cap: float | None) -> tuple[Proc, dict]:
+        emu.rested()
         before = emu.ask("stats")
         proc = run_process([sys.executable, __file__, "--baseline-worker", *argv], self.dir / f"{log}.log", self.env, cap=cap)
         after = emu.ask("stats")
@@ -626,7 +636,8 @@ def write_results(cmd: str, a: argparse.Namespace, info: dict, report: str) -> N
         "with `--now` pinned to the seed's anchor, SQLite store in the work directory). `plan` includes its own "
         "sync (a no-change cycle). Rows: the store's per-stream counters (rows that process wrote, per system). "
         "Requests: counted by each emulator (a `batch` is one). Peak RSS: `ru_maxrss` of that process "
-        "(`os.wait4`); the emulators run in another process.\n"
+        "(`os.wait4`); the emulators run in another process. Each process starts on a rested portal (the "
+        "harness waits until the leaky bucket is empty, as a cycle 15 minutes after the last one would).\n"
         "* Bitrix24 minimum: `ceil(rows / 2500)` per list (50-row pages, 50 commands per batch) plus "
         "`ceil(companies / 50)` for timeline comments, which can only be listed per company; write-back "
         "minimum: `ceil(actions / 50)`. 1C and Binotel have no batch: their counts are shown as they are "
@@ -666,6 +677,8 @@ def main() -> int:
     ap.add_argument("--serve", action="store_true", help="at the end keep the emulators up for timing by hand")
     ap.add_argument("--write-results", action="store_true", help="write a 'Portal scale' section into bench/RESULTS.md")
     ap.add_argument("--baseline-cap", type=float, default=120, help="seconds each fast-bitrix24 read may take")
+    ap.add_argument("--baseline-only", metavar="WORKDIR", default=None,
+                    help="only the fast-bitrix24 baseline, replaying WORKDIR/writes.json of an earlier run")
     ap.add_argument("--baseline-worker", nargs=3, metavar=("MODE", "URL", "ARG"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.baseline_worker:
@@ -684,16 +697,21 @@ def main() -> int:
         tmp = tempfile.TemporaryDirectory(prefix="portal-bench-")
         workdir = Path(tmp.name)
     bench = Bench(a, workdir)
-    info, base = bench.run()
-    steps = bench.steps + base
-    report = table(steps, a.repeat)
-    print()
-    print(report)
-    if a.write_results:
-        write_results(cmd, a, info, report)
-    if tmp is not None:
-        tmp.cleanup()
-    return 0 if all(r.code == 0 for s in bench.steps for r in s.runs) else 1
+    try:
+        if a.baseline_only:
+            writes = json.loads((Path(a.baseline_only) / "writes.json").read_text(encoding="utf-8"))
+            print(table(bench.baseline(writes), 1))
+            return 0
+        info, base = bench.run()
+        report = table(bench.steps + base, a.repeat)
+        print()
+        print(report)
+        if a.write_results:
+            write_results(cmd, a, info, report)
+        return 0 if all(r.code == 0 for s in bench.steps for r in s.runs) else 1
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
 
 
 if __name__ == "__main__":

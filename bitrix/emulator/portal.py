@@ -304,6 +304,12 @@ class Portal(Methods):
 
     # ------------------------------------------------------------ limits
 
+    def bucket_drained_in(self) -> float:
+        """Seconds until the leaky bucket is empty again (nothing asked meanwhile)."""
+        with self.lock:
+            level = self._bucket_level - (self.limit_time() - self._bucket_t) * self.drain_rate
+            return max(0.0, level / self.drain_rate)
+
     def bucket_admit(self) -> bool:
         """Leaky bucket per portal: +1 per HTTP request, drains ``drain_rate``/s, blocks above ``bucket_size``."""
         with self.lock:
