@@ -546,6 +546,11 @@ def _add(into: dict, delta: dict) -> None:
 
 
 def _error_of(out: str) -> str:
+    """How a fast-bitrix24 process ended, in a few words."""
+    if "OPERATION_TIME_LIMIT" in out:
+        return "429 OPERATION_TIME_LIMIT inside a batch (fast-bitrix24 raises it)"
+    if "All attempts to get data from server exhausted" in out and "503" in out:
+        return "503 QUERY_LIMIT_EXCEEDED until fast-bitrix24 gave up (its concurrent batches overrun the bucket)"
     lines = [line for line in out.strip().splitlines() if line.strip()]
     return (lines[-1] if lines else "")[:200]
 
@@ -600,7 +605,7 @@ def table(steps: list[Step], repeat: int) -> str:
         ["Bitrix24 requests", *[fmt(s.requests.get("bitrix24")) for s in steps]],
         ["Bitrix24 API minimum (reads)", *[fmt(s.minimum) for s in steps]],
         ["Bitrix24 requests with writes", *[fmt(s.requests.get("bitrix24 writes")) for s in steps]],
-        ["actions (planned / written)", *[fmt(s.actions) for s in steps]],
+        ["actions (plan lists / run wrote)", *[fmt(s.actions) for s in steps]],
         ["write-back minimum ceil(actions/50)", *[fmt(s.write_minimum) for s in steps]],
         ["answered 503/429 by the portal", *[fmt(s.requests.get("bitrix24 rejected")) for s in steps]],
         ["Bitrix24 modelled operating, s", *["n/a" if s.operating is None else f"{s.operating:,.0f}" for s in steps]],
@@ -634,7 +639,8 @@ def write_results(cmd: str, a: argparse.Namespace, info: dict, report: str) -> N
         "How to read it:\n\n"
         "* Every connector column is one whole `connector` process (`python -m connector.cli ...`, a subprocess "
         "with `--now` pinned to the seed's anchor, SQLite store in the work directory). `plan` includes its own "
-        "sync (a no-change cycle). Rows: the store's per-stream counters (rows that process wrote, per system). "
+        "sync (a no-change cycle) and lists every action its rules find, those already in the journal included "
+        "(the next day: the ones `run --once` wrote). Rows: the store's per-stream counters (rows that process wrote, per system). "
         "Requests: counted by each emulator (a `batch` is one). Peak RSS: `ru_maxrss` of that process "
         "(`os.wait4`); the emulators run in another process. Each process starts on a rested portal (the "
         "harness waits until the leaky bucket is empty, as a cycle 15 minutes after the last one would).\n"
@@ -684,7 +690,8 @@ def main() -> int:
     if a.baseline_worker:
         baseline_worker(*a.baseline_worker)
         return 0
-    cmd = "python bench/portal.py " + " ".join(sys.argv[1:])
+    shown = re.sub(r"\s*--workdir[ =]\S+|\s*--serve\b", "", " ".join(sys.argv[1:]))  # no effect on the figures
+    cmd = f"python bench/portal.py {shown}".strip()
     if a.quick:
         a.clients, a.repeat = QUICK_CLIENTS, 1
     tmp = None
