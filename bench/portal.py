@@ -550,7 +550,7 @@ def _error_of(out: str) -> str:
     if "OPERATION_TIME_LIMIT" in out:
         return "429 OPERATION_TIME_LIMIT inside a batch (fast-bitrix24 raises it)"
     if "All attempts to get data from server exhausted" in out and "503" in out:
-        return "503 QUERY_LIMIT_EXCEEDED until fast-bitrix24 gave up (its concurrent batches overrun the bucket)"
+        return "503 QUERY_LIMIT_EXCEEDED answers until fast-bitrix24 gave up"
     lines = [line for line in out.strip().splitlines() if line.strip()]
     return (lines[-1] if lines else "")[:200]
 
