@@ -313,7 +313,10 @@ def store_rows(db: Path) -> dict[str, int]:
     if not db.exists():
         return {}
     with sqlite3.connect(db) as conn:
-        return {system: int(n or 0) for system, n in conn.execute("SELECT system, SUM(rows) FROM cursors GROUP BY system")}
+        try:
+            return {system: int(n or 0) for system, n in conn.execute("SELECT system, SUM(rows) FROM cursors GROUP BY system")}
+        except sqlite3.OperationalError:  # a store laid out differently: no row figures, the rest stands
+            return {}
 
 
 def journal_states(db: Path) -> dict[str, int]:
