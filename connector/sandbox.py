@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import random
 import uuid
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
@@ -524,3 +526,258 @@ def _paid_in_1c(co: SyntheticCompany, add_company, add_activity, add_deal, nid, 
         co.onec_docs.append(SOneCDoc(guid=_guid(rng), type="payment", number=f"ПН-{nid('doc'):06d}", date=ago(2),
                                      counterparty_guid=c.guid, amount=paid, posted=True, deletion_mark=False, manager_guid=None,
                                      basis_guid=onec_invoice.guid))
+
+
+# ---------------------------------------------------------------- benchmark scale
+
+_TYPES = (2, 2, 2, 4, 4, 1)  # call, call, call, e-mail, e-mail, meeting (as generate() draws them)
+_SUBJECTS = {1: "Meeting", 2: "Call", 4: "E-mail", 6: "To do"}
+_OWNER_KINDS = ("company", "contact", "deal")
+
+
+class ActivityLog(Sequence):
+    """Millions of activities kept as columns (about 20 bytes each); iterating builds each
+    :class:`SActivity` on the fly, exactly as ``generate()``'s ``add_activity`` shapes it."""
+
+    def __init__(self, head: list[SActivity], first_id: int):
+        self.head = list(head)  # the stories' activities, as generated
+        self.first_id = first_id
+        self.owner_kind = array("b")
+        self.owner_id = array("l")
+        self.type_id = array("b")
+        self.direction = array("b")
+        self.completed = array("b")
+        self.start = array("q")  # Unix seconds
+        self.minutes = array("h")
+        self.responsible = array("h")
+
+    def add(self, owner_kind: int, owner_id: int, type_id: int, direction: int, completed: bool, start: int,
+            minutes: int, responsible: int) -> None:
+        self.owner_kind.append(owner_kind)
+        self.owner_id.append(owner_id)
+        self.type_id.append(type_id)
+        self.direction.append(direction)
+        self.completed.append(completed)
+        self.start.append(start)
+        self.minutes.append(minutes)
+        self.responsible.append(responsible)
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.start)
+
+    def _make(self, i: int) -> SActivity:
+        type_id = self.type_id[i]
+        start = datetime.fromtimestamp(self.start[i], KYIV)
+        end = start + timedelta(minutes=self.minutes[i])
+        return SActivity(
+            id=self.first_id + i, owner_type=_OWNER_KINDS[self.owner_kind[i]], owner_id=self.owner_id[i],
+            type_id=type_id, direction=self.direction[i], completed=bool(self.completed[i]), start=start, end=end,
+            deadline=start if type_id in (1, 2) else end, responsible=self.responsible[i],
+            subject=_SUBJECTS.get(type_id, "Activity"), created=start - timedelta(hours=1), modified=end)
+
+    def __getitem__(self, i: int | slice) -> SActivity | list[SActivity]:  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.head[i] if i < len(self.head) else self._make(i - len(self.head))
+
+    def __iter__(self) -> Iterator[SActivity]:
+        yield from self.head
+        for i in range(len(self.start)):
+            yield self._make(i)
+
+
+def generate_at_scale(
+    companies: int,
+    *,
+    seed: int = 11,
+    anchor: datetime | None = None,
+    deals_per_company: float = 3.0,
+    activities_per_company: float = 20.0,
+    invoices_per_company: float = 0.5,
+    tasks_per_company: float = 0.2,
+    calls_per_company: float = 0.3,
+    sale_share: float = 0.3,
+    quiet_share: float = 0.1,
+    kept_share: float = 0.25,
+    lost_share: float = 0.08,
+    overdue_share: float = 0.06,
+    debtor_share: float = 0.001,
+    missed_share: float = 0.0005,
+) -> SyntheticCompany:
+    """A company at benchmark scale: ``generate()``'s stories plus ``companies`` clients in the
+    proportions given per company (deals, activities, invoices, tasks, Binotel calls, the share
+    with 1C sales), with rule work in known shares: ``quiet_share`` of clients had no contact for
+    62-300 days (``kept_share`` of those keep a task due in the future), ``lost_share`` bought
+    two or more times, the last 190-500 days ago, ``overdue_share`` of invoices are unpaid past
+    their due date, ``debtor_share`` owe 1C money overdue, ``missed_share`` called in the last two
+    hours without an answer. Activities are kept as columns (:class:`ActivityLog`): 2M take
+    about 45 MB and a few seconds to draw.
+    """
+    rng = random.Random(seed)
+    co = generate(companies=0, seed=seed, anchor=anchor)  # the stories, their managers, the anchor
+    anchor = co.anchor
+    now_ts = int(anchor.timestamp())
+    offset = int(anchor.utcoffset().total_seconds())  # the sandbox's fixed Kyiv offset
+
+    n_managers = max(10, min(60, companies // 150))
+    for mid in range(len(co.managers) + 1, n_managers + 1):
+        first, last = FIRST[(mid * 3) % len(FIRST)], LAST[(mid * 5) % len(LAST)]
+        co.managers.append(SManager(
+            id=mid, name=first, last_name=last, email=f"{first.lower()}.{last.lower()}{mid}@shop.example",
+            active=True, department=2, extension=str(900 + mid), guid=_guid(rng)))
+    sales = [m.id for m in co.managers if m.id not in (1, 4)]
+    by_id = {m.id: m for m in co.managers}
+
+    used_phones = {p for c in co.companies for p in c.phones} | {p for ct in co.contacts for p in ct.phones}
+
+    def phone() -> str:
+        while True:
+            p = rng.choice(MOBILE) + f"{rng.randint(0, 9999999):07d}"
+            if p not in used_phones:
+                used_phones.add(p)
+                return p
+
+    def at(days: float, hour: int | None = None) -> int:
+        """Unix time ``days`` before the anchor at a working hour; never after the anchor."""
+        t = now_ts - int(days * 86400)
+        local_midnight = t + offset - (t + offset) % 86400 - offset
+        t = local_midnight + (hour if hour is not None else rng.randint(9, 17)) * 3600 + rng.randint(0, 59) * 60
+        return min(t, now_ts - 60)
+
+    def dt(ts: int) -> datetime:
+        return datetime.fromtimestamp(ts, KYIV)
+
+    ids = {"contact": max((c.id for c in co.contacts), default=0), "deal": max((d.id for d in co.deals), default=0),
+           "invoice": max((i.id for i in co.invoices), default=0), "task": max((t.id for t in co.tasks), default=0),
+           "call": max((c.id for c in co.calls), default=4683310000), "doc": len(co.onec_docs)}
+
+    def nid(kind: str) -> int:
+        ids[kind] += 1
+        return ids[kind]
+
+    log = ActivityLog(co.activities, max((a.id for a in co.activities), default=0) + 1)
+    co.activities = log  # type: ignore[assignment]  # a Sequence, iterated like the list
+    per_company_acts = max(0.0, activities_per_company)
+
+    for _ in range(companies):
+        cid = len(co.companies) + 1
+        resp = rng.choice(sales)
+        title = f"{rng.choice(WORDS)} {rng.choice(WORDS)} {rng.choice(SUFFIX)}"
+        created = dt(at(rng.uniform(60, 1500)))
+        c = SCompany(
+            id=cid, title=title, responsible=resp, phones=[phone()], emails=[f"office{cid}@{title.split()[0].lower()}.example"],
+            tax_id=f"{30000000 + cid * 37:08d}", guid=_guid(rng), temperature=rng.choice(["warm", "cold", None]),
+            segment=rng.choice(["CUSTOMER", "CUSTOMER", "CUSTOMER", "VIP", "PARTNER"]), created=created,
+            modified=dt(at(rng.uniform(0, 30))),
+        )
+        if rng.random() < 0.3:
+            c.phones.append(phone())
+        co.companies.append(c)
+        contact_ids = []
+        for _ in range(1 if rng.random() < 0.7 else 2):
+            first, last = rng.choice(FIRST), rng.choice(LAST)
+            bd = date(rng.randint(1960, 2000), rng.randint(1, 12), rng.randint(1, 28)) if rng.random() < 0.6 else None
+            ct = SContact(id=nid("contact"), company_id=cid, name=first, last_name=last, phones=[phone()],
+                          emails=[f"{first.lower()}.{last.lower()}{ids['contact']}@mail.example"], birthday=bd,
+                          responsible=resp, created=created, modified=c.modified)
+            co.contacts.append(ct)
+            contact_ids.append(ct.id)
+
+        r = rng.random()
+        quiet = r < quiet_share
+        lost = not quiet and r < quiet_share + lost_share
+        # a quiet client's newest evidence of contact (activity, deal, invoice, 1C document and the
+        # payment 3 days after it) is older than this; 0 for the others
+        silent_days = rng.uniform(62, 300) + 5 if quiet else 0.0
+
+        # deals: a lost client bought 2-4 times long ago; others buy now and then
+        n_deals = rng.randint(2, 4) if lost else rng.randint(0, max(0, round(2 * deals_per_company)))
+        deal_ids = []
+        had_won = False
+        for k in range(n_deals):
+            if lost:
+                won, age = True, rng.uniform(190, 500) + 60 * k
+            else:
+                won = rng.choice([True, True, False, None])
+                if won and not had_won:  # a buying client's newest purchase is recent
+                    age, had_won = rng.uniform(5, 150) + silent_days, True
+                else:
+                    age = rng.uniform(5, 700) + silent_days
+            closed = dt(at(age)) if won is not None else None
+            d_created = dt(at(age + rng.randint(3, 20)))
+            d = SDeal(id=nid("deal"), company_id=cid, contact_id=None, title=f"Order {title} #{ids['deal'] + 1}",
+                      stage={True: "WON", False: "LOSE", None: rng.choice(["NEW", "PREPARATION"])}[won],
+                      semantic={True: "S", False: "F", None: "P"}[won], amount=float(rng.randint(5, 500) * 100),
+                      created=d_created, closed=closed, responsible=resp, modified=closed or d_created)
+            co.deals.append(d)
+            deal_ids.append(d.id)
+
+        # activities: the newest sets the client's last contact; the rest is history
+        n_acts = rng.randint(0, max(0, round(2 * per_company_acts) - 1)) + 1 if per_company_acts else 0
+        for k in range(n_acts):
+            if k == 0:
+                days = silent_days + rng.uniform(0, 40) if quiet else rng.uniform(0, 40)
+            else:
+                days = rng.uniform(max(1.0, silent_days), 700 + silent_days)
+            owner = rng.random()
+            if owner < 0.6 or (not contact_ids and not deal_ids):
+                kind, oid = 0, cid
+            elif owner < 0.85 and contact_ids:
+                kind, oid = 1, rng.choice(contact_ids)
+            elif deal_ids:
+                kind, oid = 2, rng.choice(deal_ids)
+            else:
+                kind, oid = 1, rng.choice(contact_ids)
+            type_id = rng.choice(_TYPES)
+            log.add(kind, oid, type_id, rng.choice([1, 2]) if type_id in (2, 4) else 0, True, at(days),
+                    rng.randint(2, 40), resp)
+
+        if rng.random() < invoices_per_company:
+            overdue = rng.random() < overdue_share
+            issued = rng.uniform(20, 60) + silent_days
+            co.invoices.append(SInvoice(
+                id=nid("invoice"), company_id=cid, title=f"Invoice #{ids['invoice']}", amount=float(rng.randint(10, 400) * 100),
+                stage="DT31_1:S" if overdue else rng.choice(["DT31_1:P", "DT31_1:P", "DT31_1:N"]),
+                begindate=dt(at(issued)), closedate=dt(at(rng.uniform(4, 40))) if overdue else anchor + timedelta(days=rng.randint(1, 20)),
+                responsible=resp, created=dt(at(issued)), modified=dt(at(issued - rng.uniform(0, 15)))))
+
+        if quiet and rng.random() < kept_share:  # a reminder due in the future keeps the client
+            co.tasks.append(STask(id=nid("task"), title="Call after the holidays", responsible=resp, created_by=resp,
+                                  deadline=anchor + timedelta(days=rng.randint(1, 30)), status=2,
+                                  created=dt(at(silent_days + 1)), closed=None, bindings=[f"CO_{cid}"], description="",
+                                  changed=dt(at(silent_days + 1))))
+        elif not quiet and rng.random() < tasks_per_company:
+            done = rng.random() < 0.6
+            due_in = rng.uniform(-30, 10)  # days from now: most are past, some still ahead
+            deadline = anchor + timedelta(days=due_in) if due_in > 0 and not done else dt(at(abs(due_in)))
+            co.tasks.append(STask(id=nid("task"), title="Send price list", responsible=resp, created_by=1,
+                                  deadline=deadline, status=5 if done else 2, created=dt(at(35)),
+                                  closed=deadline if done else None, bindings=[f"CO_{cid}"], description="",
+                                  changed=dt(at(rng.uniform(0, 30)))))
+
+        if rng.random() < sale_share:
+            age = rng.uniform(190, 500) if lost else rng.uniform(5, 150) + silent_days
+            sale = SOneCDoc(guid=_guid(rng), type="sale", number=f"РН-{nid('doc'):06d}", date=dt(at(age)),
+                            counterparty_guid=c.guid, amount=float(rng.randint(10, 900) * 100), posted=True,
+                            deletion_mark=False, manager_guid=by_id[resp].guid)
+            co.onec_docs.append(sale)
+            if not lost and rng.random() < debtor_share / max(sale_share, 1e-9):
+                overdue_days = rng.randint(10, 60)
+                co.debts.append(SDebt(counterparty_guid=c.guid, amount=sale.amount, overdue_amount=sale.amount,
+                                      due=(anchor - timedelta(days=overdue_days)).date()))
+
+        m = by_id[resp]
+        if not quiet and rng.random() < calls_per_company:
+            co.calls.append(SCall(id=nid("call"), start=dt(at(rng.uniform(0.2, 25))), call_type=rng.choice([0, 1]),
+                                  external_number=c.phones[0], internal_number=m.extension, wait=rng.randint(2, 30),
+                                  bill=rng.randint(20, 900), disposition="ANSWER", employee_email=m.email))
+        if rng.random() < missed_share:
+            co.calls.append(SCall(id=nid("call"), start=anchor - timedelta(minutes=rng.randint(20, 110)), call_type=0,
+                                  external_number=c.phones[0], internal_number="Sales queue", wait=rng.randint(15, 60),
+                                  bill=0, disposition="NOANSWER", employee_email=None))
+    co.calls.sort(key=lambda x: x.id)
+    return co

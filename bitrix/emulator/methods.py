@@ -278,7 +278,7 @@ class Methods(AppMethods):
         row["LAST_ACTIVITY_TIME"] = when
         row["LAST_ACTIVITY_BY"] = who
         row["DATE_MODIFY"] = when
-        t.touched()
+        t.touched(owner_id)
 
     def _merge_multi(self, current: list, value: Any, kind: str) -> list:
         """Multifield update semantics (crm-contact-update.md): by ID overwrite/delete, no ID append."""
@@ -481,7 +481,7 @@ class Methods(AppMethods):
             raise ApiError(400, "", self._NOT_FOUND_UPDATE[entity])
         fields = self._fields(p)
         self._legacy_apply(entity, row, fields, caller, creating=False)
-        t.touched()
+        t.touched(rid)
         return Out(True)
 
     def _crm_delete(self, entity: str, p: Params) -> Out:
@@ -757,7 +757,7 @@ class Methods(AppMethods):
     def m_crm_item_update(self, p: Params, caller: "Caller") -> Out:
         etid, entity, row = self._item_get_row(p)
         self._item_apply(etid, entity, row, self._fields(p, exact=True), caller, creating=False)
-        self.tables[entity].touched()
+        self.tables[entity].touched(row[self.tables[entity].id_field])
         return Out({"item": self._item_row(etid, entity, row, None)}, returned=1)
 
     def m_crm_item_add(self, p: Params, caller: "Caller") -> Out:
@@ -1118,7 +1118,7 @@ class Methods(AppMethods):
         if not isinstance(fields, dict) or not fields:
             raise ApiError(400, "100", "Could not find value for parameter {fields} (internal error)")
         self._task_apply(row, fields, caller, creating=False)
-        self.tables["task"].touched()
+        self.tables["task"].touched(tid)
         self._mirror_task(tid, row, caller)
         return Out({"task": self._task_row(row, self._task_fields(None))}, returned=1)
 

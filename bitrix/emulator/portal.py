@@ -34,7 +34,9 @@ class Stats:
     """What the portal saw: HTTP requests (a batch is one), executions and operating time per method."""
 
     requests: int = 0
+    write_requests: int = 0  # requests (a batch is one) that ran at least one write command
     by_method: Counter = field(default_factory=Counter)
+    returned: Counter = field(default_factory=Counter)  # method -> rows it answered with
     operating: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     rejected: Counter = field(default_factory=Counter)  # error code -> count (503, 429, 401...)
 
@@ -143,19 +145,21 @@ class Portal(Methods):
         self.uf_labels: dict[tuple[str, str], str] = {}  # (entity, UF_ code) -> the label people see
         self.base_url = ""  # set by the EmulatorServer serving this portal
         self._init_apps()  # installed applications, deliveries, robots, calls, SMS (bitrix.emulator.apps)
+        self.write_log: list[tuple[str, dict]] | None = None  # when a list: (method, params) of every write run
 
     # ------------------------------------------------------------ construction
 
     @classmethod
     def from_company(cls, company: Any, *, webhook_user: int = 1, webhook_code: str = "sandboxsecret0001",
                      plan: str = "standard", rate_limit: bool = True, time_scale: float = 0.0,
-                     scopes: tuple[str, ...] = DEFAULT_SCOPES) -> "Portal":
-        """A portal holding ``company`` (a :class:`connector.sandbox.SyntheticCompany`)."""
+                     scopes: tuple[str, ...] = DEFAULT_SCOPES, compact: bool = False) -> "Portal":
+        """A portal holding ``company`` (a :class:`connector.sandbox.SyntheticCompany`);
+        ``compact`` for benchmark portals with millions of rows (see :mod:`bitrix.emulator.seed`)."""
         from bitrix.emulator.seed import seed
 
         portal = cls(webhook_user=webhook_user, webhook_code=webhook_code, plan=plan, rate_limit=rate_limit,
                      time_scale=time_scale, scopes=scopes)
-        seed(portal, company)
+        seed(portal, company, compact=compact)
         portal.admins.add(webhook_user)
         return portal
 
@@ -214,7 +218,7 @@ class Portal(Methods):
             stamp = STAMPS[entity][1]
             if stamp and stamp not in names:
                 row[stamp] = self.now()
-            t.touched()
+            t.touched(id)
             self.emit(entity, "UPDATE", id)
 
     def add(self, entity: str, fields: dict) -> int:
@@ -318,6 +322,12 @@ class Portal(Methods):
             return self.tokens[access]
 
     # ------------------------------------------------------------ limits
+
+    def bucket_drained_in(self) -> float:
+        """Seconds until the leaky bucket is empty again (nothing asked meanwhile)."""
+        with self.lock:
+            level = self._bucket_level - (self.limit_time() - self._bucket_t) * self.drain_rate
+            return max(0.0, level / self.drain_rate)
 
     def bucket_admit(self) -> bool:
         """Leaky bucket per portal: +1 per HTTP request, drains ``drain_rate``/s, blocks above ``bucket_size``."""

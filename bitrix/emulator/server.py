@@ -45,8 +45,21 @@ BATCH_MAX = 50
 SCOPE_GRANTS = {"user": ("user", "user_basic", "user_brief")}  # scopes that open a method's scope
 _WEBHOOK = re.compile(r"^/rest/(\d+)/([^/]+)/([^/]+?)/?$")
 _OAUTH = re.compile(r"^/rest/([^/]+?)/?$")
+_READ_METHOD = re.compile(r"(?:^|\.)(?:list|get|fields|current|time)$")
+_READ_ONLY = {"scope", "profile", "batch"}
 _REF = re.compile(r"\$(result_error|result_total|result_next|result_time|result|error|total|next|time)"
                   r"\[([^\]]+)\]((?:\[[^\]]*\])*)")
+
+
+def is_write(method: str) -> bool:
+    """Whether a (lower-case) REST method changes the portal: anything but list/get/fields reads."""
+    return method not in _READ_ONLY and not _READ_METHOD.search(method)
+
+
+def _command(call: str) -> tuple[str, str]:
+    """A batch command ``"crm.deal.list?filter[...]"`` -> (lower-case method, query string)."""
+    method, _, qs = call.strip().partition("?")
+    return re.sub(r"\.(json|xml)$", "", method.strip().strip("/"), flags=re.I).lower(), qs
 
 
 class Dispatcher:
@@ -90,6 +103,9 @@ class Dispatcher:
         if method == "batch":
             status, body_out = 200, self.batch(params, caller, started)
         else:
+            if is_write(method):
+                with portal.lock:
+                    portal.stats.write_requests += 1
             status, body_out, _ = self.call(method, params, caller, started, in_batch=False)
         hook = portal.after_request
         if hook is not None:
@@ -196,6 +212,8 @@ class Dispatcher:
                 portal.stats.rejected["OPERATION_TIME_LIMIT"] += 1
                 return self._err(ApiError(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit."))
             portal.stats.by_method[method] += 1
+            if portal.write_log is not None and is_write(method):
+                portal.write_log.append((method, params))
             t0 = time.perf_counter()
             try:
                 out: Out = getattr(portal, handler)(Params(params), caller)
@@ -208,6 +226,7 @@ class Dispatcher:
             cost = max(cost, real)
             portal.window.record(key, now, cost)
             portal.stats.operating[method] += cost
+            portal.stats.returned[method] += out.returned
             operating = portal.window.operating(key, now, portal.operating_window)
             reset_at = portal.window.reset_at(key, now, portal.operating_window)
         if portal.time_scale > 0:
@@ -247,6 +266,8 @@ class Dispatcher:
         items = list(cmd.items()) if isinstance(cmd, dict) else list(enumerate(cmd)) if isinstance(cmd, list) else []
         with self.portal.lock:
             self.portal.stats.by_method["batch"] += 1
+            if any(isinstance(c, str) and is_write(_command(c)[0]) for _, c in items[:BATCH_MAX]):
+                self.portal.stats.write_requests += 1
         res: dict = {"result": {}, "result_error": {}, "result_total": {}, "result_next": {}, "result_time": {}}
         last_time: dict | None = None
         for n, (key, call) in enumerate(items):
@@ -257,8 +278,7 @@ class Dispatcher:
                 continue
             if not isinstance(call, str):
                 continue
-            method, _, qs = call.strip().partition("?")
-            method = re.sub(r"\.(json|xml)$", "", method.strip().strip("/"), flags=re.I).lower()
+            method, qs = _command(call)
             sub = self.substitute(normalize(parse_qs(qs)), res)
             sub.pop("auth", None)
             status, body, tblock = self.call(method, sub, caller, self.portal.limit_time(), in_batch=True)
