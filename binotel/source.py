@@ -2,14 +2,20 @@
 
 Binotel has no cursor, paging or "modified since": a stats method returns every call that
 *started* in its window. So the source keeps a watermark ``T`` and each run fetches
-``[T - overlap, now - settle]`` in chunks of at most 24 hours (incoming and outgoing separately),
-yielding each chunk with the cursor set to the chunk's end. The overlap (``overlap_seconds``,
+``[T - overlap, now - settle]`` in chunks of at most 24 hours, one ``list-of-calls-for-period``
+per chunk (both directions; a PBX that answers 102 "No such method" to it is read with
+``incoming-`` plus ``outgoing-calls-for-period`` instead), yielding each chunk with the cursor set
+to the chunk's end. The overlap (``overlap_seconds``,
 4 h by default) re-fetches recent calls, so a call first seen ``ONLINE`` comes back with its final
 disposition and the core's upsert by key replaces it. A provisional call that started before
 the overlap is still remembered in the cursor and re-read through ``stats/call-details`` until it
 is final (or two days old), so a very long call cannot stay ``ONLINE`` forever.
 
 Cursor: JSON ``{"t": <Unix s, inclusive end of the last chunk>, "open": {"<id>": <start>}}``.
+
+The employee list changes a few times a year, so it is read on a first or full sync and then at
+most once per ``EMPLOYEES_EVERY`` (its cursor is the Unix time of the last read): a cycle where
+nothing changed costs one request, the one calls window.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from binotel.client import SYSTEM, BinotelClient
 from binotel.mapping import call_from_wire, manager_from_wire
 from connector.config import Binotel
 from connector.domain import Batch, Call, Sweep
-from connector.errors import RecordError, Rejected
+from connector.errors import PermanentError, RecordError, Rejected
 from connector.ports import Context
 
 log = logging.getLogger("binotel.source")
@@ -30,6 +36,7 @@ log = logging.getLogger("binotel.source")
 DAY = 86400
 OPEN_GIVE_UP_S = 2 * DAY  # stop re-reading a provisional call after this long
 DETAILS_CHUNK = 50
+EMPLOYEES_EVERY = 3600  # seconds between two reads of settings/list-of-employees
 
 
 def chunks(start: int, end: int, size: int = DAY) -> list[tuple[int, int]]:
@@ -65,26 +72,41 @@ class BinotelSource:
         self.lookback_s = int(lookback_days * DAY)
         self.settle_s = int(settle_seconds)
         self.overlap_s = int(settings.overlap_seconds)
+        self._both_ways = True  # list-of-calls-for-period until the PBX says it has no such method
 
     def streams(self) -> list[str]:
         return ["employees", "calls"]
 
     def pull(self, stream: str, cursor: str | None, *, full: bool = False) -> Iterator[Batch]:
         if stream == "employees":
-            yield self._employees()
+            now = int(self.ctx.clock.now().timestamp())
+            if full or not _employees_fresh(cursor, now):
+                yield self._employees(now)
         elif stream == "calls":
             yield from self._calls(None if full else cursor)
         else:
             raise ValueError(f"binotel has no stream {stream!r}")
 
-    def _employees(self) -> Batch:
+    def _employees(self, now: int) -> Batch:
         managers = []
         for map_key, item in self.client.employees():
             m = manager_from_wire(map_key, item)
             if m is not None:
                 managers.append(m)
         return Batch("employees", records=list(managers), sweep=Sweep(SYSTEM, "user", {m.source_id for m in managers}),
-                     total_hint=len(managers))
+                     total_hint=len(managers), cursor=str(now))
+
+    def _period(self, a: int, b: int) -> list[dict]:
+        """Every call that started in ``[a, b]``: one request where the PBX has the both-ways method."""
+        if self._both_ways:
+            try:
+                return self.client.calls_for_period("all", a, b)
+            except PermanentError as e:
+                if e.code != 102:
+                    raise
+                log.warning("%s: reading incoming and outgoing calls separately (two requests per day)", e)
+                self._both_ways = False
+        return self.client.calls_for_period("in", a, b) + self.client.calls_for_period("out", a, b)
 
     def _calls(self, cursor: str | None) -> Iterator[Batch]:
         now = int(self.ctx.clock.now().timestamp())
@@ -101,7 +123,7 @@ class BinotelSource:
                 yield batch
         pieces = chunks(start, end)
         for i, (a, b) in enumerate(pieces, 1):
-            rows = self.client.calls_for_period("in", a, b) + self.client.calls_for_period("out", a, b)
+            rows = self._period(a, b)
             calls = map_calls(rows)
             for c in calls:
                 if c.final:
@@ -138,6 +160,15 @@ def _forget_old(opened: dict[str, int], now: int) -> None:
     for cid in [cid for cid, s in opened.items() if s < now - OPEN_GIVE_UP_S]:
         log.warning("binotel call %s still provisional after %d days; no longer re-read", cid, OPEN_GIVE_UP_S // DAY)
         del opened[cid]
+
+
+def _employees_fresh(cursor: str | None, now: int) -> bool:
+    """Read within the last ``EMPLOYEES_EVERY`` (a clock set back, or an old cursor, reads again)."""
+    try:
+        last = int(cursor or "")
+    except ValueError:
+        return False
+    return 0 <= now - last < EMPLOYEES_EVERY
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, dict[str, int]] | None:

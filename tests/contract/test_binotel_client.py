@@ -236,10 +236,10 @@ def test_first_run_fetches_lookback_in_day_chunks_each_call_once(emulator, compa
     batches = list(src.pull("calls", None))
     end = int(company.anchor.timestamp()) - 60
     start = end - 30 * DAY + 1
-    windows = [(p["startTime"], p["stopTime"]) for m, p in emulator.requests if m == "stats/incoming-calls-for-period"]
+    windows = [(p["startTime"], p["stopTime"]) for m, p in emulator.requests if m == "stats/list-of-calls-for-period"]
     assert windows == chunks(start, end)
     assert all(b - a < DAY for a, b in windows)
-    assert [m for m, _ in emulator.requests].count("stats/outgoing-calls-for-period") == len(windows)
+    assert len(emulator.requests) == len(windows)  # one request a day, both directions
     seen = [c.source_id for b in batches for c in b.records]
     assert len(seen) == len(set(seen))
     expected = {cid for cid, r in emulator.calls.items() if start <= int(r["startTime"]) <= end}
@@ -269,7 +269,7 @@ def test_online_call_is_provisional_then_refetched_final_through_the_overlap(emu
     ctx.clock = FixedClock(company.anchor + timedelta(minutes=15))
     emulator.requests.clear()
     second = list(src.pull("calls", cursor))
-    windows = [(p["startTime"], p["stopTime"]) for m, p in emulator.requests if m == "stats/incoming-calls-for-period"]
+    windows = [(p["startTime"], p["stopTime"]) for m, p in emulator.requests if m == "stats/list-of-calls-for-period"]
     assert windows[0][0] == json.loads(cursor)["t"] - settings.overlap_seconds  # overlap re-fetch
     done = [c for b in second for c in b.records if c.source_id == live_id]
     assert len(done) == 1
@@ -401,3 +401,34 @@ def test_a_dripping_server_ends_in_a_clear_timeout_within_the_deadline():
         assert drip.completed == 0
     finally:
         drip.stop()
+
+
+def test_a_pbx_without_the_both_ways_method_is_read_incoming_and_outgoing(emulator, company, fake_time, caplog) -> None:
+    del emulator.methods["stats/list-of-calls-for-period"]  # answers 102 "No such method"
+    ctx = Context(clock=FixedClock(company.anchor))
+    settings = make_settings(emulator)
+    src = BinotelSource(settings, ctx, client=make_client(settings, fake_time, ctx), lookback_days=3, settle_seconds=60)
+    batches = list(src.pull("calls", None))
+    methods = [m for m, _ in emulator.requests]
+    assert methods[0] == "stats/list-of-calls-for-period"  # asked once, then never again
+    assert methods[1:] == ["stats/incoming-calls-for-period", "stats/outgoing-calls-for-period"] * 3
+    end = int(company.anchor.timestamp()) - 60
+    expected = {cid for cid, r in emulator.calls.items() if end - 3 * DAY < int(r["startTime"]) <= end}
+    assert {c.source_id for b in batches for c in b.records} == expected
+    assert "No such method" in caplog.text and "separately" in caplog.text
+
+
+def test_employees_are_read_at_most_once_an_hour(emulator, company, fake_time) -> None:
+    ctx = Context(clock=FixedClock(company.anchor))
+    settings = make_settings(emulator)
+    src = BinotelSource(settings, ctx, client=make_client(settings, fake_time, ctx))
+    first = list(src.pull("employees", None, full=True))
+    assert len(first) == 1 and first[0].records and first[0].cursor == str(int(company.anchor.timestamp()))
+    ctx.clock = FixedClock(company.anchor + timedelta(minutes=59))
+    assert list(src.pull("employees", first[0].cursor)) == []
+    assert len(list(src.pull("employees", first[0].cursor, full=True))) == 1  # a full sync reads them anyway
+    ctx.clock = FixedClock(company.anchor + timedelta(minutes=61))
+    assert len(list(src.pull("employees", first[0].cursor))) == 1
+    ctx.clock = FixedClock(company.anchor - timedelta(minutes=5))  # a clock set back reads again
+    assert len(list(src.pull("employees", first[0].cursor))) == 1
+    assert [m for m, _ in emulator.requests].count("settings/list-of-employees") == 4
