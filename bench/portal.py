@@ -76,6 +76,7 @@ bitrix24:
 onec:
   odata: {{url: "{onec_url}", user: "{onec_user}", password: "{onec_password}"}}
   preset: ut11
+  objects: {{journal: DocumentJournal_ДокументыПродаж}}  # published by the admin: one request finds changed documents
   match: [tax_id, guid_field, phone]
 binotel: {{key: "{binotel_key}", secret: "{binotel_secret}", url: "{binotel_url}"}}
 people: {{supervisor: 1, duty_manager: 2}}

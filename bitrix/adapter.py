@@ -6,15 +6,15 @@ import difflib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from bitrix.client import SYSTEM, BitrixClient
-from bitrix.sink import BitrixSink
-from bitrix.source import BitrixSource
 from connector import references
 from connector.errors import ConnectorError, UpstreamError
 from connector.i18n import _
 from connector.ports import CheckResult, Context
 
 if TYPE_CHECKING:
+    from bitrix.client import BitrixClient
+    from bitrix.sink import BitrixSink
+    from bitrix.source import BitrixSource
     from connector.config import Settings
     from connector.ports import SandboxService
     from connector.sandbox import SyntheticCompany
@@ -38,6 +38,7 @@ PROBES = {
     "tasks": ("tasks.task.list", {"select": ["ID"], "order": {"ID": "DESC"}, "start": -1}),
     "users": ("user.get", {"sort": "ID", "order": "ASC", "start": 0}),
 }
+SYSTEM = "bitrix24"  # bitrix.client.SYSTEM; the client (aiohttp, fast-bitrix24) is imported when first used
 APP_SCOPES = {"telephony": "calls on the client card", "messageservice": "the SMS provider"}
 ENTITY_WORDS = {"company": "companies", "contact": "contacts"}
 # No REST method lists the codes of "incoming webhook" triggers set up in a portal's automation rules:
@@ -53,10 +54,14 @@ class BitrixAdapter:
     def configured(self, settings: "Settings") -> bool:
         return settings.bitrix24 is not None
 
-    def source(self, settings: "Settings", ctx: Context) -> BitrixSource | None:
+    def source(self, settings: "Settings", ctx: Context) -> "BitrixSource | None":
+        from bitrix.source import BitrixSource
+
         return BitrixSource(settings.bitrix24, ctx) if settings.bitrix24 else None
 
-    def sink(self, settings: "Settings", ctx: Context) -> BitrixSink | None:
+    def sink(self, settings: "Settings", ctx: Context) -> "BitrixSink | None":
+        from bitrix.sink import BitrixSink
+
         return BitrixSink(settings.bitrix24, ctx) if settings.bitrix24 else None
 
     def check(self, settings: "Settings", ctx: Context) -> list[CheckResult]:
@@ -64,6 +69,8 @@ class BitrixAdapter:
         cfg = settings.bitrix24
         if cfg is None:
             return []
+        from bitrix.client import BitrixClient
+
         out: list[CheckResult] = []
         try:
             client = BitrixClient(cfg, ctx, attempts=2, max_wait=5.0)
@@ -206,6 +213,8 @@ class BitrixAdapter:
 
     def own_actions(self, settings: "Settings", snap: Any) -> dict[str, list[Any]]:
         """Calls on the client card and the SMS provider's statuses (``connector.ports.OwnActions``)."""
+        if not self.app_configured(settings):
+            return {}  # a webhook portal: nothing to import, nothing to add
         from bitrix.app import own_actions
 
         return own_actions(settings, snap)

@@ -346,6 +346,7 @@ class Evidence:
         self.now = now
         self._kept: set[str] | None = None
         self._keys_made = False
+        self._keys_held: list[str] = []  # what tmp_keys holds now: a second ask for the same keys costs nothing
         fresh = conn.execute(select(kv.c.value).where(kv.c.name == Store.EVIDENCE_DIRTY)).scalar() == "0" and \
             conn.execute(select(kv.c.value).where(kv.c.name == PRIMARY_KV)).scalar() == primary
         later = fresh and conn.execute(select(ev_contact.c.client_key).where(ev_contact.c.at > now).limit(1)).first() is not None
@@ -375,15 +376,21 @@ class Evidence:
     def keyset(self, keys: Iterable[str]) -> Table:
         """``keys`` in a temporary table (its previous keys replaced): a query joins thousands of
         candidates once, where IN lists of 500 would cost a query and a plan each."""
+        unique = [k for k in dict.fromkeys(keys) if k]
+        if self._keys_made and unique == self._keys_held:
+            return tmp_keys
         if not self._keys_made:
             tmp_keys.drop(self.conn, checkfirst=True)
             tmp_keys.create(self.conn)
             self._keys_made = True
         else:
             self.conn.execute(tmp_keys.delete())
-        rows = [{"client_key": k} for k in dict.fromkeys(keys) if k]
-        if rows:
-            self.conn.execute(tmp_keys.insert(), rows)
+        if unique:
+            # the driver's own executemany: SQLAlchemy's per-row parameter handling cost more than the inserts
+            sql = str(tmp_keys.insert().compile(dialect=self.conn.dialect))
+            named = self.conn.dialect.paramstyle in ("named", "pyformat")
+            self.conn.exec_driver_sql(sql, [{"client_key": k} for k in unique] if named else [(k,) for k in unique])
+        self._keys_held = unique
         return tmp_keys
 
     def key_filters(self, keys: list[str]) -> list[Callable[[Any], Any]]:

@@ -350,8 +350,10 @@ class Snapshot:
             self._with_purchases = set()
         loaded: dict[str, ClientView] = {}
         for within in self.ev.key_filters(keys):
-            for r in self.conn.execute(select(clients).where(within(clients.c.key), clients.c.system == self.primary,
-                                                             clients.c.deleted.is_(False))):
+            c = clients.c
+            for r in self.conn.execute(select(c.key, c.system, c.kind, c.title, c.responsible_key, c.company_key, c.first_name,
+                                              c.segment, c.tax_id, c.emails, c.fields, c.birthday, c.created_at)
+                                       .where(within(c.key), c.system == self.primary, c.deleted.is_(False))):
                 loaded[r.key] = ClientView(
                     key=r.key, system=r.system, kind=r.kind, title=r.title or r.key, responsible_key=r.responsible_key,
                     company_key=r.company_key, first_name=r.first_name, segment=r.segment, tax_id=r.tax_id,
