@@ -9,13 +9,14 @@ in one transaction, so a concurrent sync cannot tear the view.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Text, func, select, type_coerce
 
 from connector.config import Settings, Where
 from connector.domain import make_key
@@ -199,9 +200,16 @@ class JournalEntry:
     type: str
     created_at: datetime | None
     done_at: datetime | None
-    payload: dict | None = None
+    stored_payload: str | dict | None = None  # the JSON text as stored, decoded when first read
     client_key: str | None = None
     remote_key: str | None = None
+
+    @property
+    def payload(self) -> dict | None:
+        """The action's payload; most entries a plan reads are only counted, never opened."""
+        if isinstance(self.stored_payload, str):
+            self.stored_payload = json.loads(self.stored_payload)
+        return self.stored_payload
 
 
 @dataclass
@@ -211,7 +219,13 @@ class EpisodeView:
     subject_key: str
     client_key: str | None
     opened_at: datetime | None
-    data: dict
+    stored_data: str | dict | None = None  # JSON text as stored, decoded when first read
+
+    @property
+    def data(self) -> dict:
+        if not isinstance(self.stored_data, dict):
+            self.stored_data = json.loads(self.stored_data) if self.stored_data else {}
+        return self.stored_data
 
 
 class Snapshot:
@@ -619,8 +633,10 @@ class Snapshot:
         return out
 
     def open_episodes(self, rule: str) -> list[EpisodeView]:
-        q = select(episodes).where(episodes.c.rule == rule, episodes.c.closed_at.is_(None)).order_by(episodes.c.episode)
-        return [EpisodeView(r.episode, r.rule, r.subject_key, r.client_key, r.opened_at, dict(r.data or {})) for r in self.conn.execute(q)]
+        e = episodes.c
+        q = (select(e.episode, e.rule, e.subject_key, e.client_key, e.opened_at, type_coerce(e.data, Text))
+             .where(e.rule == rule, e.closed_at.is_(None)).order_by(e.episode))
+        return [EpisodeView(*r) for r in self.conn.execute(q)]
 
     def pending_keys(self, rule: str) -> list[tuple[str, str]]:
         """``(key, episode)`` of the rule's actions not yet started (planned or waiting to retry)."""
@@ -649,7 +665,8 @@ class Snapshot:
 
 
 _JCOLS = (journal.c.key, journal.c.rule, journal.c.subject_key, journal.c.episode, journal.c.state, journal.c.type,
-          journal.c.created_at, journal.c.done_at, journal.c.payload, journal.c.client_key, journal.c.remote_key)
+          journal.c.created_at, journal.c.done_at, type_coerce(journal.c.payload, Text).label("payload"), journal.c.client_key,
+          journal.c.remote_key)
 
 
 def _je(r: Any) -> JournalEntry:
