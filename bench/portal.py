@@ -636,7 +636,7 @@ def write_results(cmd: str, a: argparse.Namespace, info: dict, report: str) -> N
     section = (
         f"{title}\n\n"
         f"Command: `{cmd}` ({datetime.now().astimezone():%Y-%m-%d}; emulated Bitrix24 on the standard plan with its "
-        f"leaky bucket and operating-time model, time_scale {a.time_scale}; Binotel; 1C OData УТ 11).\n\n"
+        f"leaky bucket and operating-time model, time_scale {a.time_scale}; Binotel; 1C OData УТ 11 with its document journal published).\n\n"
         f"Seeded: {sizes}. Seeding took {sum(info['seconds'].values()):,.0f} s; the emulators' process held "
         f"{info['rss_mib']:,.0f} MiB after seeding, {info.get('rss_after_mib', 0):,.0f} MiB at the end.\n\n"
         f"{report}\n\n"
