@@ -115,12 +115,20 @@ class BitrixAdapter:
             cmds |= {"company": ("crm.company.fields", {}), "contact": ("crm.contact.fields", {})}
         for n in range(0, len(ids), 50):  # user.get pages by 50; dismissed users are listed unless ACTIVE is filtered
             cmds[f"users{n}"] = ("user.get", {"FILTER": {"@ID": ids[n:n + 50]}})
+        invoice_rules = [(i, r) for i, r in enumerate(settings.rules) if r.type == "invoice_sync"]
+        if invoice_rules:
+            cmds["invoice_fields"] = ("crm.item.fields", {"entityTypeId": 31})
+        onec = settings.onec
+        if onec is not None and onec.create_missing:
+            cmds["presets"] = ("crm.requisite.preset.list", {"select": ["ID", "NAME", "ACTIVE", "ENTITY_TYPE_ID"]})
         try:
             reply = client.batch(cmds)
         except UpstreamError as e:
             return [CheckResult(SYSTEM, "names in the config", False, str(e))]
         out = self._people(settings, people, reply) if people else []
         out += self._fields(settings, fields, reply) if fields else []
+        out += self._invoice_fields(settings, invoice_rules, reply) if invoice_rules else []
+        out += self._preset(settings, reply) if "presets" in cmds else []
         out += self._triggers(settings, client)
         return out
 
@@ -162,6 +170,47 @@ class BitrixAdapter:
             out.append(CheckResult(SYSTEM, "people", True, f"all {len({p.id for p in people})} users named in the config exist"
                                    + (" and are active" if any(p.must_be_active for p in people) else "")))
         return out
+
+    def _invoice_fields(self, settings: "Settings", rules: list[tuple[int, Any]], reply: Any) -> list[CheckResult]:
+        """The invoice fields ``invoice_sync`` matches 1C documents by (crm.item.fields of smart invoices)."""
+        if "invoice_fields" in reply.errors:
+            return [CheckResult(SYSTEM, "invoice fields", False, f"cannot read the fields of invoices: {reply.errors['invoice_fields']}")]
+        result = reply.results.get("invoice_fields")
+        fields = result.get("fields") if isinstance(result, Mapping) else None
+        fields = fields if isinstance(fields, Mapping) else {}
+        # crm.item accepts a field by its camelCase name or its UPPER_CASE one (crm/universal/index.md)
+        known = {str(k).lower() for k in fields} | {str(v.get("upperName") or "").lower() for v in fields.values() if isinstance(v, Mapping)}
+        out: list[CheckResult] = []
+        for i, rule in rules:
+            for key in ("number_field", "basis_field"):
+                name = getattr(rule, key)
+                if name and name.lower() not in known:
+                    hint = difflib.get_close_matches(name, [str(k) for k in fields], n=1)
+                    out.append(CheckResult(SYSTEM, "invoice fields", False, f"{settings.where('rules', i, key)}: invoices have "
+                                           f"no field {name}" + (f" (did you mean {hint[0]}?)" if hint else "")))
+        if not out:
+            names = sorted({getattr(r, k) for _, r in rules for k in ("number_field", "basis_field") if getattr(r, k)})
+            out.append(CheckResult(SYSTEM, "invoice fields", True, f"{', '.join(names)} exist on invoices"))
+        return out
+
+    def _preset(self, settings: "Settings", reply: Any) -> list[CheckResult]:
+        """The requisite template ``onec.create_missing`` files tax ids under (crm.requisite.add needs its PRESET_ID)."""
+        assert settings.onec is not None
+        want = settings.onec.create_missing_preset
+        at = settings.where("onec", "create_missing_preset")
+        if "presets" in reply.errors:
+            return [CheckResult(SYSTEM, "requisite template", False, f"cannot list requisite templates: {reply.errors['presets']}")]
+        rows = reply.results.get("presets")
+        rows = [r for r in rows if isinstance(r, Mapping)] if isinstance(rows, list) else []
+        found = next((r for r in rows if str(r.get("ID")) == str(want)), None)
+        listed = ", ".join(f"{r.get('ID')} {r.get('NAME')}" for r in rows) or "none"
+        if found is None:
+            return [CheckResult(SYSTEM, "requisite template", False, f"{at}: the portal has no requisite template {want} "
+                                f"(it has: {listed})")]
+        if str(found.get("ACTIVE") or "Y") != "Y":
+            return [CheckResult(SYSTEM, "requisite template", False, f"{at}: requisite template {want} "
+                                f"({found.get('NAME')}) is switched off")]
+        return [CheckResult(SYSTEM, "requisite template", True, f"{want} ({found.get('NAME')}) for created companies")]
 
     def _fields(self, settings: "Settings", fields: list[references.CustomField], reply: Any) -> list[CheckResult]:
         known: dict[str, dict[str, Any]] = {}

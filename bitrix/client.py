@@ -51,6 +51,7 @@ SYSTEM = "bitrix24"
 # fast_bitrix24 logs every call with its parameters (texts of tasks and comments) at INFO and
 # sets its own logger to DEBUG; keep that out of the connector's logs.
 logging.getLogger("fast_bitrix24").setLevel(logging.WARNING)
+log = logging.getLogger("bitrix.client")
 REFRESH_TOKEN_KV = "bitrix24.refresh_token"
 ACCESS_TOKEN_KV = "bitrix24.access_token"
 APP_ENDPOINT_KV = "bitrix24.app.endpoint"  # the portal's client_endpoint, kept at installation (bitrix.app)
@@ -462,10 +463,24 @@ class BitrixClient:
             raise
 
     async def _refresh(self) -> str:
-        """Exchange the refresh token (rotated one from the kv store first) for a new pair."""
+        """Exchange the refresh token for a new pair: the rotated one in the kv store first, then the
+        config's when the portal refuses the stored one and the config holds another (the admin issued
+        a new pair after a spent token: the documented remedy must work without emptying the store)."""
         o = self._oauth
         assert o is not None
-        refresh = self._kv_get(REFRESH_TOKEN_KV) or o.refresh_token
+        stored = self._kv_get(REFRESH_TOKEN_KV)
+        if stored and o.refresh_token and o.refresh_token != stored:
+            try:
+                return await self._refresh_with(stored, stored)
+            except AuthError as e:
+                log.warning("%s: the stored refresh token was refused; trying the one in the config", e)
+            return await self._refresh_with(o.refresh_token, stored)
+        return await self._refresh_with(stored or o.refresh_token or "", stored)
+
+    async def _refresh_with(self, refresh: str, stored: str | None) -> str:
+        """One exchange of ``refresh``; ``stored`` is what the kv store held when this refresh began."""
+        o = self._oauth
+        assert o is not None
         params = {"grant_type": "refresh_token", "client_id": o.client_id, "client_secret": o.client_secret,
                   "refresh_token": refresh}
         self.counter.add("oauth.token")
@@ -480,7 +495,7 @@ class BitrixClient:
         data = _json(raw) or {}
         if status >= 400 or "error" in data or not data.get("access_token"):
             rotated = self._kv_get(REFRESH_TOKEN_KV)
-            if str(data.get("error") or "").lower() == "invalid_grant" and rotated and rotated != refresh:
+            if str(data.get("error") or "").lower() == "invalid_grant" and rotated and rotated != stored:
                 # another client of this store (the application endpoint, a second process) refreshed first:
                 # its pair is in the store; take it rather than failing
                 access = self._kv_get(ACCESS_TOKEN_KV)

@@ -490,11 +490,35 @@ class Methods(AppMethods):
             raise ApiError(400, "", "Not found")
         return Out(True)
 
+    _WIRE_TYPES = {INT: "integer", STR: "string", MONEY: "double", DT: "datetime", DATE: "date", YN: "char",
+                   MULTI: "crm_multifield", ANY: "string", LIST_INT: "integer", LIST_STR: "string", BOOL: "char"}
+    _ITEM_READONLY = {"id", "createdTime", "updatedTime", "createdBy", "updatedBy", "movedBy", "movedTime", "previousStageId"}
+
+    def m_crm_item_fields(self, p: Params, caller: "Caller") -> Out:
+        """crm-item-fields.md: ``{"fields": {camelName: {type, isRequired, ..., title, upperName}}}``."""
+        _etid, entity = self._item_entity(p)
+        t = self.tables[entity]
+        out = {}
+        for camel, stored in self._item_names(entity).items():
+            ft = t.schema[stored]
+            upper = stored if stored.isupper() or "_" in stored else re.sub(r"([A-Z])", r"_\1", stored).upper()
+            uf = upper.startswith("UF_")
+            out[camel] = {"type": self._WIRE_TYPES.get(ft, "string"), "isRequired": False,
+                          "isReadOnly": camel in self._ITEM_READONLY, "isImmutable": False,
+                          "isMultiple": ft in (MULTI, LIST_INT, LIST_STR), "isDynamic": uf,
+                          "title": self.uf_labels.get((entity, stored)) or UF_LABELS.get(stored) or camel, "upperName": upper}
+        return Out({"fields": out})
+
+    def m_crm_requisite_preset_list(self, p: Params, caller: "Caller") -> Out:
+        """The requisite templates of a fresh portal (crm-requisite-preset-list.md), all active."""
+        rows = [{"ID": str(i), "ENTITY_TYPE_ID": "8", "COUNTRY_ID": "1", "NAME": name, "ACTIVE": "Y", "SORT": str(500 + i),
+                 "XML_ID": f"#CRM_REQUISITE_PRESET_DEF_{i}#"} for i, name in sorted(REQUISITE_PRESETS.items())]
+        return Out(rows, total=len(rows))
+
     def _crm_fields(self, entity: str) -> Out:
         """Every field with its wire type; custom fields (isDynamic) carry the labels people see."""
         t = self.tables[entity]
-        names = {INT: "integer", STR: "string", MONEY: "double", DT: "datetime", DATE: "date", YN: "char",
-                 MULTI: "crm_multifield", ANY: "string", LIST_INT: "integer", LIST_STR: "string", BOOL: "char"}
+        names = self._WIRE_TYPES
         out = {}
         for f, ft in t.schema.items():
             uf = f.startswith("UF_")

@@ -162,6 +162,23 @@ def test_oauth_expired_token_is_refreshed_once_and_the_rotated_token_persisted(p
     assert ctx2.counter("bitrix24").by_method["oauth.token"] == 1
 
 
+def test_a_spent_stored_refresh_token_gives_way_to_a_new_one_in_the_config(portal, caplog):
+    """The remedy after a kill between the token server's answer and the store's write: the admin
+    issues a new pair and puts its refresh token in the config; the store's spent one is not kept."""
+    access, refresh = portal.issue_oauth("local.app", "appsecret-123456")
+    kv = {"bitrix24.refresh_token": "spentrefreshtoken7"}  # what the killed process left behind
+    portal.expire_tokens()
+    stuck, _, _ = make(portal, oauth=_oauth(portal, "spentrefreshtoken7", None), kv=kv)
+    with stuck, pytest.raises(AuthError, match="invalid_grant"):
+        stuck.call("crm.company.get", {"id": 1})  # the config still holds the spent one: a clear auth error
+    fixed, ctx, _ = make(portal, oauth=_oauth(portal, refresh, None), kv=kv)
+    with fixed:
+        assert fixed.result("crm.company.get", {"id": 1})["ID"] == "1"
+    assert ctx.counter("bitrix24").by_method["oauth.token"] == 2  # the stored one refused, then the config's
+    assert kv["bitrix24.refresh_token"] not in ("spentrefreshtoken7", refresh)  # the new rotation is kept
+    assert "trying the one in the config" in caplog.text and "spentrefreshtoken7" not in caplog.text
+
+
 def test_oauth_token_still_rejected_after_refresh_is_an_auth_error(portal):
     access, refresh = portal.issue_oauth("local.app", "appsecret-123456")
     portal.token_ttl = -1.0  # every token the portal issues is born expired

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -144,6 +145,13 @@ def test_a_storm_of_kills_and_faults_leaves_every_action_exactly_once(tmp_path):
             portal.faults.clear()
             kills += proc.returncode == -9
             outputs.append(out + err)
+            if proc.returncode == 1 and "oauth.token" in out + err:
+                # a kill landed between the token server's rotation and the store's write (README, known
+                # limits): the admin's remedy, a newly issued refresh token in the config, and the storm goes on
+                _, fresh = portal.issue_oauth("app.storm", "storm-secret-0001")
+                text = Path(cfg).read_text(encoding="utf-8")
+                Path(cfg).write_text(re.sub(r"refresh_token: .*", f"refresh_token: {fresh}", text), encoding="utf-8")
+                faults["refresh token reissued"] += 1
             assert proc.returncode in (0, 1, -9), out + err
             runs[proc.returncode] += 1
             writes_seen += writes["n"]
