@@ -22,6 +22,8 @@ def evaluate(rule: UnpaidRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluat
     today = cal.today(snap.now)
     # without a where filter the scope is counted in SQL and only invoices already overdue are loaded
     invoices = snap.invoices(due_before=None if rule.where else today - timedelta(days=rule.overdue_days))
+    if rule.where is None:  # paid and small invoices are no finding, and the scope is counted in SQL: their clients stay unread
+        invoices = [i for i in invoices if not i.paid and i.amount >= rule.min_amount]
     snap.clients([i.client_key for i in invoices if i.client_key])
     for inv in invoices:
         c = snap.client(inv.client_key)
