@@ -653,12 +653,7 @@ class Store:
                      ["deal_key", "client_key"])
 
     def _write_tasks(self, conn: Connection, items: list[d.Task]) -> None:
-        rows = []
-        for x in items:
-            row = _row(x, skip=("owner_keys",))
-            row["marker"] = d.find_marker(x.description)
-            row["own"] = row["marker"] is not None
-            rows.append(row)
+        rows = [_marked(_row(x, skip=("owner_keys",)), x.description) for x in items]
         self._upsert(conn, tasks, rows, ["key"])
         keys = [x.key for x in items]
         for i in range(0, len(keys), 500):
@@ -667,12 +662,7 @@ class Store:
                      ["task_key", "owner_key"])
 
     def _write_invoices(self, conn: Connection, items: list[d.Invoice]) -> None:
-        rows = []
-        for x in items:
-            row = _row(x, skip=("text",))
-            row["marker"] = d.find_marker(x.text)
-            row["own"] = row["marker"] is not None
-            rows.append(row)
+        rows = [_marked(_row(x, skip=("text",)), x.text) for x in items]
         self._upsert(conn, invoices, rows, ["key"])
 
     def _write_product_lines(self, conn: Connection, items: list[d.ProductLines]) -> None:
@@ -694,9 +684,7 @@ class Store:
             conn.execute(delete(activities).where(activities.c.key.in_(keys[i : i + 500])))
         rows = []
         for a in items:
-            base = _row(a, skip=("owner_keys", "text"))
-            base["marker"] = d.find_marker(a.text, a.subject)
-            base["own"] = base["marker"] is not None
+            base = _marked(_row(a, skip=("owner_keys", "text")), a.text, a.subject)
             for owner in set(a.owner_keys) or {""}:
                 rows.append({**base, "owner_key": owner})
         if rows:
@@ -763,6 +751,13 @@ class Store:
                                 ("documents", documents), ("debts", debts), ("calls", calls)]:
                 out[name] = conn.execute(select(func.count()).select_from(table).where(table.c.deleted.is_(False))).scalar_one()
         return out
+
+
+def _marked(row: dict, *texts: str | None) -> dict:
+    """The connector's own footprint: a record whose text carries one of its markers is never evidence."""
+    row["marker"] = d.find_marker(*texts)
+    row["own"] = row["marker"] is not None
+    return row
 
 
 def _row(rec: Any, skip: tuple[str, ...] = ()) -> dict:
