@@ -36,7 +36,7 @@ from connector.i18n import _, ngettext
 from connector.journal import Journal
 from connector.ports import PlannedAction
 from connector.rules import clear_reason, evaluate
-from connector.rules.base import DONE_STATES, FINAL_STATES, Finding, episode_of, person_key
+from connector.rules.base import DONE_STATES, FINAL_STATES, Finding, Lazy, episode_of, person_key
 from connector.snapshot import ClientView, EpisodeView, ManagerView, Snapshot, family_of, split_episode
 from connector.templates import (
     client_var,
@@ -238,7 +238,13 @@ class Planner:
                "reason": f.reason}
         if every or "last_contact" in self._reads(rule):
             ctx["last_contact"] = _last_contact(c, self.cal)
-        ctx.update(f.vars)
+        reads = self._reads(rule)
+        for name, value in f.vars.items():
+            if isinstance(value, Lazy):
+                if not (every or name in reads or "*" in reads):
+                    continue
+                value = value.make()
+            ctx[name] = value
         if isinstance(rule, ReleaseRule):
             ctx["previous_manager"] = self._person(f.previous_key)
         return ctx

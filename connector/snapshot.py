@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -68,11 +68,21 @@ class ClientView:
     fields: dict[str, Any] = field(default_factory=dict)
     birthday: date | None = None
     created_at: datetime | None = None
-    contact: dict[str, datetime] = field(default_factory=dict)  # kind -> latest contact
+    _contact: dict[str, datetime] = field(default_factory=dict, repr=False)  # kind -> latest contact (see ``contact``)
     future_task: bool = False
     purchases: list[tuple[datetime, float, str]] = field(default_factory=list)  # (when, amount, what)
     deal_keys: list[str] = field(default_factory=list)  # open deals
     contact_keys: list[str] = field(default_factory=list)  # the company's contacts
+    # fills ``contact`` of this client and of every client loaded with it, on the first read: a rule
+    # that never asks about contact (lost, unpaid) does not read the contacts of thousands of candidates
+    contact_loader: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def contact(self) -> dict[str, datetime]:
+        """Kind -> the latest contact of that kind."""
+        if self.contact_loader is not None:
+            self.contact_loader()
+        return self._contact
 
     def last_contact(self, kinds: Iterable[str] | None = None) -> tuple[datetime | None, str | None]:
         best: tuple[datetime | None, str | None] = (None, None)
@@ -390,8 +400,15 @@ class Snapshot:
                 if co in loaded:
                     loaded[co].contact_keys.append(kk)
         present = list(loaded)
-        for ck, kinds in self.ev.contacts_of(present).items():
-            loaded[ck].contact = dict(kinds)
+
+        def load_contacts() -> None:
+            for view in loaded.values():
+                view.contact_loader = None
+            for ck, kinds in self.ev.contacts_of(present).items():
+                loaded[ck]._contact = dict(kinds)
+
+        for view in loaded.values():
+            view.contact_loader = load_contacts
         for ck in self.ev.kept(present):
             loaded[ck].future_task = True
         for k in keys:

@@ -126,6 +126,17 @@ class Text(dict):
     def __str__(self) -> str:
         return self._text
 
+    def __getattr__(self, name: str) -> Any:
+        # jinja reads ``client.title`` as getattr first, then the key: a failed getattr raised and
+        # caught an AttributeError per read (a tenth of a short text). Python calls this only where
+        # jinja would fall back to the key anyway, so dict methods keep winning, as in jinja.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
 
 class TextList(list):
     """A list variable (``debt.documents``) that reads as one line."""

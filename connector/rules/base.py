@@ -12,6 +12,7 @@ merely left the lookback window), so that nothing pending is cancelled by mistak
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,16 @@ from connector.snapshot import ClientView, EpisodeView, Snapshot, family_of
 
 FINAL_STATES = {str(s) for s in _FINAL}
 DONE_STATES = {str(s) for s in _DONE}
+
+
+class Lazy:
+    """A template variable built only if one of the rule's templates reads it: a plan of 20k
+    findings would otherwise build 20k ``last_purchase`` texts that no text shows."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
 
 
 @dataclass

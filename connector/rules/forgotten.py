@@ -18,7 +18,7 @@ from connector import words
 from connector.calendar import BusinessCalendar
 from connector.config import ForgottenRule
 from connector.i18n import _, ngettext
-from connector.rules.base import Evaluation, Finding, kind_of, local_date
+from connector.rules.base import Evaluation, Finding, Lazy, kind_of, local_date
 from connector.snapshot import EpisodeView, Snapshot, split_episode
 from connector.store import clients
 from connector.templates import day_var, last_contact_var
@@ -53,7 +53,8 @@ def evaluate(rule: ForgottenRule, snap: Snapshot, cal: BusinessCalendar) -> Eval
                 days=days, date=day_var(cal.local(ref)))
         findings.append(Finding(
             subject_key=key, client=c, period=local_date(cal, since), reason=reason,
-            vars={"days": days, "last_contact": last_contact_var(last_kind, cal.local(last) if last else None)},
+            vars={"days": days,
+                  "last_contact": Lazy(lambda k=last_kind, w=last: last_contact_var(k, cal.local(w) if w else None))},
         ))
     return Evaluation(findings, snap.scope_count(rule.where, kind))
 

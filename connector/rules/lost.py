@@ -22,7 +22,7 @@ from connector import i18n, words
 from connector.calendar import BusinessCalendar
 from connector.config import LostRule
 from connector.i18n import _
-from connector.rules.base import FINAL_STATES, Evaluation, Finding, episode_of, kind_of, local_date
+from connector.rules.base import FINAL_STATES, Evaluation, Finding, Lazy, episode_of, kind_of, local_date
 from connector.snapshot import ClientView, EpisodeView, Snapshot, split_episode
 from connector.store import clients
 from connector.templates import day_var, last_purchase_var
@@ -103,7 +103,8 @@ def evaluate(rule: LostRule, snap: Snapshot, cal: BusinessCalendar) -> Evaluatio
             subject_key=key, client=c, period=f"{base}#{n}", reason=reason,
             vars={
                 "days": silent, "purchases": len(purchases), "cadence_days": cadence, "callback_number": n + 1,
-                "temperature": temperature, "last_purchase": last_purchase_var(cal.local(last_when), last_amount, last_what),
+                "temperature": temperature,
+                "last_purchase": Lazy(lambda w=last_when, a=last_amount, k=last_what: last_purchase_var(cal.local(w), a, k)),
             },
         ))
     return Evaluation(findings, snap.scope_count(rule.where, kind), holding=holding)
