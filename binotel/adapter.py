@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from binotel.client import SYSTEM, BinotelClient
-from binotel.source import BinotelSource
 from connector.domain import Call
 from connector.errors import ConnectorError
 from connector.ports import CheckResult, Context
 
+SYSTEM = "binotel"  # binotel.client's; the client (requests) is imported only when the PBX is read
+
 if TYPE_CHECKING:
     from binotel.push import PushServer
+    from binotel.source import BinotelSource
     from connector.config import Settings
     from connector.httpserver import HttpServer
     from connector.sandbox import SyntheticCompany
@@ -45,7 +46,9 @@ class BinotelAdapter:
     def configured(self, settings: "Settings") -> bool:
         return settings.binotel is not None
 
-    def source(self, settings: "Settings", ctx: Context) -> BinotelSource | None:
+    def source(self, settings: "Settings", ctx: Context) -> "BinotelSource | None":
+        from binotel.source import BinotelSource
+
         return (BinotelSource(settings.binotel, ctx, lookback_days=settings.binotel.lookback_days,
                               settle_seconds=settings.binotel.settle_seconds) if settings.binotel else None)
 
@@ -57,6 +60,8 @@ class BinotelAdapter:
         cfg = settings.binotel
         if cfg is None:
             return []
+        from binotel.client import BinotelClient
+
         client = BinotelClient(cfg, ctx, attempts=2, rate_backoff=2.0, transient_backoff=1.0, max_wait=5.0, timeout=20)
         try:
             employees = client.employees()
@@ -79,6 +84,8 @@ class BinotelAdapter:
         minutes, so it is asked for when somebody downloads it, never stored."""
         if settings.binotel is None:
             return None
+        from binotel.client import BinotelClient
+
         client = BinotelClient(settings.binotel, ctx, attempts=2, rate_backoff=2.0, transient_backoff=1.0, max_wait=5.0, timeout=20)
         try:
             return client.call_record_url(call_id) or None

@@ -311,14 +311,16 @@ def plan(config: str, as_json: bool, force: bool, no_sync: bool, rules: tuple[st
     _known_rules(s, rules, config)
     store = _open(s)
     ctx = make_context(store, _clock(now, s.timezone))
-    lease = None
-    if not no_sync:
-        lease = make_lease(s, store)
-        try:
-            lease.acquire()
-        except LeaseHeld as e:
+    # Holding the store lets the plan bring the derived evidence up to date once for every later
+    # evaluation (with --no-sync too); without it the plan derives a private copy, slower, and
+    # changes nothing another process depends on.
+    lease = make_lease(s, store)
+    try:
+        lease.acquire()
+    except LeaseHeld as e:
+        if not no_sync:
             err.print(_("{reason}: evaluating the store as it is (no sync)").format(reason=e), markup=False)
-            lease, no_sync = None, True
+        lease, no_sync = None, True
     try:
         rep = cycle(s, store, ctx, execute=False, force=force, progress=not as_json and sys.stdout.isatty(), lease=lease,
                     sync=not no_sync, only=set(rules) or None)

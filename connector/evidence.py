@@ -15,7 +15,9 @@ rules' candidate queries, ``plan``'s reasons and ``explain`` can never disagree:
 - **Kept.** An open task (not the connector's) or a planned activity due after ``now``.
 
 The latest contact of each kind per client is derived once after a sync that changed anything
-(``ev_contact``, about 1-2 s per million activities) and read by every rule in a fraction of that.
+(``ev_contact``, about 1-2 s per million activities) and read by every rule in a fraction of that;
+so is every client's list of purchases (``ev_buy``: whose, paid or won, undated by ``now``, which a
+read applies), the lost rule's candidates and its candidates' purchases.
 With an rfm rule, each client's purchases per local day and currency are derived with it
 (``ev_purchase``: one purchase a day, a day in two systems once), so the rule's recency,
 frequency and money are one indexed aggregate per evaluation.
@@ -48,6 +50,7 @@ from connector.store import (
     deal_clients,
     deals,
     documents,
+    ev_buy,
     ev_contact,
     ev_owner,
     ev_purchase,
@@ -65,6 +68,9 @@ CONTACT_KINDS = ("call", "email", "meeting", "task", "comment", "document", "dea
 PRIMARY_KV = "evidence.primary"
 PURCHASE_KV = "evidence.purchase_days"  # "<UTC offset minutes>|<base currency>" ev_purchase was derived with; "" when it was not
 RFM_KV = "evidence.rfm"  # the rfm_key() ev_rfm was derived with; "" when it was not
+
+FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
+BUY_COLUMNS = ["client_key", "key", "at", "amount", "what", "system", "currency"]
 
 _tmp = MetaData()
 tmp_owner = Table("ev_owner_now", _tmp, Column("owner_key", String(200)), Column("client_key", String(200)), prefixes=["TEMPORARY"])
@@ -216,6 +222,10 @@ def refresh(store: Store, primary: str, *, rfm: RfmSpec | None = None, now: date
             conn.execute(ev_owner.insert().from_select(["owner_key", "client_key"], _owner_select(primary)))
             conn.execute(ev_contact.insert().from_select(["client_key", "kind", "at"], _contact_select(ev_owner, real_now)))
         if not purchases_kept:
+            conn.execute(delete(ev_buy))
+            # every purchase, whatever its date: a read keeps those up to its own ``now`` (the date is
+            # the only thing that depends on it), so a simulation before or after this moment is exact
+            conn.execute(ev_buy.insert().from_select(BUY_COLUMNS, _purchase_join(ev_owner, FOREVER, BUY_COLUMNS[1:]).distinct()))
             conn.execute(delete(ev_purchase))
             conn.execute(delete(ev_rfm))
             if rfm is not None and days_key is not None and agg_key is not None:
@@ -351,6 +361,10 @@ class Evidence:
             conn.execute(select(kv.c.value).where(kv.c.name == PRIMARY_KV)).scalar() == primary
         later = fresh and conn.execute(select(ev_contact.c.client_key).where(ev_contact.c.at > now).limit(1)).first() is not None
         self.stored = fresh and not later
+        # purchases derived with the stored owners (ev_buy), unless something they are made of changed since;
+        # undated by ``now``, they serve a simulation in the past too (the owners' derivation has no date)
+        self.buys: Table | None = ev_buy if fresh and conn.execute(
+            select(kv.c.value).where(kv.c.name == Store.PURCHASES_DIRTY)).scalar() == "0" else None
         self._purchase_days: dict[int, Table] = {}
         if fresh and not later:
             self.owners, self.contact = ev_owner, ev_contact
@@ -547,6 +561,10 @@ class Evidence:
 
     def purchase_summary_q(self) -> Any:
         """Subquery ``(client_key, n, last)``: purchases and the latest one per client."""
+        if self.buys is not None:
+            b = self.buys
+            return (select(b.c.client_key, func.count(b.c.key.distinct()).label("n"), func.max(b.c.at).label("last"))
+                    .where(b.c.at <= self.now).group_by(b.c.client_key).subquery("ps"))
         j = self._purchase_join(["at", "key"]).subquery("pj")
         return (select(j.c.client_key, func.count(j.c.key.distinct()).label("n"), func.max(j.c.at).label("last"))
                 .group_by(j.c.client_key).subquery("ps"))
@@ -559,8 +577,14 @@ class Evidence:
         wanted = set(client_keys)
         seen: set[tuple[str, str]] = set()
         for within in self.key_filters(client_keys):
-            base = self._purchase_join(["at", "amount", "what", "key"], select(o.c.owner_key).where(within(o.c.client_key))).subquery("pj")
-            for ck, at, amount, what, key in self.conn.execute(select(base)):
+            if self.buys is not None:
+                b = self.buys
+                rows = self.conn.execute(select(b.c.client_key, b.c.at, b.c.amount, b.c.what, b.c.key)
+                                         .where(within(b.c.client_key), b.c.at <= self.now))
+            else:
+                base = self._purchase_join(["at", "amount", "what", "key"], select(o.c.owner_key).where(within(o.c.client_key))).subquery("pj")
+                rows = self.conn.execute(select(base))
+            for ck, at, amount, what, key in rows:
                 if ck not in wanted or at is None or (ck, key) in seen:  # an owner shared with a client not asked for
                     continue
                 seen.add((ck, key))

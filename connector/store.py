@@ -228,6 +228,13 @@ ev_purchase = Table(
     Column("currency", String(10), primary_key=True), Column("amount", Float), Column("at", UTC),
     Column("first", Integer),  # 1 on the day's first currency: counts the day once
 )
+# every client's purchases as the rules count them (whose, which kind of client, paid or won), derived
+# with ev_owner: the lost rule's candidates are one aggregate over it, not a join of every won deal
+ev_buy = Table(
+    "ev_buy", metadata, Column("client_key", String(200), nullable=False), Column("key", String(200), nullable=False),
+    Column("at", UTC), Column("amount", Float), Column("what", String(40)), Column("system", String(20)), Column("currency", String(10)),
+    Index("ix_ev_buy_client", "client_key", "at"),
+)
 # the rfm rule's per-client aggregate over ev_purchase for one window, base currency and rates (derived with it)
 ev_rfm = Table(
     "ev_rfm", metadata, Column("client_key", String(200), primary_key=True), Column("last", String(10)), Column("n", Integer),
@@ -341,7 +348,13 @@ def _m9(conn: Connection) -> None:
         ix.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8, _m9]
+def _m10(conn: Connection) -> None:
+    """Purchases derived per client (``ev_buy``); the next evaluation derives them (purchases marked dirty)."""
+    ev_buy.create(conn, checkfirst=True)
+    conn.execute(kv.delete().where(kv.c.name == Store.PURCHASES_DIRTY))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8, _m9, _m10]
 MIGRATION_LOCK_ID = 0x636E6D67  # "cnmg": the advisory lock that serialises migrations on PostgreSQL
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -12,10 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from connector.errors import ConnectorError
 from connector.ports import CheckResult, Context
-from onec.client import SYSTEM, ODataClient
-from onec.mapping import doc_select
-from onec.metadata import russian_name as russian
-from onec.presets import for_config
+
+SYSTEM = "onec"  # onec.client's; the clients are imported only when 1C is read, written or checked
 
 if TYPE_CHECKING:
     from connector.config import Settings
@@ -61,6 +59,8 @@ class OneCAdapter:
             return []
         out: list[CheckResult] = []
         try:
+            from onec.presets import for_config
+
             names = for_config(cfg)
         except ConnectorError as e:
             return [CheckResult(SYSTEM, "preset and overrides", False, str(e))]
@@ -78,7 +78,10 @@ class OneCAdapter:
 
 def _check_odata(cfg: Any, names: Any, ctx: Context) -> list[CheckResult]:
     """``$metadata`` first: what to publish and what is missing, then the exact reads the source makes."""
+    from onec.client import ODataClient
+    from onec.mapping import doc_select
     from onec.metadata import MetadataCache, interest, parse_edmx, resolve_against
+    from onec.metadata import russian_name as russian
     from onec.source import counterparty_select
 
     client = ODataClient(cfg.odata.url, cfg.odata.user, cfg.odata.password, ctx.counter(SYSTEM), timeout=cfg.odata.timeout,

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 from connector.errors import ConnectorError
 from connector.ports import CheckResult, Context
-from sms.sink import SYSTEM, MessageSink
-from sms.smtp import SmtpClient
-from sms.turbosms import TurboSmsClient
+
+SYSTEM = "sms"  # sms.sink's; the clients are imported only when a message goes out or is checked
 
 if TYPE_CHECKING:
     from connector.config import Settings
     from connector.sandbox import SyntheticCompany
+    from sms.sink import MessageSink
 
 
 class SmsSandbox:
@@ -56,7 +56,9 @@ class SmsAdapter:
     def source(self, settings: "Settings", ctx: Context) -> None:
         return None
 
-    def sink(self, settings: "Settings", ctx: Context) -> MessageSink | None:
+    def sink(self, settings: "Settings", ctx: Context) -> "MessageSink | None":
+        from sms.sink import MessageSink
+
         if not self.configured(settings):
             return None
         return MessageSink(settings.messaging, ctx, phone_region=settings.phone_region)
@@ -66,6 +68,9 @@ class SmsAdapter:
         m = settings.messaging
         if m is None:
             return []
+        from sms.smtp import SmtpClient
+        from sms.turbosms import TurboSmsClient
+
         out: list[CheckResult] = []
         if m.sms and m.sms.provider == "turbosms":
             client = TurboSmsClient(m.sms, ctx, attempts=2, timeout=20)

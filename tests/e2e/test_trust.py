@@ -249,3 +249,27 @@ def test_an_empty_release_pool_is_a_refusal_with_the_clients_name(sandbox):
     r = sandbox.cli("run", cfg, "--once", "--now", later)
     title = sandbox.sb.company.company(cid).title
     assert r.returncode == 3 and "no active manager in the pool" in r.stdout and title in r.stdout
+
+
+def test_a_plan_without_sync_derives_the_evidence_for_later_runs_unless_another_process_holds_the_store(sandbox):
+    import socket
+
+    db = sqlite3.connect(str(sandbox.tmp / "e2e.db"), isolation_level=None)
+    assert sandbox.cli("sync", str(DEMO), "--now", ANCHOR).returncode == 0
+
+    def dirty() -> str:
+        return db.execute("SELECT value FROM kv WHERE name = 'evidence.dirty'").fetchone()[0]
+
+    db.execute("UPDATE kv SET value = '1' WHERE name = 'evidence.dirty'")  # as after a sync that changed something
+    free = sandbox.cli("plan", str(DEMO), "--no-sync", "--now", ANCHOR)
+    assert free.returncode == 0, free.stderr[-2000:]
+    assert dirty() == "0"  # derived once, under the lease: the next run reads it
+
+    db.execute("UPDATE kv SET value = '1' WHERE name = 'evidence.dirty'")
+    later = (datetime.now() + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")
+    db.execute("INSERT INTO lease (name, owner, pid, host, acquired_at, heartbeat_at, expires_at) VALUES "
+               "('runner', 'another', ?, ?, ?, ?, ?)", (os.getpid(), socket.gethostname(), later, later, later))
+    held = sandbox.cli("plan", str(DEMO), "--no-sync", "--now", ANCHOR)
+    assert held.returncode == 0, held.stderr[-2000:]
+    assert dirty() == "1"  # another process holds the store: the plan derived a private copy and changed nothing
+    assert held.stdout == free.stdout

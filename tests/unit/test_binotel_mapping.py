@@ -161,3 +161,21 @@ def test_php_bracket_form_parses_to_nested_record() -> None:
 def test_php_form_rejects_malformed_keys(body: str) -> None:
     with pytest.raises(BadRequest):
         parse_php_form(body)
+
+
+def test_adapter_system_name_is_the_clients():
+    """The adapter names the system without importing its client (a plan never loads requests for it)."""
+    from binotel import adapter, client
+
+    assert adapter.SYSTEM == client.SYSTEM
+
+
+def test_adapters_name_their_systems_without_their_clients():
+    """Every adapter's system constant agrees with its client's: the adapters are loaded by every plan."""
+    from onec import adapter as onec_adapter
+    from onec import client as onec_client
+    from sms import adapter as sms_adapter
+    from sms import sink as sms_sink
+
+    assert onec_adapter.SYSTEM == onec_client.SYSTEM
+    assert sms_adapter.SYSTEM == sms_sink.SYSTEM

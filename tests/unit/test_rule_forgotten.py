@@ -154,3 +154,39 @@ def test_the_supervisor_hears_when_the_connectors_task_is_overdue_and_not_when_i
     assert [(a.subject_key, a.type, a.payload["user"]) for a in sink.done] == [(late, "notify", k("user", 1))]
     _, sink = w.run(NOW + timedelta(days=7), Portal())
     assert sink.done == []  # once
+
+
+def test_last_contact_is_built_only_for_a_template_that_reads_it(tmp_path, monkeypatch):
+    import connector.rules.forgotten as rule_module
+
+    built: list[str | None] = []
+    real = rule_module.last_contact_var
+    monkeypatch.setattr(rule_module, "last_contact_var", lambda kind, when: built.append(kind) or real(kind, when))
+    w = world(tmp_path, RULE)
+    c = w.company(1, "Old Co")
+    w.activity(c, 90, "call")
+    assert [a.subject_key for a in w.plan().actions] == [c] and built == []
+    (tmp_path / "reads").mkdir()
+    w = world(tmp_path / "reads", RULE.replace("No contact: {{ client.title }}", "{{ client.title }}: {{ last_contact }}"))
+    c = w.company(1, "Old Co")
+    w.activity(c, 90, "call")
+    assert w.plan().actions[0].payload["title"] == "Old Co: дзвінок 25.08.2026" and built == ["call"]
+
+
+def test_contacts_are_read_for_the_candidates_of_a_rule_that_asks(tmp_path, monkeypatch):
+    """Contacts are read once per batch of candidates, on the first question, not for every client loaded."""
+    from connector.evidence import Evidence
+
+    asked: list[list[str]] = []
+    real = Evidence.contacts_of
+    monkeypatch.setattr(Evidence, "contacts_of", lambda self, keys, kinds=None: asked.append(list(keys)) or real(self, keys, kinds))
+    w = world(tmp_path, RULE)
+    a, b = w.company(1), w.company(2)
+    w.activity(a, 90, "call")
+    w.activity(b, 80, "email")
+    with w.snapshot() as snap:
+        views = snap.clients([a, b])
+        assert asked == []
+        assert views[b].last_contact() == (NOW.astimezone(views[b].created_at.tzinfo) - timedelta(days=80), "email")
+        assert views[a].contact["call"] == NOW.astimezone(views[a].created_at.tzinfo) - timedelta(days=90)
+    assert asked == [[a, b]]

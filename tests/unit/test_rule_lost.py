@@ -77,3 +77,57 @@ def test_one_purchase_per_day_across_sources(tmp_path):
     w.deal(c, 200)
     w.deal(c, 200)  # the deal and a second record of the same day are one purchase
     assert w.plan().actions == []
+
+
+def _purchases_both_ways(w, clients, now):
+    """Purchases and the candidates' summary from the stored derivation and from the live join."""
+    from sqlalchemy import select
+
+    from connector.evidence import Evidence
+
+    with w.snapshot(now) as snap:
+        ev = Evidence(snap.conn, "bitrix24", now)
+        assert ev.buys is not None  # the derivation is fresh: it is what the rule reads
+        stored = ({k: [(p.key, p.at) for p in v] for k, v in ev.purchases(clients).items()},
+                  sorted(snap.conn.execute(select(ev.purchase_summary_q())).all()))
+        ev.buys = None
+        live = ({k: [(p.key, p.at) for p in v] for k, v in ev.purchases(clients).items()},
+                sorted(snap.conn.execute(select(ev.purchase_summary_q())).all()))
+    return stored, live
+
+
+def test_derived_purchases_equal_the_live_join_before_and_after_now(tmp_path):
+    w = world(tmp_path, RULE)
+    a = w.company(1)
+    b = w.company(2)
+    for days in (400, 200, 30, -20):  # -20: dated after NOW (a simulation later sees it, one at NOW does not)
+        w.deal(a, days)
+    w.deal(b, 100)
+    w.deal(b, 100, "lost")
+    w.invoice(a, 50, paid=True)
+    keys = [a, b]
+    for now in (NOW - timedelta(days=150), NOW, NOW + timedelta(days=30)):
+        stored, live = _purchases_both_ways(w, keys, now)
+        assert stored == live
+    early, _ = _purchases_both_ways(w, keys, NOW - timedelta(days=150))
+    late, _ = _purchases_both_ways(w, keys, NOW + timedelta(days=30))
+    assert len(early[0][a]) == 2 and len(late[0][a]) == 5  # 400 and 200 days ago; every deal and the paid invoice
+
+
+def test_a_store_from_before_the_derivation_derives_purchases_on_its_next_evaluation(tmp_path):
+    from sqlalchemy import select
+
+    from connector.store import Store, _m10, ev_buy, kv
+
+    w = world(tmp_path, RULE)
+    c = w.company(1)
+    w.deal(c, 200)
+    w.deal(c, 260)
+    assert [a.subject_key for a in w.plan().actions] == [c]
+    with w.store.tx() as conn:  # as a store made before ev_buy: the table new and empty, the flags of then
+        conn.execute(ev_buy.delete())
+        _m10(conn)
+        assert conn.execute(select(kv.c.value).where(kv.c.name == Store.PURCHASES_DIRTY)).first() is None
+    assert [a.subject_key for a in w.plan().actions] == [c]
+    with w.store.tx() as conn:
+        assert len(conn.execute(select(ev_buy)).all()) == 2

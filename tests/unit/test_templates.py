@@ -63,3 +63,15 @@ def test_at_run_time_a_render_that_data_makes_slow_is_stopped_and_the_next_one_w
     with pytest.raises(TemplateError, match="took longer than"):
         render(slow, {"t": "x" * 300})  # 8e9 iterations
     assert render("Hello {{ name }}", {"name": "Chernihiv [/] Grain"}) == "Hello Chernihiv [/] Grain"
+
+
+def test_object_variables_read_their_keys_as_attributes_as_jinja_would():
+    from connector.templates import Text
+
+    client = Text("Acme", title="Acme LLC", items="a key named like a dict method")
+    assert render("{{ client }} / {{ client.title }} / {{ client['title'] }}", {"client": client}) == "Acme / Acme LLC / Acme LLC"
+    assert client.title == "Acme LLC" and callable(client.items)  # the method wins over the key, as in jinja
+    with pytest.raises(TemplateError):
+        render("{{ client.nope }}", {"client": client})
+    with pytest.raises(AttributeError):
+        client._secret  # noqa: B018 - private names are never keys
