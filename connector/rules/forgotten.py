@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from connector import words
 from connector.calendar import BusinessCalendar
@@ -28,9 +28,7 @@ def evaluate(rule: ForgottenRule, snap: Snapshot, cal: BusinessCalendar) -> Eval
     kind = kind_of(rule.clients)
     scope = snap.scope(rule.where, kind)
     cutoff = snap.now - timedelta(days=rule.inactive_days)
-    lc = snap.ev.last_contact_q(rule.contact_kinds)
-    q = (select(clients.c.key).outerjoin(lc, lc.c.client_key == clients.c.key)
-         .where(*scope, func.coalesce(lc.c.last, clients.c.created_at) <= cutoff))
+    q = select(clients.c.key).where(*scope, snap.ev.silent_since(rule.contact_kinds, cutoff))
     if rule.keep_while_future_task:
         kept = snap.ev.kept_q()
         q = q.where(clients.c.key.not_in(select(kept.c.client_key)))
