@@ -138,6 +138,8 @@ class Planner:
         self._people_vars: dict[str | None, Any] = {}
         self._read_names: dict[str, set[str]] = {}
         self._messages: dict[str, list] = {}
+        self._unread: list[str] = []  # clients of the current rule whose messages are not read yet
+        self._episodes_read: set[str] = set()  # every journal entry of these episodes is in self.known
         sup = settings.people.supervisor
         self.supervisor_key = person_key(snap, sup) if sup is not None else None
 
@@ -152,9 +154,11 @@ class Planner:
             ev = evaluate(rule, self.snap, self.cal, self.settings)
             rp = RulePlan(rule.name, rule.type, ev.scope, len(ev.findings), refusals=list(ev.refusals), notes=list(ev.notes),
                           evaluation=ev)
-            clients = [f.client.key for f in ev.findings if f.client is not None]
-            self._messages.update(self.snap.messages_of([c for c in clients if c not in self._messages]))
-            episodes = self.snap.episode_entries([episode_of(rule.name, f.subject_key, f.period) for f in ev.findings])
+            # the clients' earlier messages are read when a message is planned (caps, variants), not for every rule
+            self._unread = [f.client.key for f in ev.findings if f.client is not None]
+            asked = [episode_of(rule.name, f.subject_key, f.period) for f in ev.findings]
+            episodes = self.snap.episode_entries(asked)
+            self._episodes_read.update(asked)
             self.known.update({e.key: e.state for es in episodes.values() for e in es})
             for f in ev.findings:
                 try:
@@ -200,8 +204,17 @@ class Planner:
         return plan
 
     def _learn_known(self, keys: list[str]) -> None:
+        """The journal state of ``keys``; a key of an episode whose entries were all read is known already
+        (in the journal with its state, or not in it at all), so the day after a run asks for nothing again."""
         if self.journal is not None:
-            self.known.update(self.journal.states_for([k for k in keys if k not in self.known]))
+            self.known.update(self.journal.states_for([k for k in keys if k not in self.known
+                                                       and k.rsplit(":", 1)[0] not in self._episodes_read]))
+
+    def _messages_of(self, client_key: str) -> list:
+        if self._unread:
+            self._messages.update(self.snap.messages_of([c for c in self._unread if c not in self._messages]))
+            self._unread = []
+        return self._messages.get(client_key, [])
 
     # -- safety
 
@@ -434,7 +447,7 @@ class Planner:
             if self._marketing_this_run.setdefault(c.key, key) != key:
                 return False
             since = self.snap.now - timedelta(days=m.max_per_client_days)
-            for e in self._messages.get(c.key, []):
+            for e in self._messages_of(c.key):
                 when = e.done_at or e.created_at
                 if (e.payload or {}).get("marketing") and e.state in DONE_STATES and when and when >= since:
                     return False
@@ -445,7 +458,7 @@ class Planner:
         c = f.client
         who = c.key if c else f.subject_key
         index = key.rsplit(":", 1)[-1]
-        before = [e for e in self._messages.get(who, []) if e.rule == rule.name and e.key.rsplit(":", 1)[-1] == index
+        before = [e for e in self._messages_of(who) if e.rule == rule.name and e.key.rsplit(":", 1)[-1] == index
                   and e.key != key and e.state in DONE_STATES]
         return pick_variant(variants, who, len(before))
 

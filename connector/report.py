@@ -118,10 +118,22 @@ def _describe(a: dict) -> str:
     return words.action(t)
 
 
+_DEADLINES: dict[tuple[str, str], str] = {}  # a plan's thousands of tasks share a few deadlines
+
+
 def _deadline(iso: str | None) -> str:
     """An ISO deadline (already local) as people read it: ``12.11.2026 14:05``."""
     if not iso:
         return ""
+    key = (iso, i18n.current())
+    if key not in _DEADLINES:
+        if len(_DEADLINES) > 4096:
+            _DEADLINES.clear()
+        _DEADLINES[key] = _read_deadline(iso)
+    return _DEADLINES[key]
+
+
+def _read_deadline(iso: str) -> str:
     try:
         return i18n.moment(datetime.fromisoformat(iso))
     except ValueError:

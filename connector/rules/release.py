@@ -32,7 +32,7 @@ def evaluate(rule: ReleaseRule, snap: Snapshot, cal: BusinessCalendar, forgotten
         for e in es:
             if e.type == "reassign" and e.payload:
                 assigned[e.payload.get("to")] = assigned.get(e.payload.get("to"), 0) + 1
-    load = dict(snap.load)
+    load: dict[str, int] | None = None  # clients per manager: counted over every client, so only when a release needs it
     snap.clients([e.subject_key for e in open_eps])
     ev = Evaluation([], 0)
     for ep in open_eps:
@@ -65,6 +65,8 @@ def evaluate(rule: ReleaseRule, snap: Snapshot, cal: BusinessCalendar, forgotten
             ev.refusals.append(_("{client}: not released: no active manager in the pool {pool} other than the current one").format(
                 client=c.title, pool=", ".join(str(x) for x in rule.reassign.to)))
             continue
+        if load is None:
+            load = dict(snap.load)
         if rule.reassign.strategy == "least_loaded":
             target = min(candidates, key=lambda p: (load.get(p, 0), pool.index(p)))
         else:
