@@ -256,6 +256,8 @@ class Snapshot:
                                        .where(managers.c.deleted.is_(False)))
         }
         self._clients: dict[str, ClientView | None] = {}
+        self._entries: dict[str, list[JournalEntry]] = {}  # journal entries per episode read so far
+        self._open: dict[str, list[EpisodeView]] = {}  # open episodes per rule
         self._load: dict[str, int] | None = None
 
     def close(self) -> None:
@@ -620,18 +622,27 @@ class Snapshot:
         """A rule's journal entries by subject (all of the rule's when ``subjects`` is None)."""
         out: dict[str, list[JournalEntry]] = defaultdict(list)
         base = select(*_JCOLS).where(journal.c.rule == rule)
-        chunks = [None] if subjects is None else _chunks(list(dict.fromkeys(subjects)))
-        for chunk in chunks:
-            q = base if chunk is None else base.where(journal.c.subject_key.in_(chunk))
-            for r in self.conn.execute(q):
+        filters = [None] if subjects is None else self.ev.key_filters(list(dict.fromkeys(subjects)))
+        for within in filters:
+            q = base if within is None else base.where(within(journal.c.subject_key))
+            for r in self.conn.execute(q).all():
                 out[r.subject_key].append(_je(r))
         return out
 
     def episode_entries(self, episodes_: Iterable[str]) -> dict[str, list[JournalEntry]]:
+        """Journal entries per episode; an episode is read once per snapshot (the planner and the release
+        rule both ask for the forgotten episodes; the journal does not change within one read)."""
+        wanted = list(dict.fromkeys(episodes_))
+        cache = self._entries
+        missing = [e for e in wanted if e not in cache]
+        if missing:
+            for e in missing:
+                cache[e] = []
+            for within in self.ev.key_filters(missing):  # thousands: one join, not IN lists of 500
+                for r in self.conn.execute(select(*_JCOLS).where(within(journal.c.episode))).all():
+                    cache[r.episode].append(_je(r))
         out: dict[str, list[JournalEntry]] = defaultdict(list)
-        for within in self.ev.key_filters(list(dict.fromkeys(episodes_))):  # thousands: one join, not IN lists of 500
-            for r in self.conn.execute(select(*_JCOLS).where(within(journal.c.episode))).all():
-                out[r.episode].append(_je(r))
+        out.update({e: list(cache[e]) for e in wanted if cache[e]})
         return out
 
     def family_entries(self, families: Iterable[str]) -> dict[str, list[JournalEntry]]:
@@ -650,10 +661,12 @@ class Snapshot:
         return out
 
     def open_episodes(self, rule: str) -> list[EpisodeView]:
-        e = episodes.c
-        q = (select(e.episode, e.rule, e.subject_key, e.client_key, e.opened_at, type_coerce(e.data, Text))
-             .where(e.rule == rule, e.closed_at.is_(None)).order_by(e.episode))
-        return [EpisodeView(*r) for r in self.conn.execute(q)]
+        if rule not in self._open:  # read once per snapshot: the planner and the release rule both ask
+            e = episodes.c
+            q = (select(e.episode, e.rule, e.subject_key, e.client_key, e.opened_at, type_coerce(e.data, Text))
+                 .where(e.rule == rule, e.closed_at.is_(None)).order_by(e.episode))
+            self._open[rule] = [EpisodeView(*r) for r in self.conn.execute(q)]
+        return list(self._open[rule])
 
     def pending_keys(self, rule: str) -> list[tuple[str, str]]:
         """``(key, episode)`` of the rule's actions not yet started (planned or waiting to retry)."""
