@@ -140,3 +140,22 @@ def test_a_postgres_url_with_slash_or_at_in_the_password_is_never_printed(passwo
     assert "postgresql+psycopg://app:***@127.0.0.1:1/connector" in str(e.value)
     for part in [password, *(p for p in password.replace("@", "/").split("/") if len(p) > 2)]:
         assert part not in str(e.value), part
+
+
+def test_moments_come_back_aware_and_exact_from_columns_and_aggregates(tmp_path):
+    from datetime import timedelta, timezone
+
+    from sqlalchemy import func
+
+    from connector.store import calls
+
+    s = Store(f"sqlite:///{tmp_path / 's.db'}")
+    kyiv = timezone(timedelta(hours=2))
+    moments = [datetime(2026, 11, 23, 9, 0, tzinfo=UTC), datetime(2026, 11, 23, 12, 30, 15, 123456, tzinfo=kyiv)]
+    s.write([d.Call(f"binotel:call:{i}", "binotel", str(i), "in", "+380441234567", m) for i, m in enumerate(moments)])
+    with s.tx() as conn:
+        got = conn.execute(select(calls.c.started_at).order_by(calls.c.started_at)).scalars().all()
+        latest = conn.execute(select(func.max(calls.c.started_at))).scalar_one()
+        none = conn.execute(select(func.max(calls.c.started_at)).where(calls.c.key == "nope")).scalar_one()
+    assert got == moments and all(m.tzinfo is UTC for m in got)
+    assert latest == moments[1] and latest.tzinfo is UTC and none is None
