@@ -67,6 +67,7 @@ from connector.store import (
 CONTACT_KINDS = ("call", "email", "meeting", "task", "comment", "document", "deal", "invoice", "other")
 PRIMARY_KV = "evidence.primary"
 PURCHASE_KV = "evidence.purchase_days"  # "<UTC offset minutes>|<base currency>" ev_purchase was derived with; "" when it was not
+LATEST_KV = "evidence.latest"  # the latest contact the stored derivation holds (ISO; "" for none): a plan compares its now
 RFM_KV = "evidence.rfm"  # the rfm_key() ev_rfm was derived with; "" when it was not
 
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
@@ -221,6 +222,8 @@ def refresh(store: Store, primary: str, *, rfm: RfmSpec | None = None, now: date
             conn.execute(delete(ev_owner))
             conn.execute(ev_owner.insert().from_select(["owner_key", "client_key"], _owner_select(primary)))
             conn.execute(ev_contact.insert().from_select(["client_key", "kind", "at"], _contact_select(ev_owner, real_now)))
+            latest = conn.execute(select(func.max(ev_contact.c.at))).scalar()
+            store._upsert(conn, kv, [{"name": LATEST_KV, "value": latest.isoformat() if latest else ""}], ["name"])
         if not purchases_kept:
             conn.execute(delete(ev_buy))
             # every purchase, whatever its date: a read keeps those up to its own ``now`` (the date is
@@ -359,7 +362,11 @@ class Evidence:
         self._keys_held: list[str] = []  # what tmp_keys holds now: a second ask for the same keys costs nothing
         fresh = conn.execute(select(kv.c.value).where(kv.c.name == Store.EVIDENCE_DIRTY)).scalar() == "0" and \
             conn.execute(select(kv.c.value).where(kv.c.name == PRIMARY_KV)).scalar() == primary
-        later = fresh and conn.execute(select(ev_contact.c.client_key).where(ev_contact.c.at > now).limit(1)).first() is not None
+        latest = conn.execute(select(kv.c.value).where(kv.c.name == LATEST_KV)).scalar() if fresh else None
+        if latest is not None:  # the derivation's latest contact, kept with it: no scan of every client's contacts
+            later = bool(latest) and datetime.fromisoformat(latest) > now
+        else:
+            later = fresh and conn.execute(select(ev_contact.c.client_key).where(ev_contact.c.at > now).limit(1)).first() is not None
         self.stored = fresh and not later
         # purchases derived with the stored owners (ev_buy), unless something they are made of changed since;
         # undated by ``now``, they serve a simulation in the past too (the owners' derivation has no date)

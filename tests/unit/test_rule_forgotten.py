@@ -190,3 +190,24 @@ def test_contacts_are_read_for_the_candidates_of_a_rule_that_asks(tmp_path, monk
         assert views[b].last_contact() == (NOW.astimezone(views[b].created_at.tzinfo) - timedelta(days=80), "email")
         assert views[a].contact["call"] == NOW.astimezone(views[a].created_at.tzinfo) - timedelta(days=90)
     assert asked == [[a, b]]
+
+
+def test_a_simulation_before_the_latest_stored_contact_derives_its_own_copy(tmp_path):
+    from sqlalchemy import delete
+
+    from connector.evidence import LATEST_KV, Evidence
+    from connector.store import kv
+
+    w = world(tmp_path, RULE)
+    c = w.company(1)
+    w.activity(c, 10, "call")  # the latest contact: 10 days before NOW
+    with w.snapshot() as snap:
+        assert Evidence(snap.conn, "bitrix24", NOW).stored
+        assert not Evidence(snap.conn, "bitrix24", NOW - timedelta(days=20)).stored  # it would see a later call
+        past = Evidence(snap.conn, "bitrix24", NOW - timedelta(days=20)).contacts_of([c])
+    assert past == {}
+    with w.store.tx() as conn:  # a store derived before the latest moment was kept: the same answers by a scan
+        conn.execute(delete(kv).where(kv.c.name == LATEST_KV))
+    with w.snapshot() as snap:
+        assert Evidence(snap.conn, "bitrix24", NOW).stored
+        assert not Evidence(snap.conn, "bitrix24", NOW - timedelta(days=20)).stored
