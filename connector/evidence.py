@@ -55,6 +55,7 @@ from connector.store import (
     ev_owner,
     ev_purchase,
     ev_rfm,
+    ev_stale,
     invoices,
     kv,
     links,
@@ -80,6 +81,7 @@ tmp_contact = Table("ev_contact_now", _tmp, Column("client_key", String(200)), C
 # a plan's candidates (thousands of client keys), joined once instead of in IN lists of 500
 tmp_keys = Table("ev_keys_now", _tmp, Column("client_key", String(200), primary_key=True), prefixes=["TEMPORARY"])
 MANY = 500  # more keys than this go through tmp_keys
+tmp_stale = Table("ev_stale_clients", _tmp, Column("client_key", String(200), primary_key=True), prefixes=["TEMPORARY"])
 tmp_purchase = Table("ev_purchase_now", _tmp, Column("client_key", String(200)), Column("day", String(10)), Column("currency", String(10)),
                      Column("amount", Float), Column("at", UTCType), Column("first", Integer), prefixes=["TEMPORARY"])
 
@@ -112,16 +114,18 @@ class Record:
 # ---------------------------------------------------------------------- the derivations
 
 
-def _owner_select(primary: str) -> Any:
+def _owner_select(primary: str, only: Any | None = None) -> Any:
     """``(owner_key, client_key)``: a client counts for itself; a contact for its company; a deal for
-    its clients (and their companies); a linked 1C counterparty for its client (and its company)."""
+    its clients (and their companies); a linked 1C counterparty for its client (and its company).
+    ``only``: a subquery of client keys, the rows of those clients alone."""
     c, co = clients.alias("c"), clients.alias("co")
     live_c = and_(c.c.system == primary, c.c.deleted.is_(False))
     live_co = and_(co.c.system == primary, co.c.deleted.is_(False))
-    targets = union(
-        select(c.c.key.label("owner_key"), c.c.key.label("client_key")).where(live_c),
-        select(c.c.key, co.c.key).join(co, co.c.key == c.c.company_key).where(live_c, live_co),
-    ).subquery("t")
+    itself = select(c.c.key.label("owner_key"), c.c.key.label("client_key")).where(live_c)
+    company = select(c.c.key, co.c.key).join(co, co.c.key == c.c.company_key).where(live_c, live_co)
+    if only is not None:
+        itself, company = itself.where(c.c.key.in_(only)), company.where(co.c.key.in_(only))
+    targets = union(itself, company).subquery("t")
     dl = select(deals.c.key).where(deals.c.deleted.is_(False)).subquery("dl")
     return union(
         select(targets.c.owner_key, targets.c.client_key),
@@ -147,33 +151,60 @@ def _contact_conditions(upto: datetime) -> dict[str, tuple]:
     }
 
 
-def _contact_select(owners: Table, upto: datetime) -> Any:
-    """``(client_key, kind, at)``: the latest contact of each kind per client, up to ``upto``."""
+def _contact_select(owners: Any, upto: datetime, owner_filter: Any | None = None) -> Any:
+    """``(client_key, kind, at)``: the latest contact of each kind per client, up to ``upto``.
+    ``owner_filter``: a subquery of owner keys; each source reads those owners' rows by its index."""
     a = activities
     cond = _contact_conditions(upto)
+
+    def mine(col: Any) -> tuple:
+        return () if owner_filter is None else (col.in_(owner_filter),)
+
     per_owner = union_all(
         select(a.c.owner_key.label("owner_key"), a.c.kind.label("kind"), func.max(a.c.happened_at).label("at"))
-        .where(*cond["activities"])
+        .where(*cond["activities"], *mine(a.c.owner_key))
         .group_by(a.c.owner_key, a.c.kind),
         select(task_owners.c.owner_key, literal("task"), func.max(tasks.c.closed_at))
         .join(tasks, tasks.c.key == task_owners.c.task_key)
-        .where(*cond["tasks"])
+        .where(*cond["tasks"], *mine(task_owners.c.owner_key))
         .group_by(task_owners.c.owner_key),
-        select(deals.c.key, literal("deal"), deals.c.created_at).where(*cond["deals"]),
+        select(deals.c.key, literal("deal"), deals.c.created_at).where(*cond["deals"], *mine(deals.c.key)),
         select(invoices.c.client_key, literal("invoice"), func.max(invoices.c.issued_at))
-        .where(*cond["invoices"])
+        .where(*cond["invoices"], *mine(invoices.c.client_key))
         .group_by(invoices.c.client_key),
         select(documents.c.client_key, literal("document"), func.max(documents.c.date))
-        .where(*cond["documents"])
+        .where(*cond["documents"], *mine(documents.c.client_key))
         .group_by(documents.c.client_key),
         select(client_phones.c.client_key, literal("call"), func.max(calls.c.started_at))
         .join(calls, calls.c.phone_e164 == client_phones.c.phone)
-        .where(*cond["calls"])
+        .where(*cond["calls"], *mine(client_phones.c.client_key))
         .group_by(client_phones.c.client_key),
     ).subquery("e")
     return (select(owners.c.client_key, per_owner.c.kind, func.max(per_owner.c.at))
             .join(owners, owners.c.owner_key == per_owner.c.owner_key)
             .group_by(owners.c.client_key, per_owner.c.kind))
+
+
+def _derive_for_stale(conn: Connection, primary: str, upto: datetime) -> None:
+    """Derive owners, latest contacts and purchases again for the clients the stale owners count for
+    (before the change, from the stored owners; after it, a client among them itself), exactly as the
+    whole derivation would for them: a cycle that touched a thousand records reads their clients'
+    records, not two million activities."""
+    tmp_stale.drop(conn, checkfirst=True)
+    tmp_stale.create(conn)
+    stale = select(ev_stale.c.owner_key)
+    conn.execute(tmp_stale.insert().from_select(["client_key"], union(
+        select(ev_owner.c.client_key).where(ev_owner.c.owner_key.in_(stale)),
+        select(clients.c.key).where(clients.c.key.in_(stale), clients.c.system == primary))))
+    only = select(tmp_stale.c.client_key)
+    conn.execute(delete(ev_owner).where(ev_owner.c.client_key.in_(only)))
+    conn.execute(ev_owner.insert().from_select(["owner_key", "client_key"], _owner_select(primary, only)))
+    theirs = select(ev_owner).where(ev_owner.c.client_key.in_(only)).subquery("theirs")
+    their_owners = select(theirs.c.owner_key)
+    conn.execute(delete(ev_contact).where(ev_contact.c.client_key.in_(only)))
+    conn.execute(ev_contact.insert().from_select(["client_key", "kind", "at"], _contact_select(theirs, upto, their_owners)))
+    conn.execute(delete(ev_buy).where(ev_buy.c.client_key.in_(only)))
+    conn.execute(ev_buy.insert().from_select(BUY_COLUMNS, _purchase_join(theirs, FOREVER, BUY_COLUMNS[1:], their_owners).distinct()))
 
 
 @dataclass(frozen=True)
@@ -210,25 +241,36 @@ def refresh(store: Store, primary: str, *, rfm: RfmSpec | None = None, now: date
     days_key, agg_key = rfm.keys(real_now) if rfm is not None else (None, None)
     with store.tx() as conn:
         flags = dict(conn.execute(select(kv.c.name, kv.c.value).where(kv.c.name.in_(
-            [Store.EVIDENCE_DIRTY, Store.PURCHASES_DIRTY, PRIMARY_KV, PURCHASE_KV, RFM_KV]))).all())
+            [Store.EVIDENCE_DIRTY, Store.PURCHASES_DIRTY, Store.EVIDENCE_FULL, PRIMARY_KV, PURCHASE_KV, RFM_KV]))).all())
         same_primary = flags.get(PRIMARY_KV) == primary
         contacts_kept = flags.get(Store.EVIDENCE_DIRTY) == "0" and same_primary
         purchases_kept = same_primary and flags.get(Store.PURCHASES_DIRTY) == "0" and \
             (flags.get(PURCHASE_KV) or "") == (days_key or "") and (flags.get(RFM_KV) or "") == (agg_key or "")
         if contacts_kept and purchases_kept:
             return False
+        buys_done = False
         if not contacts_kept:
-            conn.execute(delete(ev_contact))
-            conn.execute(delete(ev_owner))
-            conn.execute(ev_owner.insert().from_select(["owner_key", "client_key"], _owner_select(primary)))
-            conn.execute(ev_contact.insert().from_select(["client_key", "kind", "at"], _contact_select(ev_owner, real_now)))
+            stale = conn.execute(select(func.count()).select_from(ev_stale)).scalar_one()
+            if same_primary and flags.get(Store.EVIDENCE_FULL) == "0" and stale <= Store.STALE_LIMIT:
+                _derive_for_stale(conn, primary, real_now)  # the clients of the owners a sync touched
+            else:
+                conn.execute(delete(ev_contact))
+                conn.execute(delete(ev_owner))
+                conn.execute(ev_owner.insert().from_select(["owner_key", "client_key"], _owner_select(primary)))
+                conn.execute(ev_contact.insert().from_select(["client_key", "kind", "at"], _contact_select(ev_owner, real_now)))
+                conn.execute(delete(ev_buy))
+                # every purchase, whatever its date: a read keeps those up to its own ``now`` (the date is
+                # the only thing that depends on it), so a simulation before or after this moment is exact
+                conn.execute(ev_buy.insert().from_select(BUY_COLUMNS, _purchase_join(ev_owner, FOREVER, BUY_COLUMNS[1:]).distinct()))
+            buys_done = True
+            conn.execute(delete(ev_stale))
             latest = conn.execute(select(func.max(ev_contact.c.at))).scalar()
-            store._upsert(conn, kv, [{"name": LATEST_KV, "value": latest.isoformat() if latest else ""}], ["name"])
+            store._upsert(conn, kv, [{"name": LATEST_KV, "value": latest.isoformat() if latest else ""},
+                                     {"name": Store.EVIDENCE_FULL, "value": "0"}], ["name"])
         if not purchases_kept:
-            conn.execute(delete(ev_buy))
-            # every purchase, whatever its date: a read keeps those up to its own ``now`` (the date is
-            # the only thing that depends on it), so a simulation before or after this moment is exact
-            conn.execute(ev_buy.insert().from_select(BUY_COLUMNS, _purchase_join(ev_owner, FOREVER, BUY_COLUMNS[1:]).distinct()))
+            if not buys_done and flags.get(Store.PURCHASES_DIRTY) != "0":  # purchases alone marked (a store from before ev_buy)
+                conn.execute(delete(ev_buy))
+                conn.execute(ev_buy.insert().from_select(BUY_COLUMNS, _purchase_join(ev_owner, FOREVER, BUY_COLUMNS[1:]).distinct()))
             conn.execute(delete(ev_purchase))
             conn.execute(delete(ev_rfm))
             if rfm is not None and days_key is not None and agg_key is not None:

@@ -78,7 +78,9 @@ def link_clients(settings: Settings, store: Store, now: datetime) -> dict[str, i
         if before != after:  # rewritten only when a link changed: evidence derived from links is rebuilt then
             conn.execute(delete(links))
             store._upsert(conn, links, rows, ["foreign_key"])
-            store.mark_evidence_dirty(conn)
+            moved = {k for k in before.keys() | after.keys() if before.get(k, (None,))[0] != after.get(k, (None,))[0]}
+            # the clients a counterparty counted for before and counts for now
+            store.mark_evidence_dirty(conn, owners={c for k in moved for c in (before.get(k, (None,))[0], after.get(k, (None,))[0])})
     return stats
 
 

@@ -249,6 +249,8 @@ ev_buy = Table(
     Column("at", UTC), Column("amount", Float), Column("what", String(40)), Column("system", String(20)), Column("currency", String(10)),
     Index("ix_ev_buy_client", "client_key", "at"),
 )
+# owners whose records changed since the evidence was derived (their clients are derived again, not every client)
+ev_stale = Table("ev_stale", metadata, Column("owner_key", String(200), primary_key=True))
 # the rfm rule's per-client aggregate over ev_purchase for one window, base currency and rates (derived with it)
 ev_rfm = Table(
     "ev_rfm", metadata, Column("client_key", String(200), primary_key=True), Column("last", String(10)), Column("n", Integer),
@@ -368,7 +370,12 @@ def _m10(conn: Connection) -> None:
     conn.execute(kv.delete().where(kv.c.name == Store.PURCHASES_DIRTY))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8, _m9, _m10]
+def _m11(conn: Connection) -> None:
+    """The owners a sync touched (``ev_stale``), so the evidence of their clients alone is derived again."""
+    ev_stale.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8, _m9, _m10, _m11]
 MIGRATION_LOCK_ID = 0x636E6D67  # "cnmg": the advisory lock that serialises migrations on PostgreSQL
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -584,12 +591,18 @@ class Store:
     def apply(self, system: str, batch: d.Batch, now: datetime) -> int:
         """Write one batch (records, deletions, sweep, cursor) atomically; returns rows written."""
         with self.tx() as conn:
+            touched = [*(r.key for r in batch.records if isinstance(r, self.EVIDENCE_TYPES)), *batch.deleted]
+            full = self._full_pending(conn)  # derived whole next time anyway (a first sync): no footprint needed
+            before = self._footprint(conn, touched) if touched and not full else set()
             n = self._write_records(conn, batch.records)
             for key in batch.deleted:
                 self._mark_deleted(conn, key)
-            gone = self._apply_sweep(conn, batch.sweep) if batch.sweep is not None else 0
+            swept = self._apply_sweep(conn, batch.sweep) if batch.sweep is not None else []
+            gone = len(swept)
             if n or batch.deleted or gone:
-                self.mark_evidence_dirty(conn, purchases=self._touches_purchases(batch.records, batch.deleted, batch.sweep if gone else None))
+                owners = None if full or gone > self.STALE_LIMIT else before | self._footprint(conn, [*touched, *swept])
+                self.mark_evidence_dirty(conn, purchases=self._touches_purchases(batch.records, batch.deleted, batch.sweep if gone else None),
+                                         owners=owners)
             if batch.cursor is not None or n:
                 prev = conn.execute(
                     select(cursors.c.rows, cursors.c.cursor).where(cursors.c.system == system, cursors.c.stream == batch.stream)
@@ -605,25 +618,78 @@ class Store:
         """Upsert records outside a source cycle (push receivers, tests)."""
         records = list(records)
         with self.tx() as conn:
+            touched = [r.key for r in records if isinstance(r, self.EVIDENCE_TYPES)]
+            full = self._full_pending(conn)
+            before = self._footprint(conn, touched) if touched and not full else set()
             n = self._write_records(conn, records)
             if n:
-                self.mark_evidence_dirty(conn, purchases=self._touches_purchases(records))
+                self.mark_evidence_dirty(conn, purchases=self._touches_purchases(records),
+                                         owners=None if full else before | self._footprint(conn, touched))
             return n
 
     EVIDENCE_DIRTY = "evidence.dirty"
+    EVIDENCE_FULL = "evidence.full"  # "0": the evidence may be derived for the owners in ev_stale alone; else whole
+    STALE_LIMIT = 20_000  # more touched owners than this: deriving everything again is cheaper
+    EVIDENCE_TYPES = (d.Activity, d.Task, d.Deal, d.Invoice, d.Payment, d.Document, d.Call, d.Client)  # what evidence is made of
 
     PURCHASES_DIRTY = "evidence.purchases_dirty"
     PURCHASE_TYPES = (d.Deal, d.Invoice, d.Payment, d.Document, d.Client)  # what purchases and their owners are made of
     PURCHASE_KINDS = frozenset({"deal", "invoice", "payment", "document", "company", "contact", "counterparty"})
 
-    def mark_evidence_dirty(self, conn: Connection, *, purchases: bool = True) -> None:
-        """Something evidence is derived from changed: the next evaluation rebuilds it first.
+    def mark_evidence_dirty(self, conn: Connection, *, purchases: bool = True, owners: Iterable[str] | None = None) -> None:
+        """Something evidence is derived from changed: the next evaluation derives it again first.
         ``purchases=False``: nothing purchases are derived from (an activity, a call), so the rfm
-        rule's purchase days are kept."""
+        rule's purchase days are kept. ``owners``: the owner keys whose records changed, before and
+        after (:meth:`_footprint`), so only their clients are derived again; None: unknown, all of them."""
         rows = [{"name": self.EVIDENCE_DIRTY, "value": "1"}]
         if purchases:
             rows.append({"name": self.PURCHASES_DIRTY, "value": "1"})
+        stale = sorted({o for o in owners if o}) if owners is not None else None
+        if stale is None or len(stale) > self.STALE_LIMIT:
+            rows.append({"name": self.EVIDENCE_FULL, "value": "1"})
+        elif stale:
+            self._upsert(conn, ev_stale, [{"owner_key": o} for o in stale], ["owner_key"])
         self._upsert(conn, kv, rows, ["name"])
+
+    def _full_pending(self, conn: Connection) -> bool:
+        """The evidence is to be derived whole anyway (or has never been): no owner needs noting."""
+        return conn.execute(select(kv.c.value).where(kv.c.name == self.EVIDENCE_FULL)).scalar() != "0"
+
+    def _footprint(self, conn: Connection, keys: Iterable[str]) -> set[str]:
+        """The owners whose evidence the records ``keys`` are part of, as the store holds them now (asked
+        before and after a write: an activity moved to another company touches both): an activity's
+        and a task's owners, a deal and its clients, an invoice's, a payment's and a document's client
+        (a payment's invoice or basis document too), the clients holding a call's number, a client and
+        its company."""
+        by_kind: dict[str, list[str]] = {}
+        for k in keys:
+            by_kind.setdefault(d.split_key(k)[1], []).append(k)
+        out: set[str] = set()
+
+        def ask(ks: list[str], query: Callable[[list[str]], Any]) -> None:
+            for i in range(0, len(ks), 500):
+                out.update(r[0] for r in conn.execute(query(ks[i : i + 500])) if r[0])
+
+        pay_inv = invoices.alias("pay_inv")
+        basis = documents.alias("basis")
+        ask(by_kind.get("activity", []) + by_kind.get("comment", []),
+            lambda c: select(activities.c.owner_key).where(activities.c.key.in_(c)))
+        ask(by_kind.get("task", []), lambda c: select(task_owners.c.owner_key).where(task_owners.c.task_key.in_(c)))
+        out.update(by_kind.get("deal", []))
+        ask(by_kind.get("deal", []), lambda c: select(deal_clients.c.client_key).where(deal_clients.c.deal_key.in_(c)))
+        ask(by_kind.get("invoice", []), lambda c: select(invoices.c.client_key).where(invoices.c.key.in_(c)))
+        ask(by_kind.get("payment", []), lambda c: select(payments.c.client_key).where(payments.c.key.in_(c)))
+        ask(by_kind.get("payment", []), lambda c: select(pay_inv.c.client_key).join(payments, payments.c.invoice_key == pay_inv.c.key)
+            .where(payments.c.key.in_(c)))
+        ask(by_kind.get("document", []), lambda c: select(documents.c.client_key).where(documents.c.key.in_(c)))
+        ask(by_kind.get("document", []), lambda c: select(basis.c.client_key).join(documents, documents.c.basis_key == basis.c.key)
+            .where(documents.c.key.in_(c)))
+        ask(by_kind.get("call", []), lambda c: select(client_phones.c.client_key).join(calls, calls.c.phone_e164 == client_phones.c.phone)
+            .where(calls.c.key.in_(c)))
+        people = by_kind.get("company", []) + by_kind.get("contact", []) + by_kind.get("counterparty", [])
+        out.update(people)
+        ask(people, lambda c: select(clients.c.company_key).where(clients.c.key.in_(c)))
+        return out
 
     def _touches_purchases(self, records: list[d.Record], deleted: Iterable[str] = (), sweep: d.Sweep | None = None) -> bool:
         return (any(isinstance(r, self.PURCHASE_TYPES) for r in records) or any(d.split_key(k)[1] in self.PURCHASE_KINDS for k in deleted)
@@ -724,7 +790,7 @@ class Store:
         if table is not None:
             conn.execute(update(table).where(table.c.key == key).values(deleted=True))
 
-    def _apply_sweep(self, conn: Connection, sweep: d.Sweep) -> int:
+    def _apply_sweep(self, conn: Connection, sweep: d.Sweep) -> list[str]:
         table = KIND_TABLES[sweep.kind]
         prefix = d.make_key(sweep.system, sweep.kind, "")
         live = {d.make_key(sweep.system, sweep.kind, i) for i in sweep.live_ids}
@@ -732,7 +798,7 @@ class Store:
         gone = sorted(stored - live)
         for i in range(0, len(gone), 500):
             conn.execute(update(table).where(table.c.key.in_(gone[i : i + 500])).values(deleted=True))
-        return len(gone)
+        return gone
 
     # -- the connector's own footprint
 
@@ -743,14 +809,18 @@ class Store:
         with self.tx() as conn:
             own_tasks = select(tasks.c.key).where(tasks.c.own.is_(True))
             remote = select(journal.c.remote_key).where(journal.c.remote_key.is_not(None))
-            n = conn.execute(update(tasks).where(tasks.c.own.is_(False), tasks.c.key.in_(remote)).values(own=True)).rowcount
-            n += conn.execute(update(activities).where(activities.c.own.is_(False), activities.c.ref_key.in_(own_tasks))
-                              .values(own=True)).rowcount
-            n += conn.execute(update(activities).where(activities.c.own.is_(False), activities.c.key.in_(remote)).values(own=True)).rowcount
-            own_invoices = conn.execute(update(invoices).where(invoices.c.own.is_(False), invoices.c.key.in_(remote))
-                                        .values(own=True)).rowcount
-            if n or own_invoices:
-                self.mark_evidence_dirty(conn, purchases=bool(own_invoices))
+            changed: list[str] = []  # what becomes the connector's own: its clients' evidence is derived again
+            for table, cond in ((tasks, tasks.c.key.in_(remote)), (activities, activities.c.key.in_(remote)), (invoices, invoices.c.key.in_(remote))):
+                changed += [k for (k,) in conn.execute(select(table.c.key).where(table.c.own.is_(False), cond).distinct())]
+                conn.execute(update(table).where(table.c.own.is_(False), cond).values(own=True))
+                if table is tasks:  # the CRM activities mirroring the connector's tasks (those just marked too)
+                    mirror = activities.c.ref_key.in_(own_tasks)
+                    changed += [k for (k,) in conn.execute(select(activities.c.key).where(activities.c.own.is_(False), mirror).distinct())]
+                    conn.execute(update(activities).where(activities.c.own.is_(False), mirror).values(own=True))
+            own_invoices = any(d.split_key(k)[1] == "invoice" for k in changed)
+            if changed:
+                self.mark_evidence_dirty(conn, purchases=own_invoices,
+                                         owners=None if self._full_pending(conn) else self._footprint(conn, changed))
 
     def find_markers(self, markers: Iterable[str]) -> dict[str, tuple[str, datetime | None]]:
         """Records already carrying these markers in the synced data: marker -> (record key, when made)."""
