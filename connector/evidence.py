@@ -86,7 +86,7 @@ tmp_purchase = Table("ev_purchase_now", _tmp, Column("client_key", String(200)),
                      Column("amount", Float), Column("at", UTCType), Column("first", Integer), prefixes=["TEMPORARY"])
 
 
-@dataclass
+@dataclass(slots=True)
 class Purchase:
     at: datetime
     amount: float

@@ -52,7 +52,7 @@ class ManagerView:
     active: bool
 
 
-@dataclass
+@dataclass(slots=True)  # tens of thousands per plan: smaller and faster to make
 class ClientView:
     key: str
     system: str
@@ -200,7 +200,7 @@ class CallView:
     client_key: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class JournalEntry:
     key: str
     rule: str
