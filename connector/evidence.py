@@ -35,7 +35,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, and_, case, delete, func, literal, or_, select, union, union_all
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    union,
+    union_all,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from connector.store import (
@@ -240,6 +257,10 @@ def refresh(store: Store, primary: str, *, rfm: RfmSpec | None = None, now: date
     real_now = now or datetime.now(UTC)
     days_key, agg_key = rfm.keys(real_now) if rfm is not None else (None, None)
     with store.tx() as conn:
+        # The write lock (SQLite) and the flag's row (PostgreSQL) first, the flags read under them: a
+        # writer that commits meanwhile (a push receiver) would otherwise have its owners marked
+        # derived unseen. Its own mark waits for this transaction and says "dirty" after it.
+        conn.execute(update(kv).where(kv.c.name == Store.EVIDENCE_DIRTY).values(value=kv.c.value))
         flags = dict(conn.execute(select(kv.c.name, kv.c.value).where(kv.c.name.in_(
             [Store.EVIDENCE_DIRTY, Store.PURCHASES_DIRTY, Store.EVIDENCE_FULL, PRIMARY_KV, PURCHASE_KV, RFM_KV]))).all())
         same_primary = flags.get(PRIMARY_KV) == primary
