@@ -645,10 +645,11 @@ class Store:
         if purchases:
             rows.append({"name": self.PURCHASES_DIRTY, "value": "1"})
         stale = sorted({o for o in owners if o}) if owners is not None else None
-        if stale is None or len(stale) > self.STALE_LIMIT:
-            rows.append({"name": self.EVIDENCE_FULL, "value": "1"})
-        elif stale:
+        if stale:
             self._upsert(conn, ev_stale, [{"owner_key": o} for o in stale], ["owner_key"])
+        if stale is None or (stale and conn.execute(select(func.count()).select_from(ev_stale)).scalar_one() > self.STALE_LIMIT):
+            rows.append({"name": self.EVIDENCE_FULL, "value": "1"})  # a resync: every client anyway, no list kept
+            conn.execute(ev_stale.delete())
         self._upsert(conn, kv, rows, ["name"])
 
     def _full_pending(self, conn: Connection) -> bool:

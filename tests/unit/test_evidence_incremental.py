@@ -242,3 +242,20 @@ def test_what_becomes_the_connectors_own_is_derived_again_for_its_clients_alone(
     derive_whole(store)
     assert got == derived(store)
     assert ("bitrix24:company:1", "task", str(NOW - timedelta(days=1))) not in {tuple(r) for r in got["ev_contact"]}
+
+
+def test_past_the_limit_of_touched_owners_the_next_derivation_is_whole_and_no_list_is_kept(tmp_path, monkeypatch):
+    store = Store(f"sqlite:///{tmp_path / 'e.db'}")
+    sync = Sync(store, random.Random(5))
+    store.apply("bitrix24", d.Batch("all", sync.first()), NOW)
+    evidence.refresh(store, "bitrix24", now=NOW)
+    monkeypatch.setattr(Store, "STALE_LIMIT", 3)
+    store.apply("bitrix24", d.Batch("changes", [sync.activity(a) for a in sync.activities[:2]]), NOW)
+    store.apply("bitrix24", d.Batch("changes", [sync.activity(a) for a in sync.activities[2:4]]), NOW)  # together past the limit
+    with store.tx() as conn:
+        assert conn.execute(select(func.count()).select_from(ev_stale)).scalar_one() == 0
+    assert flag(store, Store.EVIDENCE_FULL) == "1"
+    evidence.refresh(store, "bitrix24", now=NOW)
+    got = derived(store)
+    derive_whole(store)
+    assert got == derived(store) and flag(store, Store.EVIDENCE_FULL) == "0"
