@@ -629,7 +629,7 @@ class Store:
 
     EVIDENCE_DIRTY = "evidence.dirty"
     EVIDENCE_FULL = "evidence.full"  # "0": the evidence may be derived for the owners in ev_stale alone; else whole
-    STALE_LIMIT = 20_000  # more touched owners than this: deriving everything again is cheaper
+    STALE_LIMIT = 200_000  # more touched owners than this are not listed: a resync derives everything anyway
     EVIDENCE_TYPES = (d.Activity, d.Task, d.Deal, d.Invoice, d.Payment, d.Document, d.Call, d.Client)  # what evidence is made of
 
     PURCHASES_DIRTY = "evidence.purchases_dirty"

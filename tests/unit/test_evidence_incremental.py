@@ -259,3 +259,23 @@ def test_past_the_limit_of_touched_owners_the_next_derivation_is_whole_and_no_li
     got = derived(store)
     derive_whole(store)
     assert got == derived(store) and flag(store, Store.EVIDENCE_FULL) == "0"
+
+
+def test_when_the_touched_owners_are_many_of_all_one_pass_over_everything_is_taken(tmp_path, monkeypatch):
+    store = Store(f"sqlite:///{tmp_path / 'e.db'}")
+    sync = Sync(store, random.Random(6))
+    store.apply("bitrix24", d.Batch("all", sync.first()), NOW)
+    evidence.refresh(store, "bitrix24", now=NOW)
+    partial: list[int] = []
+    real = evidence._derive_for_stale
+    monkeypatch.setattr(evidence, "_derive_for_stale", lambda *a: partial.append(1) or real(*a))
+    monkeypatch.setattr(evidence, "PARTIAL_MIN", 0)
+    store.apply("bitrix24", d.Batch("changes", [sync.activity(sync.activities[0])]), NOW)
+    evidence.refresh(store, "bitrix24", now=NOW)
+    assert partial == [1]  # a few of many: the touched clients alone
+    store.apply("bitrix24", d.Batch("changes", [sync.company(c) for c in sync.companies] + [sync.contact(c) for c in sync.contacts]), NOW)
+    evidence.refresh(store, "bitrix24", now=NOW)
+    assert partial == [1]  # every client touched: everything in one pass
+    got = derived(store)
+    derive_whole(store)
+    assert got == derived(store)
