@@ -195,7 +195,10 @@ def _contact_select(owners: Any, upto: datetime, owner_filter: Any | None = None
         .group_by(documents.c.client_key),
         select(client_phones.c.client_key, literal("call"), func.max(calls.c.started_at))
         .join(calls, calls.c.phone_e164 == client_phones.c.phone)
-        .where(*cond["calls"], *mine(client_phones.c.client_key))
+        .where(*cond["calls"], *mine(client_phones.c.client_key),
+               # the owners' numbers first, then their calls by number: never every call against every owner
+               *(() if owner_filter is None else
+                 (calls.c.phone_e164.in_(select(client_phones.c.phone).where(client_phones.c.client_key.in_(owner_filter))),)))
         .group_by(client_phones.c.client_key),
     ).subquery("e")
     return (select(owners.c.client_key, per_owner.c.kind, func.max(per_owner.c.at))

@@ -128,6 +128,7 @@ clients = Table(
 )
 client_phones = Table(
     "client_phones", metadata, Column("phone", String(30), primary_key=True), Column("client_key", String(200), primary_key=True),
+    Index("ix_client_phones_client", "client_key"),  # a client's numbers (its calls), not only a number's clients
 )
 deals = Table(
     "deals", metadata, K(), *_common(),
@@ -375,7 +376,14 @@ def _m11(conn: Connection) -> None:
     ev_stale.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8, _m9, _m10, _m11]
+def _m12(conn: Connection) -> None:
+    """A client's phone numbers by index: the calls of a few thousand clients were found by trying
+    every call against every one of them (28 s for 1,000 companies of a 100k portal)."""
+    for ix in client_phones.indexes:
+        ix.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8, _m9, _m10, _m11, _m12]
 MIGRATION_LOCK_ID = 0x636E6D67  # "cnmg": the advisory lock that serialises migrations on PostgreSQL
 SCHEMA_VERSION = len(MIGRATIONS)
 
