@@ -600,15 +600,14 @@ class Store:
         """Write one batch (records, deletions, sweep, cursor) atomically; returns rows written."""
         with self.tx() as conn:
             touched = [*(r.key for r in batch.records if isinstance(r, self.EVIDENCE_TYPES)), *batch.deleted]
-            full = self._full_pending(conn)  # derived whole next time anyway (a first sync): no footprint needed
-            before = self._footprint(conn, touched) if touched and not full else set()
+            noted = self._noting(conn, touched)
             n = self._write_records(conn, batch.records)
             for key in batch.deleted:
                 self._mark_deleted(conn, key)
             swept = self._apply_sweep(conn, batch.sweep) if batch.sweep is not None else []
             gone = len(swept)
             if n or batch.deleted or gone:
-                owners = None if full or gone > self.STALE_LIMIT else before | self._footprint(conn, [*touched, *swept])
+                owners = None if gone > self.STALE_LIMIT else noted([*touched, *swept])
                 self.mark_evidence_dirty(conn, purchases=self._touches_purchases(batch.records, batch.deleted, batch.sweep if gone else None),
                                          owners=owners)
             if batch.cursor is not None or n:
@@ -627,12 +626,10 @@ class Store:
         records = list(records)
         with self.tx() as conn:
             touched = [r.key for r in records if isinstance(r, self.EVIDENCE_TYPES)]
-            full = self._full_pending(conn)
-            before = self._footprint(conn, touched) if touched and not full else set()
+            noted = self._noting(conn, touched)
             n = self._write_records(conn, records)
             if n:
-                self.mark_evidence_dirty(conn, purchases=self._touches_purchases(records),
-                                         owners=None if full else before | self._footprint(conn, touched))
+                self.mark_evidence_dirty(conn, purchases=self._touches_purchases(records), owners=noted(touched))
             return n
 
     EVIDENCE_DIRTY = "evidence.dirty"
@@ -659,6 +656,14 @@ class Store:
             rows.append({"name": self.EVIDENCE_FULL, "value": "1"})  # a resync: every client anyway, no list kept
             conn.execute(ev_stale.delete())
         self._upsert(conn, kv, rows, ["name"])
+
+    def _noting(self, conn: Connection, keys: list[str]) -> Callable[[list[str]], set[str] | None]:
+        """The owners of ``keys`` before a write; the returned call adds those of the keys after it
+        (None while a whole derivation is pending anyway, as after a first sync: nothing to note)."""
+        if self._full_pending(conn):
+            return lambda after: None
+        before = self._footprint(conn, keys) if keys else set()
+        return lambda after: before | self._footprint(conn, after)
 
     def _full_pending(self, conn: Connection) -> bool:
         """The evidence is to be derived whole anyway (or has never been): no owner needs noting."""
@@ -828,8 +833,7 @@ class Store:
                     conn.execute(update(activities).where(activities.c.own.is_(False), mirror).values(own=True))
             own_invoices = any(d.split_key(k)[1] == "invoice" for k in changed)
             if changed:
-                self.mark_evidence_dirty(conn, purchases=own_invoices,
-                                         owners=None if self._full_pending(conn) else self._footprint(conn, changed))
+                self.mark_evidence_dirty(conn, purchases=own_invoices, owners=self._noting(conn, [])(changed))
 
     def find_markers(self, markers: Iterable[str]) -> dict[str, tuple[str, datetime | None]]:
         """Records already carrying these markers in the synced data: marker -> (record key, when made)."""
